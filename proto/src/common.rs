@@ -1,0 +1,387 @@
+//! Ids, limits, name rules and the retry policy shared by every BigFS crate.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::pb;
+
+/// Inode number of the root directory.
+pub const ROOT_INO: u64 = 1;
+
+/// Default bytes per chunk. 4 MiB keeps a chunk in one gRPC message, gives
+/// enough chunks per file for parallel transfers, and deduplicates well.
+pub const DEFAULT_CHUNK_SIZE: u32 = 4 * 1024 * 1024;
+
+/// Largest chunk any node accepts. Bounds the memory one request can pin.
+pub const MAX_CHUNK_SIZE: u32 = 64 * 1024 * 1024;
+
+/// Largest gRPC message: one maximal chunk plus framing and fields.
+pub const MAX_MESSAGE_SIZE: usize = MAX_CHUNK_SIZE as usize + 1024 * 1024;
+
+/// Longest file name, in bytes (as in Linux's NAME_MAX).
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Longest symlink target, in bytes (as in Linux's PATH_MAX).
+pub const MAX_SYMLINK_LEN: usize = 4096;
+
+/// Default copies per chunk.
+pub const DEFAULT_REPLICATION: u32 = 3;
+
+/// A chunk's id: the SHA-256 of its bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ChunkId(pub [u8; 32]);
+
+impl ChunkId {
+    /// The id of these bytes.
+    pub fn of(data: &[u8]) -> Self {
+        let digest = Sha256::digest(data);
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&digest);
+        ChunkId(id)
+    }
+
+    /// Parses an id received on the wire.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, InvalidChunkId> {
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| InvalidChunkId(bytes.len()))?;
+        Ok(ChunkId(arr))
+    }
+
+    /// Parses a 64-character hex id.
+    pub fn from_hex(s: &str) -> Result<Self, InvalidChunkId> {
+        let bytes = hex::decode(s).map_err(|_| InvalidChunkId(s.len() / 2))?;
+        Self::from_slice(&bytes)
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// A short prefix for logs.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..6])
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.0.to_vec()
+    }
+
+    /// Whether `data` hashes to this id.
+    pub fn matches(&self, data: &[u8]) -> bool {
+        ChunkId::of(data) == *self
+    }
+}
+
+impl fmt::Display for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChunkId({})", self.short())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("a chunk id is 32 bytes (SHA-256), got {0}")]
+pub struct InvalidChunkId(pub usize);
+
+impl From<InvalidChunkId> for tonic::Status {
+    fn from(e: InvalidChunkId) -> Self {
+        tonic::Status::invalid_argument(e.to_string())
+    }
+}
+
+/// Why a directory entry name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("empty name")]
+    Empty,
+    #[error("name {0:?} is reserved")]
+    Reserved(String),
+    #[error("name contains '/' or NUL")]
+    BadChar,
+    #[error("name is {0} bytes, the limit is {MAX_NAME_LEN}")]
+    TooLong(usize),
+}
+
+/// Checks one path component.
+pub fn validate_name(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name == "." || name == ".." {
+        return Err(NameError::Reserved(name.to_string()));
+    }
+    if name.contains('/') || name.contains('\0') {
+        return Err(NameError::BadChar);
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong(name.len()));
+    }
+    Ok(())
+}
+
+/// How a caller retries an operation that can fail transiently.
+///
+/// Attempt `n` (0-based) that failed is followed by a sleep of
+/// `min(base_delay * multiplier^n, max_delay)` with ±20% jitter, so clients
+/// that failed together do not retry together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Retries after the first attempt (so `max_retries + 1` attempts).
+    pub max_retries: u32,
+    /// Sleep after the first failure, in milliseconds.
+    pub base_delay_ms: u64,
+    /// Upper bound of one sleep, in milliseconds.
+    pub max_delay_ms: u64,
+    /// Growth of the sleep per failed attempt.
+    pub multiplier: f64,
+    /// Deadline of one attempt, in milliseconds.
+    pub attempt_timeout_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            // 5 retries spanning ~3 s of sleeps: rides out a node restart
+            // or a metadata failover without hanging an application.
+            max_retries: 5,
+            base_delay_ms: 100,
+            max_delay_ms: 2_000,
+            multiplier: 2.0,
+            // A 4 MiB chunk takes well under a second on any link we
+            // target; 10 s means the peer is stuck, not slow.
+            attempt_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl RetryConfig {
+    /// The sleep after failed attempt `attempt` (0-based), without jitter.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.base_delay_ms as f64;
+        let factor = self.multiplier.max(1.0).powi(attempt.min(64) as i32);
+        let ms = (base * factor).min(self.max_delay_ms as f64);
+        Duration::from_millis(ms as u64)
+    }
+
+    /// The sleep after failed attempt `attempt`, with ±20% jitter.
+    pub fn backoff_jittered(&self, attempt: u32) -> Duration {
+        let d = self.backoff(attempt).as_secs_f64();
+        let jitter = 0.8 + rand::random::<f64>() * 0.4;
+        Duration::from_secs_f64(d * jitter)
+    }
+
+    pub fn attempt_timeout(&self) -> Duration {
+        Duration::from_millis(self.attempt_timeout_ms)
+    }
+
+    /// Checks the values make sense; the message names the bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
+            return Err(format!(
+                "retry.multiplier must be >= 1.0, got {}",
+                self.multiplier
+            ));
+        }
+        if self.max_delay_ms < self.base_delay_ms {
+            return Err("retry.max_delay_ms must be >= retry.base_delay_ms".into());
+        }
+        if self.attempt_timeout_ms == 0 {
+            return Err("retry.attempt_timeout_ms must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// Linux errno values carried on namespace errors, so a client (the FUSE
+/// layer) can answer the exact errno without parsing messages.
+pub mod errno {
+    pub const EPERM: i32 = 1;
+    pub const ENOENT: i32 = 2;
+    pub const EIO: i32 = 5;
+    pub const EACCES: i32 = 13;
+    pub const EEXIST: i32 = 17;
+    pub const EXDEV: i32 = 18;
+    pub const ENOTDIR: i32 = 20;
+    pub const EISDIR: i32 = 21;
+    pub const EINVAL: i32 = 22;
+    pub const EFBIG: i32 = 27;
+    pub const ENOSPC: i32 = 28;
+    pub const EROFS: i32 = 30;
+    pub const EMLINK: i32 = 31;
+    pub const ENAMETOOLONG: i32 = 36;
+    pub const ENOTEMPTY: i32 = 39;
+    pub const ELOOP: i32 = 40;
+    pub const ENODATA: i32 = 61;
+    pub const ESTALE: i32 = 116;
+}
+
+/// gRPC metadata key holding the errno of a failed namespace operation.
+pub const ERRNO_KEY: &str = "x-bigfs-errno";
+
+/// A status that also carries `errno` under [`ERRNO_KEY`].
+pub fn status_with_errno(
+    code: tonic::Code,
+    errno: i32,
+    message: impl Into<String>,
+) -> tonic::Status {
+    let mut md = tonic::metadata::MetadataMap::new();
+    if let Ok(v) = errno.to_string().parse() {
+        md.insert(ERRNO_KEY, v);
+    }
+    tonic::Status::with_metadata(code, message, md)
+}
+
+/// The errno a status carries, or one derived from its code.
+pub fn errno_of(status: &tonic::Status) -> i32 {
+    if let Some(n) = status
+        .metadata()
+        .get(ERRNO_KEY)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+    {
+        return n;
+    }
+    match status.code() {
+        tonic::Code::NotFound => errno::ENOENT,
+        tonic::Code::AlreadyExists => errno::EEXIST,
+        tonic::Code::InvalidArgument | tonic::Code::OutOfRange => errno::EINVAL,
+        tonic::Code::PermissionDenied => errno::EACCES,
+        tonic::Code::ResourceExhausted => errno::ENOSPC,
+        _ => errno::EIO,
+    }
+}
+
+/// Now as a wire timestamp.
+pub fn now_timestamp() -> pb::Timestamp {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    pb::Timestamp {
+        secs: d.as_secs() as i64,
+        nanos: d.subsec_nanos(),
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// A lazily connecting gRPC channel to `addr` ("host:port" or a URL).
+pub fn channel(addr: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let url = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Ok(tonic::transport::Endpoint::from_shared(url)?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .http2_adaptive_window(true)
+        .initial_stream_window_size(Some(8 * 1024 * 1024))
+        .initial_connection_window_size(Some(32 * 1024 * 1024))
+        .connect_lazy())
+}
+
+/// A Metadata client with BigFS's message limits.
+pub fn metadata_client(
+    addr: &str,
+) -> Result<pb::metadata_client::MetadataClient<tonic::transport::Channel>, tonic::transport::Error>
+{
+    Ok(pb::metadata_client::MetadataClient::new(channel(addr)?)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE))
+}
+
+/// A Storage client with BigFS's message limits.
+pub fn storage_client(
+    addr: &str,
+) -> Result<pb::storage_client::StorageClient<tonic::transport::Channel>, tonic::transport::Error> {
+    Ok(pb::storage_client::StorageClient::new(channel(addr)?)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_by_multiplier_and_caps_at_max_delay() {
+        let r = RetryConfig {
+            max_retries: 10,
+            base_delay_ms: 100,
+            max_delay_ms: 1000,
+            multiplier: 2.0,
+            attempt_timeout_ms: 1,
+        };
+        let got: Vec<u64> = (0..6).map(|a| r.backoff(a).as_millis() as u64).collect();
+        assert_eq!(got, vec![100, 200, 400, 800, 1000, 1000]);
+    }
+
+    #[test]
+    fn jitter_stays_within_twenty_percent() {
+        let r = RetryConfig::default();
+        for a in 0..8 {
+            let plain = r.backoff(a).as_secs_f64();
+            let j = r.backoff_jittered(a).as_secs_f64();
+            assert!(
+                j >= plain * 0.79 && j <= plain * 1.21,
+                "attempt {a}: {j} vs {plain}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_config_validation_names_the_key() {
+        let r = RetryConfig {
+            multiplier: 0.5,
+            ..Default::default()
+        };
+        assert!(r.validate().unwrap_err().contains("retry.multiplier"));
+        assert!(RetryConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn errno_travels_in_status_metadata() {
+        let s = status_with_errno(
+            tonic::Code::FailedPrecondition,
+            errno::ENOTEMPTY,
+            "dir not empty",
+        );
+        assert_eq!(errno_of(&s), errno::ENOTEMPTY);
+        assert_eq!(errno_of(&tonic::Status::not_found("x")), errno::ENOENT);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert_eq!(validate_name(""), Err(NameError::Empty));
+        assert_eq!(validate_name(".."), Err(NameError::Reserved("..".into())));
+        assert_eq!(validate_name("a/b"), Err(NameError::BadChar));
+        assert_eq!(
+            validate_name(&"x".repeat(256)),
+            Err(NameError::TooLong(256))
+        );
+        assert!(validate_name(&"x".repeat(255)).is_ok());
+    }
+
+    #[test]
+    fn chunk_id_round_trips_and_checks_data() {
+        let id = ChunkId::of(b"hello");
+        assert_eq!(ChunkId::from_hex(&id.to_hex()).unwrap(), id);
+        assert!(id.matches(b"hello"));
+        assert!(!id.matches(b"hellO"));
+        assert!(ChunkId::from_slice(&[0u8; 31]).is_err());
+    }
+}

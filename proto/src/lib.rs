@@ -1,0 +1,13 @@
+//! The BigFS wire contract and the few pieces of code every crate shares.
+//!
+//! `pb` is generated from `proto/bigfs.proto`; `common` holds chunk ids,
+//! limits, name validation and the retry policy.
+
+#[allow(clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("bigfs");
+}
+
+pub mod common;
+
+pub use common::*;
