@@ -1,1 +1,21 @@
+//! The BigFS client library: namespace operations, file handles with a
+//! bounded write buffer and background uploads, a verified LRU chunk cache,
+//! reads with failover across replicas, and the retry policy with metrics.
+//!
+//! The `bigfs` CLI and the `bigfs-mount` FUSE daemon are thin shells over it.
 
+pub mod chunk_cache;
+pub mod chunk_io;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod file;
+pub mod layout;
+pub mod meta;
+pub mod metrics;
+pub mod write_buffer;
+
+pub use client::Client;
+pub use config::ClientConfig;
+pub use error::{ClientError, Result};
+pub use file::FileHandle;

@@ -1,1 +1,88 @@
-fn main() {}
+//! `bigfs-storage`: a BigFS storage node.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bigfs_storagenode::Config;
+use clap::Parser;
+
+/// A BigFS storage node: stores chunks and replicates them to peers.
+#[derive(Debug, Parser)]
+#[command(name = "bigfs-storage", version)]
+struct Args {
+    /// TOML configuration file; flags override its values.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory for chunk files and the pinned node id.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on (ip:port). Default 127.0.0.1:9500.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Address of the metadata service (host:port). Default 127.0.0.1:9400.
+    #[arg(long)]
+    metadata: Option<String>,
+    /// This node's id. Default: pinned in <data-dir>/node_id, else generated.
+    #[arg(long)]
+    node_id: Option<String>,
+    /// host:port peers use to reach this node. Default: the listen address.
+    #[arg(long)]
+    advertise: Option<String>,
+}
+
+fn load(args: Args) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(v) = args.data_dir {
+        config.data_dir = v;
+    }
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = args.metadata {
+        config.metadata = v;
+    }
+    if let Some(v) = args.node_id {
+        config.node_id = Some(v);
+    }
+    if let Some(v) = args.advertise {
+        config.advertise = Some(v);
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let config = match load(Args::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bigfs-storage: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bigfs-storage: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bigfs_storagenode::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "storage node failed");
+            eprintln!("bigfs-storage: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,365 @@
-//! Helpers for the integration tests.
+//! A real local BigFS cluster for integration tests: the metadata service
+//! and storage nodes run as separate processes on loopback ports, in a
+//! temporary directory, and can be killed (-9) and restarted.
+//!
+//! The binaries must be built first (`cargo build --workspace --bins`);
+//! `.ci/run` does that.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bigfs_client::{Client, ClientConfig};
+use bigfs_proto::{RetryConfig, pb};
+use sha2::{Digest, Sha256};
+
+/// Where cargo put the workspace binaries (next to this test's `deps/`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the tests",
+        p.display()
+    );
+    p
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub struct Node {
+    pub id: String,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub meta_addr: String,
+    meta_child: Option<Child>,
+    pub nodes: Vec<Node>,
+    meta_config: PathBuf,
+}
+
+/// Metadata settings for tests: quick failure detection so tests that kill
+/// nodes do not wait the production timeouts.
+const TEST_META_CONFIG: &str = r#"
+heartbeat_interval_ms = 300
+suspect_after_ms = 1500
+down_after_ms = 3000
+"#;
+
+impl Cluster {
+    /// Starts a metadata service and `n` storage nodes and waits until every
+    /// node is up.
+    pub async fn start(n: usize) -> Cluster {
+        Self::start_with(n, "").await
+    }
+
+    /// As `start`, with extra metadata TOML settings.
+    pub async fn start_with(n: usize, extra_meta: &str) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("bigfs-test-")
+            .tempdir()
+            .expect("tempdir");
+        let meta_config = dir.path().join("metadata.toml");
+        std::fs::write(&meta_config, format!("{TEST_META_CONFIG}\n{extra_meta}"))
+            .expect("write config");
+        let meta_addr = format!("127.0.0.1:{}", free_port());
+        let mut c = Cluster {
+            dir,
+            meta_addr,
+            meta_child: None,
+            nodes: Vec::new(),
+            meta_config,
+        };
+        c.start_metadata();
+        c.wait_metadata().await;
+        for i in 0..n {
+            c.add_node(&format!("node-{}", i + 1));
+        }
+        c.wait_nodes_up(n).await;
+        c
+    }
+
+    fn log_file(&self, name: &str) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{name}.log")))
+            .expect("log file")
+    }
+
+    pub fn start_metadata(&mut self) {
+        let data = self.dir.path().join("meta");
+        let child = Command::new(bin("bigfs-metadata"))
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--listen")
+            .arg(&self.meta_addr)
+            .arg("--config")
+            .arg(&self.meta_config)
+            .env("RUST_LOG", "info")
+            .stdout(self.log_file("metadata"))
+            .stderr(self.log_file("metadata"))
+            .spawn()
+            .expect("spawn bigfs-metadata");
+        self.meta_child = Some(child);
+    }
+
+    /// Kills the metadata service with SIGKILL.
+    pub fn kill_metadata(&mut self) {
+        if let Some(mut c) = self.meta_child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn restart_metadata(&mut self) {
+        self.kill_metadata();
+        self.start_metadata();
+        self.wait_metadata().await;
+    }
+
+    pub async fn wait_metadata(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = bigfs_proto::metadata_client(&self.meta_addr)
+                && c.status(pb::Empty {}).await.is_ok()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "metadata service did not start; see {}",
+                self.log_path("metadata")
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn log_path(&self, name: &str) -> String {
+        self.dir
+            .path()
+            .join(format!("{name}.log"))
+            .display()
+            .to_string()
+    }
+
+    /// Adds and starts a storage node with id `id`.
+    pub fn add_node(&mut self, id: &str) -> usize {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let data_dir = self.dir.path().join(id);
+        self.nodes.push(Node {
+            id: id.to_string(),
+            addr,
+            data_dir,
+            child: None,
+        });
+        let i = self.nodes.len() - 1;
+        self.start_node(i);
+        i
+    }
+
+    pub fn start_node(&mut self, i: usize) {
+        let log = self.log_file(&self.nodes[i].id);
+        let log2 = self.log_file(&self.nodes[i].id);
+        let n = &mut self.nodes[i];
+        let child = Command::new(bin("bigfs-storage"))
+            .arg("--data-dir")
+            .arg(&n.data_dir)
+            .arg("--listen")
+            .arg(&n.addr)
+            .arg("--metadata")
+            .arg(&self.meta_addr)
+            .arg("--node-id")
+            .arg(&n.id)
+            .env("RUST_LOG", "info")
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .expect("spawn bigfs-storage");
+        n.child = Some(child);
+    }
+
+    /// Kills storage node `i` with SIGKILL.
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn status(&self) -> pb::StatusReply {
+        let mut c = bigfs_proto::metadata_client(&self.meta_addr).expect("client");
+        c.status(pb::Empty {}).await.expect("status").into_inner()
+    }
+
+    /// Waits until at least `n` nodes are up.
+    pub async fn wait_nodes_up(&self, n: usize) {
+        self.wait_for(Duration::from_secs(30), "storage nodes up", || async {
+            let s = self.status().await;
+            s.nodes
+                .iter()
+                .filter(|x| x.state == pb::NodeState::Up as i32)
+                .count()
+                >= n
+        })
+        .await;
+    }
+
+    /// Polls `cond` every 100 ms until it holds; panics after `timeout`.
+    pub async fn wait_for<F, Fut>(&self, timeout: Duration, what: &str, cond: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + timeout;
+        while !cond().await {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A client library connection with a short retry budget.
+    pub async fn client(&self) -> Arc<Client> {
+        let cfg = ClientConfig {
+            metadata: self.meta_addr.clone(),
+            retry: RetryConfig {
+                max_retries: 4,
+                base_delay_ms: 50,
+                max_delay_ms: 500,
+                multiplier: 2.0,
+                attempt_timeout_ms: 5_000,
+            },
+            ..ClientConfig::default()
+        };
+        Client::connect(cfg).await.expect("connect client")
+    }
+
+    /// Runs the `bigfs` CLI against this cluster.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin("bigfs"))
+            .arg("--metadata")
+            .arg(&self.meta_addr)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run bigfs")
+    }
+
+    /// Runs the CLI and asserts success; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "bigfs {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Chunk files stored on node `i`'s disk.
+    pub fn chunk_files(&self, i: usize) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let root = self.nodes[i].data_dir.join("chunks");
+        let Ok(dirs) = std::fs::read_dir(&root) else {
+            return out;
+        };
+        for d in dirs.flatten() {
+            if let Ok(files) = std::fs::read_dir(d.path()) {
+                out.extend(files.flatten().map(|f| f.path()).filter(|p| p.is_file()));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill_node(i);
+        }
+        self.kill_metadata();
+        if std::thread::panicking() {
+            // Keep the logs of a failed test for whoever reads the output.
+            let path = self.dir.path().to_path_buf();
+            eprintln!("cluster logs kept in {}", path.display());
+            std::mem::forget(std::mem::replace(
+                &mut self.dir,
+                tempfile::Builder::new()
+                    .prefix("bigfs-dummy-")
+                    .tempdir()
+                    .expect("tempdir"),
+            ));
+        }
+    }
+}
+
+/// `len` pseudo-random bytes from `seed` (fast, reproducible).
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut v = vec![0u8; len];
+    rng.fill_bytes(&mut v);
+    v
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).expect("open");
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Writes a whole buffer through the client library to `path`.
+pub async fn write_file(client: &Client, path: &str, data: &[u8]) {
+    let h = client.create_path(path, 0o644).await.expect("create");
+    let step = 1 << 20;
+    let mut off = 0;
+    while off < data.len() {
+        let end = (off + step).min(data.len());
+        h.write(off as u64, &data[off..end]).await.expect("write");
+        off = end;
+    }
+    h.flush().await.expect("flush");
+}
+
+/// Reads a whole file through the client library.
+pub async fn read_file(client: &Client, path: &str) -> Vec<u8> {
+    let attr = client.resolve(path).await.expect("resolve");
+    let h = client.open_attr(&attr).expect("open");
+    let mut out = Vec::with_capacity(attr.size as usize);
+    loop {
+        let d = h.read(out.len() as u64, 4 << 20).await.expect("read");
+        if d.is_empty() {
+            return out;
+        }
+        out.extend_from_slice(&d);
+    }
+}

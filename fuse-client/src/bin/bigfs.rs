@@ -1,1 +1,563 @@
-fn main() {}
+//! `bigfs`: transfer files to and from a BigFS cluster and inspect it.
+//!
+//! Exit codes: 0 success, 1 the operation failed (the message says why),
+//! 2 bad usage, 3 the metadata service cannot be reached.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use bigfs_client::client::split_path;
+use bigfs_client::{Client, ClientConfig, ClientError};
+use bigfs_proto::pb;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Parser)]
+#[command(
+    name = "bigfs",
+    version,
+    about = "Transfer files to and from a BigFS cluster and inspect it"
+)]
+struct Cli {
+    /// Metadata service address (host:port).
+    #[arg(long, env = "BIGFS_METADATA", global = true)]
+    metadata: Option<String>,
+    /// Client configuration file (TOML, keys of ClientConfig).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Machine-readable output where it applies.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Upload a local file (a REMOTE that is a directory receives LOCAL's name).
+    Put { local: PathBuf, remote: String },
+    /// Download a remote file ("-" writes to standard output).
+    Get { remote: String, local: PathBuf },
+    /// Print a remote file to standard output.
+    Cat { remote: String },
+    /// List a directory.
+    Ls {
+        #[arg(default_value = "/")]
+        path: String,
+        /// Long listing: kind, mode, size, inode.
+        #[arg(short, long)]
+        long: bool,
+    },
+    /// Show a file's attributes and chunks.
+    Stat { path: String },
+    /// Remove a file (or, with -r, a directory tree).
+    Rm {
+        path: String,
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Make a directory.
+    Mkdir {
+        path: String,
+        /// Make parents as needed; no error if it exists.
+        #[arg(short, long)]
+        parents: bool,
+    },
+    /// Rename or move.
+    Mv { from: String, to: String },
+    /// Cluster status: nodes, capacity, chunks, replica health.
+    Status,
+}
+
+/// An error with the exit code it deserves.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        let code = if matches!(e, ClientError::Connect { .. }) {
+            3
+        } else {
+            1
+        };
+        Failure {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure {
+            code: 1,
+            message: format!("{e:#}"),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bigfs: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("bigfs: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<ClientConfig, Failure> {
+    let mut cfg = match &cli.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str(&text).map_err(|e| Failure {
+                code: 2,
+                message: format!("{}: {e}", p.display()),
+            })?
+        }
+        None => ClientConfig::default(),
+    };
+    if let Some(m) = &cli.metadata {
+        cfg.metadata = m.clone();
+    }
+    cfg.client_name = format!("bigfs-cli-{}", std::process::id());
+    Ok(cfg)
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let cfg = load_config(&cli)?;
+    let client = Client::connect(cfg).await?;
+    match &cli.cmd {
+        Cmd::Put { local, remote } => put(&client, local, remote).await,
+        Cmd::Get { remote, local } => get(&client, remote, local).await,
+        Cmd::Cat { remote } => get(&client, remote, Path::new("-")).await,
+        Cmd::Ls { path, long } => ls(&client, path, *long, cli.json).await,
+        Cmd::Stat { path } => stat(&client, path, cli.json).await,
+        Cmd::Rm { path, recursive } => rm(&client, path, *recursive).await,
+        Cmd::Mkdir { path, parents } => mkdir(&client, path, *parents).await,
+        Cmd::Mv { from, to } => mv(&client, from, to).await,
+        Cmd::Status => status(&client, cli.json).await,
+    }
+}
+
+fn progress(total: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{bar:40.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+    ) {
+        pb.set_style(style);
+    }
+    pb
+}
+
+fn is_dir(attr: &pb::Attr) -> bool {
+    attr.kind == pb::FileKind::Directory as i32
+}
+
+async fn put(client: &Client, local: &Path, remote: &str) -> Result<(), Failure> {
+    let mut file = tokio::fs::File::open(local)
+        .await
+        .with_context(|| format!("cannot open {}", local.display()))?;
+    let meta = file
+        .metadata()
+        .await
+        .with_context(|| format!("cannot stat {}", local.display()))?;
+    if meta.is_dir() {
+        return Err(anyhow::anyhow!("{} is a directory", local.display()).into());
+    }
+    let target = match client.resolve(remote).await {
+        Ok(a) if is_dir(&a) => {
+            let name = local
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| anyhow::anyhow!("{}: no usable file name", local.display()))?;
+            format!("{}/{}", remote.trim_end_matches('/'), name)
+        }
+        _ => remote.to_string(),
+    };
+    let handle = client.create_path(&target, 0o644).await?;
+    let chunk = client
+        .status()
+        .await
+        .map(|s| s.chunk_size.max(65536) as usize)
+        .unwrap_or(4 << 20);
+    let bar = progress(meta.len());
+    let mut buf = vec![0u8; chunk];
+    let mut offset = 0u64;
+    loop {
+        let n = read_full(&mut file, &mut buf)
+            .await
+            .with_context(|| format!("reading {}", local.display()))?;
+        if n == 0 {
+            break;
+        }
+        handle.write(offset, &buf[..n]).await?;
+        offset += n as u64;
+        bar.set_position(offset);
+    }
+    handle.flush().await?;
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// Fills `buf` unless the file ends first; returns the bytes read.
+async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        let m = file.read(&mut buf[n..]).await?;
+        if m == 0 {
+            break;
+        }
+        n += m;
+    }
+    Ok(n)
+}
+
+async fn get(client: &Client, remote: &str, local: &Path) -> Result<(), Failure> {
+    let attr = client.resolve(remote).await?;
+    if is_dir(&attr) {
+        return Err(anyhow::anyhow!("{remote} is a directory").into());
+    }
+    let handle = client.open_attr(&attr)?;
+    let to_stdout = local == Path::new("-");
+    let bar = if to_stdout {
+        ProgressBar::hidden()
+    } else {
+        progress(attr.size)
+    };
+    let mut out: Box<dyn tokio::io::AsyncWrite + Unpin> = if to_stdout {
+        Box::new(tokio::io::stdout())
+    } else {
+        Box::new(
+            tokio::fs::File::create(local)
+                .await
+                .with_context(|| format!("cannot create {}", local.display()))?,
+        )
+    };
+    let step = attr.chunk_size.max(65536) as usize;
+    let mut offset = 0u64;
+    loop {
+        let data = handle.read(offset, step).await?;
+        if data.is_empty() {
+            break;
+        }
+        out.write_all(&data)
+            .await
+            .with_context(|| format!("writing {}", local.display()))?;
+        offset += data.len() as u64;
+        bar.set_position(offset);
+    }
+    out.flush().await.context("flushing output")?;
+    bar.finish_and_clear();
+    Ok(())
+}
+
+fn kind_char(kind: i32) -> char {
+    match pb::FileKind::try_from(kind) {
+        Ok(pb::FileKind::Directory) => 'd',
+        Ok(pb::FileKind::Symlink) => 'l',
+        _ => '-',
+    }
+}
+
+async fn ls(client: &Client, path: &str, long: bool, json: bool) -> Result<(), Failure> {
+    let attr = client.resolve(path).await?;
+    let entries = if is_dir(&attr) {
+        client.readdir_all(attr.ino).await?
+    } else {
+        let name = path.rsplit('/').next().unwrap_or(path).to_string();
+        vec![pb::DirEntry {
+            name,
+            ino: attr.ino,
+            kind: attr.kind,
+            cookie: 0,
+            attr: Some(attr),
+        }]
+    };
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        let rows: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| {
+                let a = e.attr.clone().unwrap_or_default();
+                serde_json::json!({"name": e.name, "ino": e.ino, "kind": kind_char(e.kind).to_string(),
+                    "size": a.size, "mode": a.mode})
+            })
+            .collect();
+        let _ = writeln!(stdout, "{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
+    for e in entries {
+        if long {
+            let a = e.attr.unwrap_or_default();
+            let _ = writeln!(
+                stdout,
+                "{}{:04o} {:>12} {:>8} {}",
+                kind_char(e.kind),
+                a.mode & 0o7777,
+                a.size,
+                e.ino,
+                e.name
+            );
+        } else {
+            let _ = writeln!(stdout, "{}", e.name);
+        }
+    }
+    Ok(())
+}
+
+async fn stat(client: &Client, path: &str, json: bool) -> Result<(), Failure> {
+    let attr = client.resolve(path).await?;
+    let layout = if attr.kind == pb::FileKind::File as i32 {
+        let ino = attr.ino;
+        Some(
+            client
+                .io()
+                .meta
+                .call("get layout", |mut c| async move {
+                    c.get_layout(pb::InodeRequest { ino }).await
+                })
+                .await?,
+        )
+    } else {
+        None
+    };
+    let chunks: Vec<serde_json::Value> = layout
+        .iter()
+        .flat_map(|l| l.chunks.iter())
+        .map(|c| {
+            let r = c.chunk.clone().unwrap_or_default();
+            serde_json::json!({
+                "index": r.index, "id": hex::encode(&r.id), "len": r.len,
+                "replicas": c.replicas.iter().map(|x| x.node_id.clone()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    if json {
+        let v = serde_json::json!({"ino": attr.ino, "kind": kind_char(attr.kind).to_string(), "size": attr.size,
+            "mode": attr.mode, "uid": attr.uid, "gid": attr.gid, "nlink": attr.nlink,
+            "chunk_size": attr.chunk_size, "replication": attr.replication, "version": attr.version,
+            "chunks": chunks});
+        println!("{v}");
+        return Ok(());
+    }
+    println!("path:        {path}");
+    println!("inode:       {}", attr.ino);
+    println!("kind:        {}", kind_char(attr.kind));
+    println!("size:        {}", attr.size);
+    println!("mode:        {:04o}", attr.mode & 0o7777);
+    println!("uid/gid:     {}/{}", attr.uid, attr.gid);
+    println!("links:       {}", attr.nlink);
+    if !attr.symlink_target.is_empty() {
+        println!("target:      {}", attr.symlink_target);
+    }
+    if let Some(l) = layout {
+        println!("chunk size:  {}", attr.chunk_size);
+        println!("replication: {}", attr.replication);
+        for c in l.chunks {
+            let r = c.chunk.unwrap_or_default();
+            let nodes: Vec<String> = c.replicas.iter().map(|x| x.node_id.clone()).collect();
+            println!(
+                "chunk {:>6}: {} len {} on [{}]",
+                r.index,
+                hex::encode(&r.id[..6.min(r.id.len())]),
+                r.len,
+                nodes.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn rm(client: &Client, path: &str, recursive: bool) -> Result<(), Failure> {
+    let attr = client.resolve(path).await?;
+    let (parent, name) = client.parent_of(path).await?;
+    if is_dir(&attr) {
+        if !recursive {
+            return Err(anyhow::anyhow!("{path} is a directory (use -r)").into());
+        }
+        remove_tree(client, attr.ino).await?;
+        client.rmdir(parent, &name).await?;
+    } else {
+        client.unlink(parent, &name).await?;
+    }
+    Ok(())
+}
+
+/// Removes everything below directory `ino`, depth first.
+async fn remove_tree(client: &Client, ino: u64) -> Result<(), ClientError> {
+    let mut stack = vec![(ino, false)];
+    while let Some((dir, emptied)) = stack.pop() {
+        if emptied {
+            continue;
+        }
+        let entries = client.readdir_all(dir).await?;
+        let subdirs: Vec<&pb::DirEntry> = entries
+            .iter()
+            .filter(|e| e.kind == pb::FileKind::Directory as i32)
+            .collect();
+        for e in entries
+            .iter()
+            .filter(|e| e.kind != pb::FileKind::Directory as i32)
+        {
+            client.unlink(dir, &e.name).await?;
+        }
+        for d in subdirs {
+            Box::pin(remove_tree(client, d.ino)).await?;
+            client.rmdir(dir, &d.name).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn mkdir(client: &Client, path: &str, parents: bool) -> Result<(), Failure> {
+    if !parents {
+        let (parent, name) = client.parent_of(path).await?;
+        client.mkdir(parent, &name, 0o755).await?;
+        return Ok(());
+    }
+    let mut ino = client.root();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        ino = match client.lookup(ino, part).await {
+            Ok(a) if is_dir(&a) => a.ino,
+            Ok(_) => return Err(anyhow::anyhow!("{part} in {path} is not a directory").into()),
+            Err(e) if e.errno() == bigfs_proto::errno::ENOENT => {
+                client.mkdir(ino, part, 0o755).await?.ino
+            }
+            Err(e) => return Err(e.into()),
+        };
+    }
+    Ok(())
+}
+
+async fn mv(client: &Client, from: &str, to: &str) -> Result<(), Failure> {
+    let (parent, name) = client.parent_of(from).await?;
+    let to = match client.resolve(to).await {
+        Ok(a) if is_dir(&a) => format!("{}/{}", to.trim_end_matches('/'), name),
+        _ => to.to_string(),
+    };
+    let (new_parent_path, new_name) = split_path(&to)?;
+    let new_parent = client.resolve(&new_parent_path).await?.ino;
+    client
+        .rename(pb::RenameRequest {
+            parent,
+            name,
+            new_parent,
+            new_name,
+            noreplace: false,
+            exchange: false,
+        })
+        .await?;
+    Ok(())
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn state_name(state: i32) -> &'static str {
+    match pb::NodeState::try_from(state) {
+        Ok(pb::NodeState::Up) => "up",
+        Ok(pb::NodeState::Suspect) => "suspect",
+        Ok(pb::NodeState::Down) => "down",
+        Ok(pb::NodeState::Decommissioned) => "decommissioned",
+        _ => "unknown",
+    }
+}
+
+async fn status(client: &Client, json: bool) -> Result<(), Failure> {
+    let s = client.status().await?;
+    if json {
+        let nodes: Vec<serde_json::Value> = s
+            .nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({"node_id": n.node_id, "address": n.address, "state": state_name(n.state),
+                "capacity": n.capacity, "used": n.used, "chunks": n.chunk_count,
+                "last_heartbeat_ms_ago": n.last_heartbeat_ms_ago, "failures": n.failures})
+            })
+            .collect();
+        let v = serde_json::json!({"nodes": nodes, "files": s.files, "directories": s.directories,
+            "chunks": s.chunks, "chunk_bytes": s.chunk_bytes, "replicas_available": s.replicas_available,
+            "replicas_pending": s.replicas_pending, "replicas_deleting": s.replicas_deleting,
+            "under_replicated": s.under_replicated, "lost": s.lost,
+            "default_replication": s.default_replication, "chunk_size": s.chunk_size});
+        println!("{v}");
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:<22} {:<8} {:>10} {:>10} {:>8} {:>9}",
+        "NODE", "ADDRESS", "STATE", "USED", "CAPACITY", "CHUNKS", "FAILURES"
+    );
+    for n in &s.nodes {
+        println!(
+            "{:<16} {:<22} {:<8} {:>10} {:>10} {:>8} {:>9}",
+            n.node_id,
+            n.address,
+            state_name(n.state),
+            human(n.used),
+            human(n.capacity),
+            n.chunk_count,
+            n.failures
+        );
+    }
+    println!();
+    println!(
+        "files {}  directories {}  chunks {} ({})",
+        s.files,
+        s.directories,
+        s.chunks,
+        human(s.chunk_bytes)
+    );
+    println!(
+        "replicas: {} available, {} pending, {} deleting; replication {}",
+        s.replicas_available, s.replicas_pending, s.replicas_deleting, s.default_replication
+    );
+    let health = if s.lost > 0 {
+        "DATA UNAVAILABLE"
+    } else if s.under_replicated > 0 {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    println!(
+        "health: {health} ({} under-replicated, {} lost)",
+        s.under_replicated, s.lost
+    );
+    Ok(())
+}

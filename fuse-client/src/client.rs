@@ -1,0 +1,334 @@
+//! The client: namespace operations against the metadata service and
+//! `open` for file handles. Everything a CLI or the FUSE layer needs.
+
+use std::sync::Arc;
+
+use bigfs_proto::{ROOT_INO, pb, validate_name};
+
+use crate::chunk_io::ChunkIo;
+use crate::config::ClientConfig;
+use crate::error::{ClientError, Result};
+use crate::file::FileHandle;
+use crate::metrics::MetricsSnapshot;
+
+pub struct Client {
+    io: Arc<ChunkIo>,
+    cfg: ClientConfig,
+}
+
+fn attr_of(reply: pb::AttrReply) -> Result<pb::Attr> {
+    reply
+        .attr
+        .ok_or_else(|| ClientError::Invalid("reply without attr".into()))
+}
+
+/// Splits "/a/b/c" into ("/a/b", "c"). The root has no parent.
+pub fn split_path(path: &str) -> Result<(String, String)> {
+    let trimmed = path.trim_end_matches('/');
+    if !trimmed.starts_with('/') {
+        return Err(ClientError::Invalid(format!(
+            "{path:?}: remote paths are absolute (start with /)"
+        )));
+    }
+    let (parent, name) = trimmed.rsplit_once('/').unwrap_or(("", trimmed));
+    if name.is_empty() {
+        return Err(ClientError::Invalid(format!(
+            "{path:?}: the root has no name"
+        )));
+    }
+    validate_name(name).map_err(|e| ClientError::Invalid(format!("{path:?}: {e}")))?;
+    let parent = if parent.is_empty() {
+        "/".to_string()
+    } else {
+        parent.to_string()
+    };
+    Ok((parent, name.to_string()))
+}
+
+impl Client {
+    /// Connects to the metadata service and checks it answers.
+    pub async fn connect(cfg: ClientConfig) -> Result<Arc<Self>> {
+        cfg.validate().map_err(ClientError::Invalid)?;
+        let io = Arc::new(ChunkIo::new(&cfg)?);
+        let client = Arc::new(Client { io, cfg });
+        client.status().await.map_err(|e| ClientError::Connect {
+            addr: client.cfg.metadata.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(client)
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.cfg
+    }
+
+    pub fn io(&self) -> &Arc<ChunkIo> {
+        &self.io
+    }
+
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.io.metrics.snapshot()
+    }
+
+    pub async fn status(&self) -> Result<pb::StatusReply> {
+        self.io
+            .meta
+            .call(
+                "status",
+                |mut c| async move { c.status(pb::Empty {}).await },
+            )
+            .await
+    }
+
+    pub async fn lookup(&self, parent: u64, name: &str) -> Result<pb::Attr> {
+        let req = pb::LookupRequest {
+            parent,
+            name: name.to_string(),
+        };
+        attr_of(
+            self.io
+                .meta
+                .call("lookup", |mut c| {
+                    let r = req.clone();
+                    async move { c.lookup(r).await }
+                })
+                .await?,
+        )
+    }
+
+    pub async fn resolve(&self, path: &str) -> Result<pb::Attr> {
+        let req = pb::ResolvePathRequest {
+            path: path.to_string(),
+        };
+        attr_of(
+            self.io
+                .meta
+                .call("resolve", |mut c| {
+                    let r = req.clone();
+                    async move { c.resolve_path(r).await }
+                })
+                .await?,
+        )
+    }
+
+    pub async fn getattr(&self, ino: u64) -> Result<pb::Attr> {
+        attr_of(
+            self.io
+                .meta
+                .call("getattr", |mut c| async move {
+                    c.get_attr(pb::InodeRequest { ino }).await
+                })
+                .await?,
+        )
+    }
+
+    pub async fn setattr(&self, req: pb::SetAttrRequest) -> Result<pb::Attr> {
+        attr_of(
+            self.io
+                .meta
+                .call("setattr", |mut c| {
+                    let r = req;
+                    async move { c.set_attr(r).await }
+                })
+                .await?,
+        )
+    }
+
+    pub async fn create(&self, req: pb::CreateRequest) -> Result<pb::Attr> {
+        attr_of(
+            self.io
+                .meta
+                .call("create", |mut c| {
+                    let r = req.clone();
+                    async move { c.create(r).await }
+                })
+                .await?,
+        )
+    }
+
+    /// Creates a regular file (or returns the existing one unless
+    /// `exclusive`).
+    pub async fn create_file(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        exclusive: bool,
+    ) -> Result<pb::Attr> {
+        self.create(pb::CreateRequest {
+            parent,
+            name: name.to_string(),
+            kind: pb::FileKind::File as i32,
+            mode,
+            uid: current_uid(),
+            gid: current_gid(),
+            symlink_target: String::new(),
+            exclusive,
+        })
+        .await
+    }
+
+    pub async fn mkdir(&self, parent: u64, name: &str, mode: u32) -> Result<pb::Attr> {
+        self.create(pb::CreateRequest {
+            parent,
+            name: name.to_string(),
+            kind: pb::FileKind::Directory as i32,
+            mode,
+            uid: current_uid(),
+            gid: current_gid(),
+            symlink_target: String::new(),
+            exclusive: true,
+        })
+        .await
+    }
+
+    pub async fn link(&self, ino: u64, new_parent: u64, new_name: &str) -> Result<pb::Attr> {
+        let req = pb::LinkRequest {
+            ino,
+            new_parent,
+            new_name: new_name.to_string(),
+        };
+        attr_of(
+            self.io
+                .meta
+                .call("link", |mut c| {
+                    let r = req.clone();
+                    async move { c.link(r).await }
+                })
+                .await?,
+        )
+    }
+
+    pub async fn unlink(&self, parent: u64, name: &str) -> Result<()> {
+        let req = pb::NameRequest {
+            parent,
+            name: name.to_string(),
+        };
+        self.io
+            .meta
+            .call("unlink", |mut c| {
+                let r = req.clone();
+                async move { c.unlink(r).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
+        let req = pb::NameRequest {
+            parent,
+            name: name.to_string(),
+        };
+        self.io
+            .meta
+            .call("rmdir", |mut c| {
+                let r = req.clone();
+                async move { c.rmdir(r).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn rename(&self, req: pb::RenameRequest) -> Result<()> {
+        self.io
+            .meta
+            .call("rename", |mut c| {
+                let r = req.clone();
+                async move { c.rename(r).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// One page of a directory, continuing after `offset` (a cookie).
+    pub async fn readdir(&self, ino: u64, offset: u64, limit: u32) -> Result<pb::ReadDirReply> {
+        self.io
+            .meta
+            .call("readdir", |mut c| async move {
+                c.read_dir(pb::ReadDirRequest { ino, offset, limit }).await
+            })
+            .await
+    }
+
+    /// Every entry of a directory.
+    pub async fn readdir_all(&self, ino: u64) -> Result<Vec<pb::DirEntry>> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = self.readdir(ino, offset, 0).await?;
+            if let Some(last) = page.entries.last() {
+                offset = last.cookie;
+            }
+            let empty = page.entries.is_empty();
+            out.extend(page.entries);
+            if page.eof || empty {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// A handle for reading and writing the file `attr` describes.
+    pub fn open_attr(&self, attr: &pb::Attr) -> Result<FileHandle> {
+        if attr.kind != pb::FileKind::File as i32 {
+            return Err(ClientError::Remote {
+                op: "open",
+                errno: bigfs_proto::errno::EISDIR,
+                code: tonic::Code::FailedPrecondition,
+                message: format!("inode {} is not a regular file", attr.ino),
+            });
+        }
+        Ok(FileHandle::new(Arc::clone(&self.io), attr, &self.cfg))
+    }
+
+    /// Opens inode `ino` (fresh attributes: close-to-open consistency).
+    pub async fn open(&self, ino: u64) -> Result<FileHandle> {
+        let attr = self.getattr(ino).await?;
+        self.open_attr(&attr)
+    }
+
+    /// Creates (or truncates) the file at `path` and opens it.
+    pub async fn create_path(&self, path: &str, mode: u32) -> Result<FileHandle> {
+        let (parent, name) = split_path(path)?;
+        let parent = self.resolve(&parent).await?;
+        let attr = self.create_file(parent.ino, &name, mode, false).await?;
+        let h = self.open_attr(&attr)?;
+        if attr.size > 0 {
+            h.truncate(0).await?;
+        }
+        Ok(h)
+    }
+
+    /// Resolves the parent directory of `path` and the final name.
+    pub async fn parent_of(&self, path: &str) -> Result<(u64, String)> {
+        let (parent, name) = split_path(path)?;
+        Ok((self.resolve(&parent).await?.ino, name))
+    }
+
+    pub fn root(&self) -> u64 {
+        ROOT_INO
+    }
+}
+
+pub fn current_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+pub fn current_gid() -> u32 {
+    // SAFETY: getgid has no preconditions and cannot fail.
+    unsafe { libc::getgid() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_path_separates_parent_and_name() {
+        assert_eq!(split_path("/a").unwrap(), ("/".into(), "a".into()));
+        assert_eq!(split_path("/a/b/").unwrap(), ("/a".into(), "b".into()));
+        assert!(split_path("/").is_err());
+        assert!(split_path("relative").is_err());
+        assert!(split_path("/a/..").is_err());
+    }
+}

@@ -1,0 +1,68 @@
+//! Client configuration: one struct, documented defaults, loadable from TOML.
+
+use bigfs_proto::RetryConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Address of the metadata service ("host:port"). Default 127.0.0.1:9400.
+    pub metadata: String,
+    /// Retry policy for chunk transfers and metadata calls.
+    pub retry: RetryConfig,
+    /// Bytes of verified chunks kept in the LRU chunk cache. Default 256 MiB.
+    pub cache_bytes: u64,
+    /// Bytes one open file may hold in its write buffer (dirty chunks and
+    /// chunks being uploaded) before `write` waits. Default 64 MiB.
+    pub write_buffer_bytes: u64,
+    /// Chunk transfers (uploads and downloads) in flight at once for the
+    /// whole client. Default 8: enough to keep three nodes busy.
+    pub parallel_transfers: usize,
+    /// Chunks fetched ahead of a sequential reader. Default 4.
+    pub readahead_chunks: u32,
+    /// Committed-but-unflushed chunks after which a writer commits its layout
+    /// even before `flush`, so long writes become visible and bounded.
+    /// Default 64 chunks.
+    pub commit_every_chunks: usize,
+    /// How long a node that failed is skipped when another replica exists,
+    /// in milliseconds. Default 10 s.
+    pub node_penalty_ms: u64,
+    /// Name reported to the metadata service with failure reports.
+    pub client_name: String,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            metadata: "127.0.0.1:9400".into(),
+            retry: RetryConfig::default(),
+            cache_bytes: 256 << 20,
+            write_buffer_bytes: 64 << 20,
+            parallel_transfers: 8,
+            readahead_chunks: 4,
+            commit_every_chunks: 64,
+            node_penalty_ms: 10_000,
+            client_name: format!("client-{}", std::process::id()),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Checks the values; the message names the bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        self.retry.validate()?;
+        if self.metadata.is_empty() {
+            return Err("metadata: an address is required".into());
+        }
+        if self.write_buffer_bytes < (1 << 20) {
+            return Err("write_buffer_bytes must be at least 1 MiB".into());
+        }
+        if self.parallel_transfers == 0 {
+            return Err("parallel_transfers must be at least 1".into());
+        }
+        if self.commit_every_chunks == 0 {
+            return Err("commit_every_chunks must be at least 1".into());
+        }
+        Ok(())
+    }
+}

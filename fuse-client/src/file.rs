@@ -1,0 +1,488 @@
+//! An open file: reads and writes at any offset, with a bounded write buffer
+//! that uploads full chunks in the background and commits the layout on
+//! `flush` (close-to-open consistency).
+//!
+//! Chunk states inside a handle, per chunk index:
+//! `dirty` (being written) -> `inflight` (upload task running) -> `done`
+//! (stored on the quorum, not yet committed) -> committed (in the layout).
+//! Their total is bounded by `write_buffer_bytes`; when full, `write` waits
+//! for uploads and commits what is done.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bigfs_proto::{ChunkId, errno, now_timestamp, pb};
+use tokio::task::JoinHandle;
+
+use crate::chunk_io::ChunkIo;
+use crate::config::ClientConfig;
+use crate::error::{ClientError, Result};
+use crate::layout::{Layout, LayoutChunk};
+use crate::write_buffer::DirtyChunk;
+
+/// Largest file size BigFS accepts (2^60 bytes, far past any disk, and
+/// safe from overflow in offset arithmetic).
+pub const MAX_FILE_SIZE: u64 = 1 << 60;
+
+struct Uploaded {
+    id: ChunkId,
+    data: Arc<Vec<u8>>,
+}
+
+#[derive(Default)]
+struct HandleState {
+    /// The file size as this handle sees it (committed size + own writes).
+    size: u64,
+    layout: Option<Arc<Layout>>,
+    dirty: BTreeMap<u64, DirtyChunk>,
+    inflight: BTreeMap<u64, JoinHandle<Result<Uploaded>>>,
+    done: BTreeMap<u64, Uploaded>,
+    /// A background upload failed; reported by the next write or flush.
+    error: Option<ClientError>,
+    /// Writes happened since the last commit.
+    needs_commit: bool,
+    last_read_end: u64,
+}
+
+impl HandleState {
+    fn buffered_chunks(&self) -> usize {
+        self.dirty.len() + self.inflight.len() + self.done.len()
+    }
+
+    fn has_pending(&self) -> bool {
+        self.buffered_chunks() > 0
+    }
+}
+
+pub struct FileHandle {
+    io: Arc<ChunkIo>,
+    ino: u64,
+    chunk_size: u64,
+    replication: u32,
+    budget_chunks: usize,
+    commit_every: usize,
+    readahead: u32,
+    state: tokio::sync::Mutex<HandleState>,
+}
+
+impl FileHandle {
+    /// A handle on the file `attr` describes. No network until first use.
+    pub fn new(io: Arc<ChunkIo>, attr: &pb::Attr, cfg: &ClientConfig) -> Self {
+        let chunk_size = u64::from(attr.chunk_size.max(1));
+        let budget_chunks = ((cfg.write_buffer_bytes / chunk_size) as usize).max(2);
+        FileHandle {
+            io,
+            ino: attr.ino,
+            chunk_size,
+            replication: attr.replication,
+            budget_chunks,
+            commit_every: cfg.commit_every_chunks.min(budget_chunks).max(1),
+            readahead: cfg.readahead_chunks,
+            state: tokio::sync::Mutex::new(HandleState {
+                size: attr.size,
+                ..Default::default()
+            }),
+        }
+    }
+
+    pub fn ino(&self) -> u64 {
+        self.ino
+    }
+
+    /// The size as this handle sees it, including unflushed writes.
+    pub async fn size(&self) -> u64 {
+        self.state.lock().await.size
+    }
+
+    async fn layout(&self, st: &mut HandleState) -> Result<Arc<Layout>> {
+        if let Some(l) = &st.layout {
+            return Ok(Arc::clone(l));
+        }
+        let ino = self.ino;
+        let reply = self
+            .io
+            .meta
+            .call("get layout", |mut c| async move {
+                c.get_layout(pb::InodeRequest { ino }).await
+            })
+            .await?;
+        let layout = Arc::new(Layout::from_reply(reply)?);
+        if !st.has_pending() {
+            st.size = layout.attr.size;
+        }
+        st.layout = Some(Arc::clone(&layout));
+        Ok(layout)
+    }
+
+    /// Drops the cached layout so the next read fetches a fresh one.
+    pub async fn invalidate(&self) {
+        self.state.lock().await.layout = None;
+    }
+
+    /// Waits for the upload of chunk `idx` and moves it to `done`.
+    async fn await_inflight(&self, st: &mut HandleState, idx: u64) -> Result<()> {
+        let Some(h) = st.inflight.remove(&idx) else {
+            return Ok(());
+        };
+        let outcome = h
+            .await
+            .unwrap_or_else(|e| Err(ClientError::Invalid(format!("upload task failed: {e}"))));
+        match outcome {
+            Ok(u) => {
+                st.done.insert(idx, u);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(ino = self.ino, chunk_index = idx, error = %e, "chunk upload failed");
+                st.error = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Moves finished uploads to `done` without waiting.
+    async fn harvest(&self, st: &mut HandleState) -> Result<()> {
+        let finished: Vec<u64> = st
+            .inflight
+            .iter()
+            .filter(|(_, h)| h.is_finished())
+            .map(|(i, _)| *i)
+            .collect();
+        for idx in finished {
+            self.await_inflight(st, idx).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts uploading dirty chunk `idx` in the background.
+    async fn start_upload(&self, st: &mut HandleState, idx: u64) -> Result<()> {
+        let needs_base = st.dirty.get(&idx).is_some_and(|d| d.needs_base());
+        let base = if needs_base {
+            self.layout(st).await?.chunks.get(&idx).cloned()
+        } else {
+            None
+        };
+        let Some(mut dc) = st.dirty.remove(&idx) else {
+            return Ok(());
+        };
+        if dc.data().is_empty() && !dc.needs_base() {
+            return Ok(()); // nothing but a hole
+        }
+        let io = Arc::clone(&self.io);
+        let replication = self.replication;
+        let task = tokio::spawn(async move {
+            if dc.needs_base() {
+                match base {
+                    Some(b) => {
+                        let bytes = io.fetch(b.id, &b.replicas).await?;
+                        dc.apply_base(&bytes[..(b.len as usize).min(bytes.len())]);
+                    }
+                    None => dc.apply_base(&[]),
+                }
+            }
+            let data = Arc::new(dc.into_data());
+            let id = io.upload(Arc::clone(&data), replication).await?;
+            Ok(Uploaded { id, data })
+        });
+        st.inflight.insert(idx, task);
+        Ok(())
+    }
+
+    /// A new dirty chunk for `idx`, based on what the file holds there now.
+    async fn new_dirty(&self, st: &mut HandleState, idx: u64) -> Result<DirtyChunk> {
+        let cs = self.chunk_size as usize;
+        self.await_inflight(st, idx).await?;
+        if let Some(u) = st.done.remove(&idx) {
+            return Ok(DirtyChunk::from_content(cs, &u.data));
+        }
+        let committed_end = st
+            .size
+            .saturating_sub(idx * self.chunk_size)
+            .min(self.chunk_size);
+        if committed_end == 0 {
+            return Ok(DirtyChunk::new(cs, 0));
+        }
+        let layout = self.layout(st).await?;
+        let base_len = layout.chunks.get(&idx).map_or(0, |c| c.len as usize);
+        Ok(DirtyChunk::new(cs, base_len.min(committed_end as usize)))
+    }
+
+    /// Waits until one more chunk fits in the write buffer.
+    async fn make_room(&self, st: &mut HandleState) -> Result<()> {
+        while st.buffered_chunks() >= self.budget_chunks {
+            if !st.done.is_empty()
+                && (st.inflight.is_empty() || st.done.len() * 2 >= self.budget_chunks)
+            {
+                self.commit(st).await?;
+            } else if let Some(idx) = st.inflight.keys().next().copied() {
+                self.await_inflight(st, idx).await?;
+            } else if let Some(idx) = st.dirty.keys().next().copied() {
+                self.start_upload(st, idx).await?;
+            } else {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at `offset`. Returns the bytes accepted (all of them).
+    pub async fn write(&self, offset: u64, data: &[u8]) -> Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|e| *e <= MAX_FILE_SIZE)
+            .ok_or_else(|| ClientError::Remote {
+                op: "write",
+                errno: errno::EFBIG,
+                code: tonic::Code::OutOfRange,
+                message: format!("write past the largest file size ({MAX_FILE_SIZE} bytes)"),
+            })?;
+        let mut st = self.state.lock().await;
+        if let Some(e) = st.error.clone() {
+            return Err(e);
+        }
+        let cs = self.chunk_size;
+        let mut pos = 0usize;
+        while pos < data.len() {
+            let abs = offset + pos as u64;
+            let idx = abs / cs;
+            let off = (abs % cs) as usize;
+            let n = (cs as usize - off).min(data.len() - pos);
+            if !st.dirty.contains_key(&idx) {
+                self.make_room(&mut st).await?;
+                let dc = self.new_dirty(&mut st, idx).await?;
+                st.dirty.insert(idx, dc);
+            }
+            let full = match st.dirty.get_mut(&idx) {
+                Some(dc) => {
+                    dc.write(off, &data[pos..pos + n]);
+                    dc.is_full()
+                }
+                None => false,
+            };
+            if full {
+                self.start_upload(&mut st, idx).await?;
+            }
+            pos += n;
+        }
+        st.size = st.size.max(end);
+        st.needs_commit = true;
+        self.harvest(&mut st).await?;
+        if st.done.len() >= self.commit_every {
+            self.commit(&mut st).await?;
+        }
+        Ok(data.len())
+    }
+
+    /// Commits every uploaded chunk and the size in one metadata command.
+    async fn commit(&self, st: &mut HandleState) -> Result<()> {
+        if st.done.is_empty() && !st.needs_commit {
+            return Ok(());
+        }
+        let mut round = 0;
+        loop {
+            let chunks: Vec<pb::ChunkRef> = st
+                .done
+                .iter()
+                .map(|(idx, u)| pb::ChunkRef {
+                    index: *idx,
+                    id: u.id.to_vec(),
+                    len: u.data.len() as u32,
+                })
+                .collect();
+            let req = pb::CommitLayoutRequest {
+                ino: self.ino,
+                chunks,
+                size: st.size,
+                mtime: Some(now_timestamp()),
+            };
+            let outcome = self
+                .io
+                .meta
+                .call("commit layout", |mut c| {
+                    let r = req.clone();
+                    async move { c.commit_layout(r).await }
+                })
+                .await;
+            match outcome {
+                Ok(_) => {
+                    st.done.clear();
+                    st.needs_commit = false;
+                    st.layout = None;
+                    return Ok(());
+                }
+                Err(e) if e.code() == Some(tonic::Code::FailedPrecondition) && round < 2 => {
+                    // A chunk we deduplicated against was collected before
+                    // our commit: store our copy and commit again.
+                    tracing::warn!(ino = self.ino, error = %e, "layout commit refused, uploading again");
+                    round += 1;
+                    for u in st.done.values() {
+                        self.io
+                            .upload(Arc::clone(&u.data), self.replication)
+                            .await?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Uploads every buffered chunk and commits the layout. When this
+    /// returns Ok, the data is on the write quorum and the metadata durable.
+    pub async fn flush(&self) -> Result<()> {
+        let mut st = self.state.lock().await;
+        let mut first_err = st.error.take();
+        let dirty: Vec<u64> = st.dirty.keys().copied().collect();
+        for idx in dirty {
+            if let Err(e) = self.start_upload(&mut st, idx).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        let inflight: Vec<u64> = st.inflight.keys().copied().collect();
+        for idx in inflight {
+            if let Err(e) = self.await_inflight(&mut st, idx).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        st.error = None;
+        if let Some(e) = first_err {
+            // What was uploaded is still committed: keep what we can.
+            let _ = self.commit(&mut st).await;
+            return Err(e);
+        }
+        self.commit(&mut st).await
+    }
+
+    /// Sets the file size (shrink or grow) after flushing buffered writes.
+    pub async fn truncate(&self, size: u64) -> Result<pb::Attr> {
+        if size > MAX_FILE_SIZE {
+            return Err(ClientError::Invalid(format!(
+                "size {size} is past the largest file size"
+            )));
+        }
+        self.flush().await?;
+        let mut st = self.state.lock().await;
+        let req = pb::SetAttrRequest {
+            ino: self.ino,
+            size: Some(size),
+            ..Default::default()
+        };
+        let reply = self
+            .io
+            .meta
+            .call("truncate", |mut c| {
+                let r = req;
+                async move { c.set_attr(r).await }
+            })
+            .await?;
+        st.size = size;
+        st.layout = None;
+        reply
+            .attr
+            .ok_or_else(|| ClientError::Invalid("setattr reply without attr".into()))
+    }
+
+    /// Reads up to `len` bytes at `offset`; short only at end of file.
+    pub async fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut st = self.state.lock().await;
+        if st.layout.is_none() && !st.has_pending() {
+            self.layout(&mut st).await?;
+        }
+        let size = st.size;
+        if offset >= size || len == 0 {
+            return Ok(Vec::new());
+        }
+        let end = offset.saturating_add(len as u64).min(size);
+        let mut out = vec![0u8; (end - offset) as usize];
+        let cs = self.chunk_size;
+        let mut remote: Vec<(u64, LayoutChunk)> = Vec::new();
+        let first = offset / cs;
+        let last = (end - 1) / cs;
+        for idx in first..=last {
+            self.await_inflight(&mut st, idx).await?;
+            let local: Option<&[u8]> = if st.dirty.get(&idx).is_some_and(|d| d.needs_base()) {
+                let layout = self.layout(&mut st).await?;
+                let base = match layout.chunks.get(&idx) {
+                    Some(b) => {
+                        let bytes = self.io.fetch(b.id, &b.replicas).await?;
+                        bytes[..(b.len as usize).min(bytes.len())].to_vec()
+                    }
+                    None => Vec::new(),
+                };
+                st.dirty.get_mut(&idx).map(|d| {
+                    d.apply_base(&base);
+                    d.data()
+                })
+            } else if let Some(d) = st.dirty.get(&idx) {
+                Some(d.data())
+            } else {
+                st.done.get(&idx).map(|u| u.data.as_slice())
+            };
+            match local {
+                Some(bytes) => copy_range(&mut out, offset, end, idx * cs, bytes),
+                None => {
+                    let layout = self.layout(&mut st).await?;
+                    if let Some(c) = layout.chunks.get(&idx) {
+                        remote.push((idx, c.clone()));
+                    }
+                }
+            }
+        }
+        let sequential = offset == st.last_read_end || offset == 0;
+        st.last_read_end = end;
+        let layout = st.layout.clone();
+        drop(st);
+
+        let fetched =
+            futures::future::join_all(remote.iter().map(|(_, c)| self.io.fetch(c.id, &c.replicas)))
+                .await;
+        for ((idx, c), data) in remote.iter().zip(fetched) {
+            let data = data?;
+            let used = &data[..(c.len as usize).min(data.len())];
+            copy_range(&mut out, offset, end, idx * cs, used);
+        }
+        if sequential && let Some(layout) = layout {
+            for idx in last + 1..=last + u64::from(self.readahead) {
+                if let Some(c) = layout.chunks.get(&idx) {
+                    self.io.prefetch(c.id, c.replicas.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Copies the part of a chunk (starting at file offset `chunk_start`, bytes
+/// `data`, zeros after them) that falls in `[offset, end)` into `out`.
+fn copy_range(out: &mut [u8], offset: u64, end: u64, chunk_start: u64, data: &[u8]) {
+    let a = offset.max(chunk_start);
+    let data_end = chunk_start + data.len() as u64;
+    let b = end.min(data_end);
+    if a < b {
+        let src = &data[(a - chunk_start) as usize..(b - chunk_start) as usize];
+        out[(a - offset) as usize..(b - offset) as usize].copy_from_slice(src);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_range;
+
+    #[test]
+    fn copy_range_zero_fills_past_the_chunk_data() {
+        let mut out = vec![9u8; 6];
+        // file range [2, 8) over a chunk at 0 holding 5 bytes.
+        copy_range(&mut out, 2, 8, 0, b"abcde");
+        assert_eq!(&out[..3], b"cde");
+        assert_eq!(&out[3..], &[9, 9, 9]); // untouched: caller pre-zeroes
+    }
+
+    #[test]
+    fn copy_range_with_a_chunk_starting_inside_the_range() {
+        let mut out = vec![0u8; 6];
+        copy_range(&mut out, 2, 8, 4, b"xyz");
+        assert_eq!(out, b"\0\0xyz\0");
+    }
+}

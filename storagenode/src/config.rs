@@ -1,0 +1,235 @@
+//! The storage node's configuration: a TOML file, overridden by flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bigfs_proto::RetryConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+/// Everything `bigfs-storage` can be told. Every key is optional in the file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the Storage gRPC service listens on. Default `127.0.0.1:9500`.
+    pub listen: String,
+    /// "host:port" that peers and clients use to reach this node. Default:
+    /// the listen address; must be set when listening on 0.0.0.0 / [::].
+    pub advertise: Option<String>,
+    /// Address of the metadata service. Default `127.0.0.1:9400`.
+    pub metadata: String,
+    /// Directory holding chunk files and the pinned node id. Required.
+    pub data_dir: PathBuf,
+    /// This node's id. Default: the id pinned in `<data_dir>/node_id`, else
+    /// a generated `node-<8 hex>`.
+    pub node_id: Option<String>,
+    /// Bytes this node offers. Default 0 = the size of the file system.
+    pub capacity_bytes: u64,
+    /// Bytes always left free on the file system; puts beyond it fail with
+    /// RESOURCE_EXHAUSTED. Default 64 MiB.
+    pub reserve_bytes: u64,
+    /// Heartbeat interval when the metadata service does not say. Default 2000.
+    pub heartbeat_interval_ms: u64,
+    /// Chunk uploads and copies held in memory at once. Default 16 (16 x 4
+    /// MiB chunks = 64 MiB, at most 16 x 64 MiB with maximal chunks).
+    pub max_concurrent_puts: usize,
+    /// Retry policy for calls to the metadata service and to peers.
+    pub retry: RetryConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:9500".into(),
+            advertise: None,
+            metadata: "127.0.0.1:9400".into(),
+            data_dir: PathBuf::new(),
+            node_id: None,
+            capacity_bytes: 0,
+            // Enough for the file system's own bookkeeping and a few chunks
+            // in flight, small enough not to matter on a test disk.
+            reserve_bytes: 64 * 1024 * 1024,
+            heartbeat_interval_ms: 2_000,
+            max_concurrent_puts: 16,
+            retry: RetryConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; unknown keys are refused.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// The listen address, parsed.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|e| {
+            ConfigError::invalid(
+                "listen",
+                format!("{:?} is not an ip:port address: {e}", self.listen),
+            )
+        })
+    }
+
+    /// The address registered with the metadata service.
+    pub fn advertise_addr(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.clone())
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    /// Refuses values that cannot work; the message names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        let advertise = self.advertise_addr();
+        let key = if self.advertise.is_some() {
+            "advertise"
+        } else {
+            "listen"
+        };
+        let (host, port) = advertise.rsplit_once(':').ok_or_else(|| {
+            ConfigError::invalid("advertise", format!("{advertise:?} is not host:port"))
+        })?;
+        if host.is_empty() || port.parse::<u16>().map(|p| p == 0).unwrap_or(true) {
+            return Err(ConfigError::invalid(
+                "advertise",
+                format!("{advertise:?} needs a host and a non-zero port"),
+            ));
+        }
+        if let Ok(addr) = advertise.parse::<SocketAddr>()
+            && addr.ip().is_unspecified()
+        {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "peers cannot reach the unspecified address {advertise}; set advertise to a reachable host:port"
+                ),
+            ));
+        }
+        if self.metadata.trim().is_empty() {
+            return Err(ConfigError::invalid("metadata", "must be set"));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("data_dir", "must be set"));
+        }
+        if let Some(id) = &self.node_id {
+            crate::registration::validate_node_id(id)?;
+        }
+        if self.heartbeat_interval_ms == 0 {
+            return Err(ConfigError::invalid("heartbeat_interval_ms", "must be > 0"));
+        }
+        if self.max_concurrent_puts == 0 {
+            return Err(ConfigError::invalid("max_concurrent_puts", "must be > 0"));
+        }
+        self.retry
+            .validate()
+            .map_err(|reason| ConfigError::invalid("retry", reason))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Config {
+        Config {
+            data_dir: "/tmp/x".into(),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_once_data_dir_is_set() {
+        assert!(base().validate().is_ok());
+        assert_eq!(base().advertise_addr(), "127.0.0.1:9500");
+        let err = Config::default().validate().unwrap_err();
+        assert!(err.to_string().contains("data_dir"), "{err}");
+    }
+
+    #[test]
+    fn file_keys_parse_and_unknown_keys_are_refused() {
+        let c: Config = toml::from_str(
+            "listen = \"0.0.0.0:9501\"\nadvertise = \"node1:9501\"\ndata_dir = \"/d\"\n\
+             reserve_bytes = 5\n[retry]\nmax_retries = 2\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen, "0.0.0.0:9501");
+        assert_eq!(c.reserve_bytes, 5);
+        assert_eq!(c.retry.max_retries, 2);
+        assert_eq!(c.heartbeat_interval_ms, 2_000);
+        assert!(c.validate().is_ok());
+        assert!(toml::from_str::<Config>("bogus = 1").is_err());
+        assert!(toml::from_str::<Config>("[retry]\nbogus = 1").is_err());
+    }
+
+    #[test]
+    fn unspecified_advertise_is_refused_naming_the_key() {
+        let c = Config {
+            listen: "0.0.0.0:9500".into(),
+            ..base()
+        };
+        assert!(c.validate().unwrap_err().to_string().starts_with("listen"));
+        let c = Config {
+            advertise: Some("0.0.0.0:9500".into()),
+            ..base()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("advertise")
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (c, key) in [
+            (
+                Config {
+                    listen: "nope".into(),
+                    ..base()
+                },
+                "listen",
+            ),
+            (
+                Config {
+                    max_concurrent_puts: 0,
+                    ..base()
+                },
+                "max_concurrent_puts",
+            ),
+            (
+                Config {
+                    heartbeat_interval_ms: 0,
+                    ..base()
+                },
+                "heartbeat_interval_ms",
+            ),
+            (
+                Config {
+                    node_id: Some("a b".into()),
+                    ..base()
+                },
+                "node_id",
+            ),
+        ] {
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.starts_with(key), "{err}");
+        }
+    }
+}

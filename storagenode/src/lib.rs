@@ -1,0 +1,114 @@
+//! BigFS storage node: chunk files on local disk, replication to peers.
+//!
+//! - [`chunk_store`]: the chunk files (verify, durable write, verified read,
+//!   quarantine).
+//! - [`service`]: the gRPC `Storage` service (primary and replica puts,
+//!   write quorum).
+//! - [`replication`]: retries, pushes to peers, failure reports.
+//! - [`registration`]: node id, registration with inventory, heartbeats.
+//! - [`config`]: the configuration file and its defaults.
+
+pub mod chunk_store;
+pub mod config;
+pub mod error;
+pub mod registration;
+pub mod replication;
+pub mod service;
+
+use std::future::Future;
+
+use bigfs_proto::MAX_MESSAGE_SIZE;
+use bigfs_proto::pb::storage_server::StorageServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use crate::config::Config;
+
+use crate::chunk_store::{ChunkStore, StoreLimits};
+use crate::registration::Registration;
+use crate::replication::Replicator;
+use crate::service::StorageService;
+
+/// Runs a storage node until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    config.validate()?;
+    let addr = config.listen_addr()?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    serve(config, listener, shutdown_signal()).await
+}
+
+/// Runs a storage node on an already bound listener until `shutdown`
+/// completes. Serves at once; registration with the metadata service runs
+/// in the background so peers can push while it is pending.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let node_id = registration::resolve_node_id(config.node_id.as_deref(), &config.data_dir)?;
+    let limits = StoreLimits {
+        reserve_bytes: config.reserve_bytes,
+        capacity_bytes: config.capacity_bytes,
+    };
+    let store = ChunkStore::open(&config.data_dir, limits).await?;
+    let metadata = bigfs_proto::metadata_client(&config.metadata)
+        .map_err(|e| anyhow::anyhow!("metadata: bad address {:?}: {e}", config.metadata))?;
+    let replicator = Replicator::new(node_id.clone(), config.retry.clone(), metadata.clone());
+    let service = StorageService::new(store.clone(), replicator, config.max_concurrent_puts);
+
+    let local = listener.local_addr()?;
+    tracing::info!(node = %node_id, listen = %local, advertise = %config.advertise_addr(), "storage node serving");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let registration = Registration {
+        node_id,
+        advertise: config.advertise_addr(),
+        store,
+        metadata,
+        retry: config.retry.clone(),
+        default_heartbeat: config.heartbeat_interval(),
+    };
+    let registration_task = tokio::spawn(registration.run(stop_rx));
+
+    let server = StorageServer::new(service)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let result = tonic::transport::Server::builder()
+        .add_service(server)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+
+    let _ = stop_tx.send(true);
+    let _ = registration_task.await;
+    tracing::info!("storage node stopped");
+    result.map_err(|e| anyhow::anyhow!("gRPC server failed: {e}"))
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received; shutting down"),
+        _ = term => tracing::info!("SIGTERM received; shutting down"),
+    }
+}

@@ -1,0 +1,244 @@
+//! The node's identity and its membership in the cluster: register with the
+//! metadata service (sending the chunk inventory), delete what it says is not
+//! ours, then heartbeat until shutdown.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use bigfs_proto::ChunkId;
+use bigfs_proto::RetryConfig;
+use bigfs_proto::pb::metadata_client::MetadataClient;
+use bigfs_proto::pb::{HeartbeatRequest, RegisterNodeRequest};
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use crate::chunk_store::ChunkStore;
+use crate::error::ConfigError;
+
+/// Name of the file under the data directory that pins the node id.
+pub const NODE_ID_FILE: &str = "node_id";
+
+/// Longest node id accepted.
+const MAX_NODE_ID_LEN: usize = 128;
+
+/// A chunk file written this close before an inventory scan may belong to a
+/// put the metadata service has not heard of yet; a registration reply never
+/// deletes it (filesystem mtimes can be coarse, hence the slack).
+const DELETE_GRACE: Duration = Duration::from_secs(2);
+
+/// Checks a node id: printable, no whitespace, not too long.
+pub fn validate_node_id(id: &str) -> Result<(), ConfigError> {
+    if id.is_empty() || id.len() > MAX_NODE_ID_LEN {
+        return Err(ConfigError::invalid(
+            "node_id",
+            format!("must be 1 to {MAX_NODE_ID_LEN} bytes, got {}", id.len()),
+        ));
+    }
+    if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ConfigError::invalid(
+            "node_id",
+            format!("{id:?} contains whitespace or control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// The node's id: the configured one, else the one pinned in
+/// `<data_dir>/node_id`, else a fresh `node-<8 hex>`. The result is pinned
+/// in the file so a restarted node keeps it.
+pub fn resolve_node_id(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join(NODE_ID_FILE);
+    let pinned = match std::fs::read_to_string(&path) {
+        Ok(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+    };
+    let id = match (configured, pinned) {
+        (Some(c), Some(p)) if c != p => {
+            tracing::warn!(configured = c, pinned = %p, "node id differs from the pinned one; using the configured id");
+            c.to_string()
+        }
+        (Some(c), _) => c.to_string(),
+        (None, Some(p)) => p,
+        (None, None) => format!("node-{:08x}", rand::random::<u32>()),
+    };
+    validate_node_id(&id)?;
+    if std::fs::read_to_string(&path)
+        .map(|s| s.trim() != id)
+        .unwrap_or(true)
+    {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", data_dir.display()))?;
+        let tmp = data_dir.join(format!("{NODE_ID_FILE}.tmp"));
+        std::fs::write(&tmp, format!("{id}\n"))
+            .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(id)
+}
+
+/// What the registration loop needs.
+pub struct Registration {
+    pub node_id: String,
+    /// The address peers and clients use to reach this node.
+    pub advertise: String,
+    pub store: ChunkStore,
+    pub metadata: MetadataClient<Channel>,
+    pub retry: RetryConfig,
+    /// Heartbeat interval used when the metadata service does not give one.
+    pub default_heartbeat: Duration,
+}
+
+impl Registration {
+    /// Registers, then heartbeats, until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let Some(interval) = self.register(&mut shutdown).await else {
+                return;
+            };
+            tracing::info!(node = %self.node_id, ?interval, "registered with the metadata service");
+            if !self
+                .heartbeat_until_reregister(interval, &mut shutdown)
+                .await
+            {
+                return;
+            }
+            tracing::info!(node = %self.node_id, "metadata service asked to register again");
+        }
+    }
+
+    /// Registers until the metadata service answers; returns the heartbeat
+    /// interval, or None on shutdown.
+    async fn register(&self, shutdown: &mut watch::Receiver<bool>) -> Option<Duration> {
+        let mut attempt = 0u32;
+        loop {
+            if *shutdown.borrow() {
+                return None;
+            }
+            match self.register_once().await {
+                Ok(interval) => return Some(interval),
+                Err(e) => {
+                    tracing::warn!(node = %self.node_id, attempt, error = %e, "registration failed; retrying");
+                }
+            }
+            let sleep = self.retry.backoff_jittered(attempt);
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = shutdown.changed() => return None,
+            }
+        }
+    }
+
+    async fn register_once(&self) -> anyhow::Result<Duration> {
+        let scan_started = SystemTime::now();
+        let inventory = self.store.inventory().await?;
+        let req = RegisterNodeRequest {
+            node_id: self.node_id.clone(),
+            address: self.advertise.clone(),
+            capacity: self.store.capacity_bytes(),
+            used: self.store.used_bytes(),
+            chunks: inventory.iter().map(|c| c.to_vec()).collect(),
+        };
+        let mut md = self.metadata.clone();
+        let reply = tokio::time::timeout(self.retry.attempt_timeout(), md.register_node(req))
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer within {} ms", self.retry.attempt_timeout_ms))?
+            .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
+            .into_inner();
+
+        let cutoff = scan_started - DELETE_GRACE;
+        let mut deleted = 0usize;
+        for raw in &reply.delete_chunks {
+            let Ok(id) = ChunkId::from_slice(raw) else {
+                tracing::warn!(
+                    len = raw.len(),
+                    "metadata asked to delete a malformed chunk id; ignored"
+                );
+                continue;
+            };
+            match self.store.delete_if_older(id, cutoff).await {
+                Ok(true) => deleted += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(chunk = %id.short(), error = %e, "cannot delete unlisted chunk")
+                }
+            }
+        }
+        tracing::info!(
+            node = %self.node_id,
+            chunks = inventory.len(),
+            deleted,
+            "inventory reconciled"
+        );
+        let interval = match reply.heartbeat_interval_ms {
+            0 => self.default_heartbeat,
+            ms => Duration::from_millis(ms as u64),
+        };
+        Ok(interval)
+    }
+
+    /// Heartbeats every `interval`. Returns true when the metadata service
+    /// asks for a new registration, false on shutdown.
+    async fn heartbeat_until_reregister(
+        &self,
+        interval: Duration,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => return false,
+            }
+            if *shutdown.borrow() {
+                return false;
+            }
+            let req = HeartbeatRequest {
+                node_id: self.node_id.clone(),
+                capacity: self.store.capacity_bytes(),
+                used: self.store.used_bytes(),
+                chunk_count: self.store.chunk_count(),
+            };
+            let mut md = self.metadata.clone();
+            match tokio::time::timeout(self.retry.attempt_timeout(), md.heartbeat(req)).await {
+                Ok(Ok(reply)) if reply.get_ref().reregister => return true,
+                Ok(Ok(_)) => {}
+                Ok(Err(s)) => {
+                    tracing::warn!(node = %self.node_id, error = %s.message(), "heartbeat failed")
+                }
+                Err(_) => tracing::warn!(node = %self.node_id, "heartbeat timed out"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_node_id_is_pinned_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = resolve_node_id(None, dir.path()).unwrap();
+        assert!(id.starts_with("node-") && id.len() == 13, "{id}");
+        assert_eq!(resolve_node_id(None, dir.path()).unwrap(), id);
+        let pinned = std::fs::read_to_string(dir.path().join(NODE_ID_FILE)).unwrap();
+        assert_eq!(pinned.trim(), id);
+    }
+
+    #[test]
+    fn configured_node_id_wins_and_is_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        resolve_node_id(None, dir.path()).unwrap();
+        assert_eq!(resolve_node_id(Some("n1"), dir.path()).unwrap(), "n1");
+        assert_eq!(resolve_node_id(None, dir.path()).unwrap(), "n1");
+    }
+
+    #[test]
+    fn bad_node_ids_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(resolve_node_id(Some("a b"), dir.path()).is_err());
+        assert!(resolve_node_id(Some(&"x".repeat(200)), dir.path()).is_err());
+    }
+}

@@ -1,0 +1,244 @@
+//! Talking to peers and to the metadata service: retries with backoff,
+//! pushes of a chunk to a replica, and failure reports.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use bigfs_proto::pb::metadata_client::MetadataClient;
+use bigfs_proto::pb::storage_client::StorageClient;
+use bigfs_proto::pb::{PutChunkRequest, ReportFailureRequest};
+use bigfs_proto::{ChunkId, RetryConfig};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+/// Whether a failed call is worth repeating: the peer may be back soon.
+/// Refusals (bad argument, not found, disk full, corrupt) are final.
+pub fn is_retryable(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Unknown
+            | Code::Internal
+            | Code::Aborted
+            | Code::Cancelled
+    )
+}
+
+/// Runs `call` until it succeeds, a final error comes back, or the retries
+/// of `retry` are spent. Each attempt has `retry.attempt_timeout()`.
+pub async fn with_retry<T, F, Fut>(
+    retry: &RetryConfig,
+    what: &str,
+    mut call: F,
+) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        let result = match tokio::time::timeout(retry.attempt_timeout(), call()).await {
+            Ok(r) => r,
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "{what}: no answer within {} ms",
+                retry.attempt_timeout_ms
+            ))),
+        };
+        match result {
+            Ok(v) => return Ok(v),
+            Err(status) if attempt < retry.max_retries && is_retryable(&status) => {
+                let sleep = retry.backoff_jittered(attempt);
+                tracing::debug!(what, attempt, error = %status.message(), ?sleep, "retrying");
+                tokio::time::sleep(sleep).await;
+                attempt += 1;
+            }
+            Err(status) => return Err(status),
+        }
+    }
+}
+
+/// A destination of a chunk push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub node_id: String,
+    pub address: String,
+}
+
+/// Pushes chunks to peers and reports failures to the metadata service.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Replicator {
+    node_id: String,
+    retry: RetryConfig,
+    metadata: MetadataClient<Channel>,
+    peers: Arc<Mutex<HashMap<String, StorageClient<Channel>>>>,
+}
+
+impl Replicator {
+    pub fn new(node_id: String, retry: RetryConfig, metadata: MetadataClient<Channel>) -> Self {
+        Replicator {
+            node_id,
+            retry,
+            metadata,
+            peers: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub fn retry(&self) -> &RetryConfig {
+        &self.retry
+    }
+
+    pub fn metadata(&self) -> MetadataClient<Channel> {
+        self.metadata.clone()
+    }
+
+    /// A client for a peer's Storage service, reusing its connection.
+    fn peer(&self, address: &str) -> Result<StorageClient<Channel>, Status> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = peers.get(address) {
+            return Ok(c.clone());
+        }
+        let client = bigfs_proto::storage_client(address)
+            .map_err(|e| Status::invalid_argument(format!("bad peer address {address:?}: {e}")))?;
+        peers.insert(address.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Stores `data` on `target` as a replica (it confirms to metadata
+    /// itself), retrying per the retry policy.
+    pub async fn push(
+        &self,
+        target: &Target,
+        id: ChunkId,
+        data: &Arc<Vec<u8>>,
+    ) -> Result<(), Status> {
+        let client = self.peer(&target.address)?;
+        let what = format!("push to {}", target.node_id);
+        with_retry(&self.retry, &what, || {
+            let mut client = client.clone();
+            let req = PutChunkRequest {
+                id: id.to_vec(),
+                data: data.as_ref().clone(),
+                is_replica: true,
+            };
+            async move { client.put_chunk(req).await.map(|_| ()) }
+        })
+        .await
+    }
+
+    /// Pushes to `target`; on final failure reports it to the metadata
+    /// service. Answers the target's node id or a description of the failure.
+    pub async fn push_or_report(
+        &self,
+        target: Target,
+        id: ChunkId,
+        data: Arc<Vec<u8>>,
+    ) -> Result<String, String> {
+        match self.push(&target, id, &data).await {
+            Ok(()) => {
+                tracing::info!(chunk = %id.short(), node = %target.node_id, "replica stored");
+                Ok(target.node_id)
+            }
+            Err(status) => {
+                let error = format!("{:?}: {}", status.code(), status.message());
+                tracing::warn!(chunk = %id.short(), node = %target.node_id, %error, "replica push failed");
+                self.report_failure(&target.node_id, Some(id), "replicate", &error)
+                    .await;
+                Err(format!("{} ({}): {error}", target.node_id, target.address))
+            }
+        }
+    }
+
+    /// Tells the metadata service that `node` failed `operation`. Best
+    /// effort: a report that cannot be delivered is logged.
+    pub async fn report_failure(
+        &self,
+        node: &str,
+        chunk: Option<ChunkId>,
+        operation: &str,
+        error: &str,
+    ) {
+        let req = ReportFailureRequest {
+            node_id: node.to_string(),
+            chunk_id: chunk.map(|c| c.to_vec()).unwrap_or_default(),
+            operation: operation.to_string(),
+            error: error.to_string(),
+            reporter: self.node_id.clone(),
+        };
+        let result = with_retry(&self.retry, "report failure", || {
+            let mut md = self.metadata.clone();
+            let req = req.clone();
+            async move { md.report_failure(req).await }
+        })
+        .await;
+        if let Err(status) = result {
+            tracing::warn!(node, operation, error = %status.message(), "cannot deliver failure report");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn quick() -> RetryConfig {
+        RetryConfig {
+            max_retries: 3,
+            base_delay_ms: 1,
+            max_delay_ms: 2,
+            multiplier: 2.0,
+            attempt_timeout_ms: 50,
+        }
+    }
+
+    #[tokio::test]
+    async fn transient_errors_are_retried_until_success() {
+        let calls = AtomicU32::new(0);
+        let got = with_retry(&quick(), "t", || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n < 2 {
+                    Err(Status::unavailable("down"))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, 2);
+    }
+
+    #[tokio::test]
+    async fn final_errors_are_not_retried() {
+        let calls = AtomicU32::new(0);
+        let err = with_retry(&quick(), "t", || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err::<(), _>(Status::invalid_argument("bad")) }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn hung_attempts_time_out_and_retries_run_out() {
+        let calls = AtomicU32::new(0);
+        let err = with_retry(&quick(), "t", || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<Result<(), Status>>()
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), Code::DeadlineExceeded);
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+}

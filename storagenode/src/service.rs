@@ -1,0 +1,300 @@
+//! The gRPC `Storage` service: chunk uploads (primary and replica), reads,
+//! presence checks, deletes and peer-to-peer copies.
+
+use std::sync::Arc;
+
+use bigfs_proto::ChunkId;
+use bigfs_proto::pb::storage_server::Storage;
+use bigfs_proto::pb::{
+    ConfirmReplicaRequest, DeleteChunkReply, DeleteChunkRequest, Empty, GetChunkReply,
+    GetChunkRequest, HasChunksReply, HasChunksRequest, PutChunkReply, PutChunkRequest,
+    RegisterChunkRequest, ReplicateChunkRequest,
+};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tonic::{Request, Response, Status};
+
+use crate::chunk_store::{ChunkStore, PutOutcome};
+use crate::error::StoreError;
+use crate::replication::{Replicator, Target, with_retry};
+
+/// Copies that make a write durable enough to answer the client. Two
+/// survive the loss of any one node; more are left to background pushes and
+/// the repair queue.
+const WRITE_QUORUM: usize = 2;
+
+/// The Storage service of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct StorageService {
+    store: ChunkStore,
+    replicator: Replicator,
+    /// Bounds the chunks held in memory by puts and copies in flight.
+    put_permits: Arc<Semaphore>,
+}
+
+impl StorageService {
+    pub fn new(store: ChunkStore, replicator: Replicator, max_concurrent_puts: usize) -> Self {
+        StorageService {
+            store,
+            replicator,
+            put_permits: Arc::new(Semaphore::new(max_concurrent_puts.max(1))),
+        }
+    }
+
+    fn node_id(&self) -> &str {
+        self.replicator.node_id()
+    }
+
+    async fn permit(&self) -> Result<OwnedSemaphorePermit, Status> {
+        self.put_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("the node is shutting down"))
+    }
+
+    /// Stores a chunk, turning a store error into a status.
+    async fn store_chunk(&self, id: ChunkId, data: &Arc<Vec<u8>>) -> Result<PutOutcome, Status> {
+        if data.is_empty() {
+            return Err(Status::invalid_argument(format!("chunk {id} has no data")));
+        }
+        self.store.put(id, data.clone()).await.map_err(|e| {
+            tracing::warn!(chunk = %id.short(), error = %e, "put refused");
+            Status::from(e)
+        })
+    }
+
+    /// Reads a verified chunk; a corrupt one is reported to metadata.
+    async fn read(
+        &self,
+        id: ChunkId,
+        offset: u64,
+        len: u64,
+    ) -> Result<crate::chunk_store::ChunkRead, Status> {
+        match self.store.get(id, offset, len).await {
+            Ok(r) => Ok(r),
+            Err(e @ StoreError::Corrupt(_)) => {
+                let msg = e.to_string();
+                let replicator = self.replicator.clone();
+                tokio::spawn(async move {
+                    let node = replicator.node_id().to_string();
+                    replicator
+                        .report_failure(&node, Some(id), "read", &msg)
+                        .await;
+                });
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A push from a primary: store, confirm, answer.
+    async fn put_replica(&self, id: ChunkId, data: Arc<Vec<u8>>) -> Result<PutChunkReply, Status> {
+        let _permit = self.permit().await?;
+        self.store_chunk(id, &data).await?;
+        let req = ConfirmReplicaRequest {
+            id: id.to_vec(),
+            node_id: self.node_id().to_string(),
+        };
+        with_retry(self.replicator.retry(), "confirm replica", || {
+            let mut md = self.replicator.metadata();
+            let req = req.clone();
+            async move { md.confirm_replica(req).await }
+        })
+        .await
+        .map_err(|s| {
+            Status::unavailable(format!(
+                "chunk {id} stored but not confirmed: {}",
+                s.message()
+            ))
+        })?;
+        tracing::debug!(chunk = %id.short(), "replica stored and confirmed");
+        Ok(PutChunkReply {
+            copies: 1,
+            nodes: vec![self.node_id().to_string()],
+        })
+    }
+
+    /// A client upload: store, register, push to the designated replicas,
+    /// answer once the write quorum is durable.
+    async fn put_primary(&self, id: ChunkId, data: Arc<Vec<u8>>) -> Result<PutChunkReply, Status> {
+        let permit = self.permit().await?;
+        self.store_chunk(id, &data).await?;
+
+        let req = RegisterChunkRequest {
+            id: id.to_vec(),
+            len: data.len() as u32,
+            node_id: self.node_id().to_string(),
+            replication: 0,
+        };
+        let reply = with_retry(self.replicator.retry(), "register chunk", || {
+            let mut md = self.replicator.metadata();
+            let req = req.clone();
+            async move { md.register_chunk(req).await }
+        })
+        .await
+        .map_err(|s| {
+            tracing::warn!(chunk = %id.short(), error = %s.message(), "register chunk failed");
+            Status::unavailable(format!(
+                "chunk {id} stored but not registered: {}",
+                s.message()
+            ))
+        })?
+        .into_inner();
+
+        let me = self.node_id().to_string();
+        let mut targets: Vec<Target> = reply
+            .replicas
+            .into_iter()
+            .filter(|r| r.node_id != me && !r.address.is_empty())
+            .map(|r| Target {
+                node_id: r.node_id,
+                address: r.address,
+            })
+            .collect();
+        targets.dedup_by(|a, b| a.node_id == b.node_id);
+
+        let quorum = WRITE_QUORUM.min(1 + targets.len());
+        if quorum < WRITE_QUORUM {
+            tracing::warn!(chunk = %id.short(), "no replica designated; the chunk has a single copy");
+        }
+        let mut durable = vec![me];
+        if targets.is_empty() {
+            return Ok(PutChunkReply {
+                copies: 1,
+                nodes: durable,
+            });
+        }
+
+        // Pushes run in one background task that outlives this request; it
+        // keeps the permit (and so the chunk's memory) until the last push.
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let replicator = self.replicator.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut pushes: FuturesUnordered<_> = targets
+                .into_iter()
+                .map(|t| replicator.push_or_report(t, id, data.clone()))
+                .collect();
+            while let Some(result) = pushes.next().await {
+                // The receiver leaves once the quorum is met; later results
+                // are only logged (done by push_or_report).
+                let _ = tx.send(result);
+            }
+        });
+
+        let mut failures = Vec::new();
+        while durable.len() < quorum {
+            match rx.recv().await {
+                Some(Ok(node)) => durable.push(node),
+                Some(Err(failure)) => failures.push(failure),
+                None => break,
+            }
+        }
+        if durable.len() < quorum {
+            tracing::warn!(chunk = %id.short(), failures = failures.len(), "write quorum not reached");
+            return Err(Status::unavailable(format!(
+                "chunk {id}: write quorum of {quorum} copies not reached; replica pushes failed: {}",
+                failures.join("; ")
+            )));
+        }
+        tracing::info!(chunk = %id.short(), copies = durable.len(), "chunk stored at quorum");
+        Ok(PutChunkReply {
+            copies: durable.len() as u32,
+            nodes: durable,
+        })
+    }
+}
+
+fn parse_id(bytes: &[u8]) -> Result<ChunkId, Status> {
+    Ok(ChunkId::from_slice(bytes)?)
+}
+
+#[tonic::async_trait]
+impl Storage for StorageService {
+    async fn put_chunk(
+        &self,
+        request: Request<PutChunkRequest>,
+    ) -> Result<Response<PutChunkReply>, Status> {
+        let req = request.into_inner();
+        let id = parse_id(&req.id)?;
+        let data = Arc::new(req.data);
+        let reply = if req.is_replica {
+            self.put_replica(id, data).await?
+        } else {
+            self.put_primary(id, data).await?
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn get_chunk(
+        &self,
+        request: Request<GetChunkRequest>,
+    ) -> Result<Response<GetChunkReply>, Status> {
+        let req = request.into_inner();
+        let id = parse_id(&req.id)?;
+        let read = self.read(id, req.offset, req.len).await?;
+        Ok(Response::new(GetChunkReply {
+            data: read.data,
+            // A stored chunk is at most MAX_CHUNK_SIZE, which fits u32.
+            stored_len: read.stored_len.min(u32::MAX as u64) as u32,
+        }))
+    }
+
+    async fn has_chunks(
+        &self,
+        request: Request<HasChunksRequest>,
+    ) -> Result<Response<HasChunksReply>, Status> {
+        let ids = request
+            .into_inner()
+            .ids
+            .iter()
+            .map(|b| parse_id(b))
+            .collect::<Result<Vec<_>, _>>()?;
+        let present = self.store.has(ids).await?;
+        Ok(Response::new(HasChunksReply { present }))
+    }
+
+    async fn delete_chunk(
+        &self,
+        request: Request<DeleteChunkRequest>,
+    ) -> Result<Response<DeleteChunkReply>, Status> {
+        let id = parse_id(&request.into_inner().id)?;
+        let existed = self.store.delete(id).await?;
+        tracing::info!(chunk = %id.short(), existed, "chunk deleted");
+        Ok(Response::new(DeleteChunkReply { existed }))
+    }
+
+    async fn replicate_chunk(
+        &self,
+        request: Request<ReplicateChunkRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let req = request.into_inner();
+        let id = parse_id(&req.id)?;
+        if req.target_address.is_empty() || req.target_node_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "target_node_id and target_address are required",
+            ));
+        }
+        let _permit = self.permit().await?;
+        let data = Arc::new(self.read(id, 0, 0).await?.data);
+        let target = Target {
+            node_id: req.target_node_id,
+            address: req.target_address,
+        };
+        self.replicator.push(&target, id, &data).await.map_err(|s| {
+            tracing::warn!(chunk = %id.short(), node = %target.node_id, error = %s.message(), "copy failed");
+            Status::new(
+                s.code(),
+                format!("copy of chunk {id} to {} failed: {}", target.node_id, s.message()),
+            )
+        })?;
+        tracing::info!(chunk = %id.short(), node = %target.node_id, "chunk copied");
+        Ok(Response::new(Empty {}))
+    }
+}
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;
