@@ -1,0 +1,152 @@
+//! The metadata service's configuration: one TOML file, flags override it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bigfs_proto::{DEFAULT_CHUNK_SIZE, DEFAULT_REPLICATION, MAX_CHUNK_SIZE};
+use serde::{Deserialize, Serialize};
+
+/// Smallest chunk size accepted: below this the per-chunk overhead (one
+/// table entry, one gRPC call, one file per replica) dominates.
+pub const MIN_CHUNK_SIZE: u32 = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the gRPC server. Default `127.0.0.1:9400`.
+    pub listen: SocketAddr,
+    /// Directory holding `metadata.redb`; created if missing. No default:
+    /// must be given (`--data-dir` or `data_dir`).
+    pub data_dir: PathBuf,
+    /// Bytes per chunk of new files. Default 4 MiB; 64 KiB ..= 64 MiB.
+    pub chunk_size: u32,
+    /// Copies per chunk of new files (cluster default). Default 3; >= 1.
+    pub replication: u32,
+    /// A node silent this long is Suspect. Default 6000 ms (three missed
+    /// heartbeats at the default interval).
+    pub suspect_after_ms: u64,
+    /// A node silent this long is Down. Default 20000 ms.
+    pub down_after_ms: u64,
+    /// Heartbeat interval told to storage nodes. Default 2000 ms.
+    pub heartbeat_interval_ms: u32,
+    /// Commands between snapshots (the log is truncated at each).
+    /// Default 10000: replay after a crash stays well under a second.
+    pub snapshot_every: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9400)),
+            data_dir: PathBuf::new(),
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            replication: DEFAULT_REPLICATION,
+            suspect_after_ms: 6_000,
+            down_after_ms: 20_000,
+            heartbeat_interval_ms: 2_000,
+            snapshot_every: 10_000,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; unknown keys are refused.
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading config {}: {e}", path.display()))?;
+        Self::from_toml(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Checks every value; the message names the bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err("data_dir must be set (--data-dir or data_dir in the config file)".into());
+        }
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&self.chunk_size) {
+            return Err(format!(
+                "chunk_size must be between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE}, got {}",
+                self.chunk_size
+            ));
+        }
+        if self.replication == 0 {
+            return Err("replication must be >= 1".into());
+        }
+        if self.suspect_after_ms == 0 {
+            return Err("suspect_after_ms must be > 0".into());
+        }
+        if self.down_after_ms < self.suspect_after_ms {
+            return Err(format!(
+                "down_after_ms ({}) must be >= suspect_after_ms ({})",
+                self.down_after_ms, self.suspect_after_ms
+            ));
+        }
+        if self.heartbeat_interval_ms == 0
+            || u64::from(self.heartbeat_interval_ms) >= self.suspect_after_ms
+        {
+            return Err(format!(
+                "heartbeat_interval_ms must be > 0 and < suspect_after_ms ({}), got {}",
+                self.suspect_after_ms, self.heartbeat_interval_ms
+            ));
+        }
+        if self.snapshot_every == 0 {
+            return Err("snapshot_every must be >= 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_only_a_data_dir() {
+        let c = Config {
+            data_dir: "/tmp/x".into(),
+            ..Config::default()
+        };
+        assert_eq!(c.validate(), Ok(()));
+        assert!(
+            Config::default()
+                .validate()
+                .unwrap_err()
+                .contains("data_dir")
+        );
+    }
+
+    #[test]
+    fn file_values_are_read_and_unknown_keys_refused() {
+        let c = Config::from_toml("data_dir = \"/d\"\nreplication = 2\nlisten = \"0.0.0.0:1\"")
+            .unwrap();
+        assert_eq!(c.replication, 2);
+        assert_eq!(c.listen.port(), 1);
+        assert!(Config::from_toml("replicaton = 2").is_err());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let base = Config {
+            data_dir: "/d".into(),
+            ..Config::default()
+        };
+        let bad = Config {
+            chunk_size: 1000,
+            ..base.clone()
+        };
+        assert!(bad.validate().unwrap_err().contains("chunk_size"));
+        let bad = Config {
+            replication: 0,
+            ..base.clone()
+        };
+        assert!(bad.validate().unwrap_err().contains("replication"));
+        let bad = Config {
+            down_after_ms: 1,
+            ..base
+        };
+        assert!(bad.validate().unwrap_err().contains("down_after_ms"));
+    }
+}

@@ -1,0 +1,102 @@
+//! The BigFS metadata service: the namespace, the chunk table, node
+//! liveness and placement, persisted as a command log plus snapshots.
+//!
+//! Start it with [`run`] (binds `config.listen`, stops on SIGINT/SIGTERM) or,
+//! in tests, with [`serve`] on an already bound listener and your own
+//! shutdown future.
+
+pub mod chunks;
+pub mod config;
+pub mod error;
+pub mod liveness;
+pub mod machine;
+pub mod namespace;
+pub mod placement;
+pub mod service;
+pub mod state;
+pub mod status;
+pub mod store;
+pub mod validate;
+
+use std::future::Future;
+
+use anyhow::Context;
+use bigfs_proto::MAX_MESSAGE_SIZE;
+use bigfs_proto::pb::metadata_server::MetadataServer;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use error::MetaError;
+pub use service::MetadataService;
+
+/// Validates `config`, creates the data directory and opens the store.
+pub fn open_service(config: Config) -> anyhow::Result<MetadataService> {
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
+    MetadataService::open(config.clone()).with_context(|| {
+        format!(
+            "opening the metadata store in {}",
+            config.data_dir.display()
+        )
+    })
+}
+
+/// Serves the Metadata service on `listener` until `shutdown` completes.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let svc = tokio::task::spawn_blocking(move || open_service(config)).await??;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "metadata service listening");
+    tonic::transport::Server::builder()
+        .add_service(
+            MetadataServer::new(svc)
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+        )
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
+        .await?;
+    tracing::info!("metadata service stopped");
+    Ok(())
+}
+
+/// Binds `config.listen` and serves until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    serve(config, listener, shutdown_signal()).await
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutdown signal received");
+}

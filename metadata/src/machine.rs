@@ -1,0 +1,54 @@
+//! The state machine as the service runs it: the in-memory state and its
+//! durable log, changed only through `execute`.
+
+use crate::error::MetaError;
+use crate::state::{Command, Reply, State, apply};
+use crate::store::Store;
+
+/// The persisted state and its store, behind one lock: a mutation holds it
+/// from apply to durable append, so nobody sees an unlogged change.
+pub struct Core {
+    pub state: State,
+    store: Store,
+    /// Set when an append failed and the state could not be reloaded.
+    broken: bool,
+}
+
+impl Core {
+    pub fn new(state: State, store: Store) -> Self {
+        Core {
+            state,
+            store,
+            broken: false,
+        }
+    }
+
+    /// Applies `cmd` and makes it durable; an error changes nothing.
+    ///
+    /// Applying first means refused commands never reach the log. If the
+    /// append fails, the state is rebuilt from disk, undoing the change.
+    pub fn execute(&mut self, cmd: Command) -> Result<Reply, MetaError> {
+        if self.broken {
+            return Err(MetaError::Store(
+                "the store failed earlier; restart the service".into(),
+            ));
+        }
+        let reply = apply(&mut self.state, &cmd)?;
+        if let Err(e) = self.store.append(&cmd) {
+            tracing::error!(error = %e, "appending to the metadata log failed; reloading");
+            match self.store.load() {
+                Ok(s) => self.state = s,
+                Err(e2) => {
+                    tracing::error!(error = %e2, "reloading the metadata state failed");
+                    self.broken = true;
+                }
+            }
+            return Err(e);
+        }
+        if let Err(e) = self.store.maybe_snapshot(&self.state) {
+            // The log still has everything; try again at the next command.
+            tracing::warn!(error = %e, "metadata snapshot failed");
+        }
+        Ok(reply)
+    }
+}

@@ -1,0 +1,575 @@
+//! Inodes and directory entries: the namespace half of `apply`, plus the
+//! read-only lookups the service answers without a command.
+//!
+//! Every mutating function checks everything first and mutates only once
+//! nothing can fail any more, so an `Err` leaves the state unchanged.
+
+use bigfs_proto::errno::{EEXIST, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTEMPTY, EPERM};
+use bigfs_proto::{MAX_SYMLINK_LEN, ROOT_INO, validate_name};
+
+use crate::chunks;
+use crate::error::MetaError;
+use crate::state::{Dir, Inode, Kind, State, Time};
+
+/// Largest file size: offsets are signed 64-bit in the kernel.
+pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
+
+/// Readdir entries per call when the client asks for 0.
+pub const DEFAULT_READDIR_LIMIT: u32 = 1000;
+
+/// What a Create command asks for.
+pub struct NewInode<'a> {
+    pub parent: u64,
+    pub name: &'a str,
+    pub kind: Kind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub symlink_target: &'a str,
+    pub exclusive: bool,
+    pub chunk_size: u32,
+    pub replication: u32,
+}
+
+/// What a SetAttr command changes.
+#[derive(Default)]
+pub struct AttrChange {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<Time>,
+    pub mtime: Option<Time>,
+}
+
+/// The entries of directory `ino`.
+pub fn dir(state: &State, ino: u64) -> Result<&Dir, MetaError> {
+    let inode = state.inode(ino)?;
+    if inode.kind != Kind::Directory {
+        return Err(MetaError::ns(
+            ENOTDIR,
+            format!("inode {ino} is not a directory"),
+        ));
+    }
+    state
+        .dirs
+        .get(&ino)
+        .ok_or_else(|| MetaError::Internal(format!("directory {ino} has no entry table")))
+}
+
+/// The inode `name` in directory `parent` names.
+pub fn lookup(state: &State, parent: u64, name: &str) -> Result<u64, MetaError> {
+    validate_name(name)?;
+    dir(state, parent)?
+        .entries
+        .get(name)
+        .map(|&(ino, _)| ino)
+        .ok_or_else(|| MetaError::ns(ENOENT, format!("no entry {name:?} in directory {parent}")))
+}
+
+/// The inode of an absolute path; "." is skipped, ".." goes up. Symlinks are
+/// not followed (the client does that).
+pub fn resolve_path(state: &State, path: &str) -> Result<u64, MetaError> {
+    if !path.starts_with('/') {
+        return Err(MetaError::ns(
+            EINVAL,
+            format!("path {path:?} is not absolute"),
+        ));
+    }
+    let mut ino = ROOT_INO;
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                dir(state, ino)?;
+                ino = state.inode(ino)?.parent;
+            }
+            name => ino = lookup(state, ino, name)?,
+        }
+    }
+    Ok(ino)
+}
+
+/// One directory entry as readdir returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub name: String,
+    pub ino: u64,
+    /// Pass as the next offset to continue after this entry.
+    pub cookie: u64,
+}
+
+/// Entries of directory `ino` with a cookie above `offset`, in cookie order,
+/// and whether the listing is complete.
+pub fn read_dir(
+    state: &State,
+    ino: u64,
+    offset: u64,
+    limit: u32,
+) -> Result<(Vec<Listed>, bool), MetaError> {
+    let d = dir(state, ino)?;
+    let limit = if limit == 0 {
+        DEFAULT_READDIR_LIMIT
+    } else {
+        limit
+    } as usize;
+    let mut out = Vec::new();
+    let mut range = d.by_cookie.range(offset.saturating_add(1)..);
+    for (&cookie, name) in range.by_ref() {
+        if let Some(&(child, _)) = d.entries.get(name) {
+            out.push(Listed {
+                name: name.clone(),
+                ino: child,
+                cookie,
+            });
+        }
+        if out.len() >= limit {
+            break;
+        }
+    }
+    let eof = range.next().is_none();
+    Ok((out, eof))
+}
+
+pub(crate) fn create(state: &mut State, req: &NewInode<'_>, now: Time) -> Result<u64, MetaError> {
+    validate_name(req.name)?;
+    let d = dir(state, req.parent)?;
+    if let Some(&(existing, _)) = d.entries.get(req.name) {
+        let existing_kind = state.inode(existing)?.kind;
+        if req.exclusive || req.kind != Kind::File || existing_kind != Kind::File {
+            return Err(MetaError::ns(
+                EEXIST,
+                format!("{:?} already exists in directory {}", req.name, req.parent),
+            ));
+        }
+        return Ok(existing);
+    }
+    let (size, mode) = match req.kind {
+        Kind::Symlink => {
+            if req.symlink_target.is_empty() {
+                return Err(MetaError::ns(EINVAL, "empty symlink target"));
+            }
+            if req.symlink_target.len() > MAX_SYMLINK_LEN {
+                return Err(MetaError::ns(
+                    bigfs_proto::errno::ENAMETOOLONG,
+                    format!(
+                        "symlink target is {} bytes, the limit is {MAX_SYMLINK_LEN}",
+                        req.symlink_target.len()
+                    ),
+                ));
+            }
+            (req.symlink_target.len() as u64, 0o777)
+        }
+        _ => (0, req.mode & 0o7777),
+    };
+    if req.kind == Kind::File && (req.chunk_size == 0 || req.replication == 0) {
+        return Err(MetaError::InvalidArgument(
+            "a file needs a chunk size and a replication factor".into(),
+        ));
+    }
+
+    let ino = state.next_ino;
+    state.next_ino += 1;
+    let is_dir = req.kind == Kind::Directory;
+    state.inodes.insert(
+        ino,
+        Inode {
+            kind: req.kind,
+            mode,
+            uid: req.uid,
+            gid: req.gid,
+            size,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            nlink: if is_dir { 2 } else { 1 },
+            chunk_size: if req.kind == Kind::File {
+                req.chunk_size
+            } else {
+                0
+            },
+            replication: if req.kind == Kind::File {
+                req.replication
+            } else {
+                0
+            },
+            version: 0,
+            symlink_target: if req.kind == Kind::Symlink {
+                req.symlink_target.to_string()
+            } else {
+                String::new()
+            },
+            parent: req.parent,
+        },
+    );
+    if is_dir {
+        state.dirs.insert(ino, Dir::default());
+    }
+    insert_dentry(state, req.parent, req.name, ino);
+    touch_dir(state, req.parent, now, if is_dir { 1 } else { 0 });
+    Ok(ino)
+}
+
+pub(crate) fn set_attr(
+    state: &mut State,
+    ino: u64,
+    ch: &AttrChange,
+    now: Time,
+) -> Result<(), MetaError> {
+    let inode = state.inode(ino)?;
+    if let Some(size) = ch.size {
+        match inode.kind {
+            Kind::File => {}
+            Kind::Directory => {
+                return Err(MetaError::ns(EISDIR, format!("inode {ino} is a directory")));
+            }
+            Kind::Symlink => {
+                return Err(MetaError::ns(EINVAL, format!("inode {ino} is a symlink")));
+            }
+        }
+        if size > MAX_FILE_SIZE {
+            return Err(MetaError::ns(
+                bigfs_proto::errno::EFBIG,
+                format!("size {size} exceeds {MAX_FILE_SIZE}"),
+            ));
+        }
+    }
+    let chunk_size = u64::from(inode.chunk_size.max(1));
+
+    if let Some(size) = ch.size {
+        truncate_layout(state, ino, size, chunk_size, now);
+    }
+    let Some(inode) = state.inodes.get_mut(&ino) else {
+        return Err(MetaError::Internal(format!("inode {ino} vanished")));
+    };
+    if let Some(mode) = ch.mode {
+        inode.mode = mode & 0o7777;
+    }
+    if let Some(uid) = ch.uid {
+        inode.uid = uid;
+    }
+    if let Some(gid) = ch.gid {
+        inode.gid = gid;
+    }
+    if let Some(t) = ch.atime {
+        inode.atime = t;
+    }
+    if let Some(t) = ch.mtime {
+        inode.mtime = t;
+    }
+    if let Some(size) = ch.size {
+        inode.size = size;
+        inode.version += 1;
+        if ch.mtime.is_none() {
+            inode.mtime = now;
+        }
+    }
+    inode.ctime = now;
+    Ok(())
+}
+
+/// Drops chunk refs wholly past `size` and cuts the one across it.
+fn truncate_layout(state: &mut State, ino: u64, size: u64, chunk_size: u64, now: Time) {
+    let Some(layout) = state.layouts.get_mut(&ino) else {
+        return;
+    };
+    // First index with no byte below `size`.
+    let first_dropped = size.div_ceil(chunk_size);
+    let dropped = layout.split_off(&first_dropped);
+    if let Some((&index, r)) = layout.iter_mut().next_back() {
+        let start = index.saturating_mul(chunk_size);
+        let keep = size.saturating_sub(start);
+        if keep < u64::from(r.len) {
+            // keep < r.len <= u32::MAX, so the cast is lossless.
+            r.len = keep as u32;
+        }
+    }
+    for r in dropped.values() {
+        chunks::release(state, r.id, now.as_ms());
+    }
+}
+
+pub(crate) fn link(
+    state: &mut State,
+    ino: u64,
+    new_parent: u64,
+    new_name: &str,
+    now: Time,
+) -> Result<(), MetaError> {
+    validate_name(new_name)?;
+    if state.inode(ino)?.kind == Kind::Directory {
+        return Err(MetaError::ns(
+            EPERM,
+            format!("inode {ino} is a directory: no hard links"),
+        ));
+    }
+    if dir(state, new_parent)?.entries.contains_key(new_name) {
+        return Err(MetaError::ns(
+            EEXIST,
+            format!("{new_name:?} already exists in directory {new_parent}"),
+        ));
+    }
+    insert_dentry(state, new_parent, new_name, ino);
+    touch_dir(state, new_parent, now, 0);
+    if let Some(inode) = state.inodes.get_mut(&ino) {
+        inode.nlink = inode.nlink.saturating_add(1);
+        inode.ctime = now;
+    }
+    Ok(())
+}
+
+pub(crate) fn unlink(
+    state: &mut State,
+    parent: u64,
+    name: &str,
+    now: Time,
+) -> Result<(), MetaError> {
+    let ino = lookup(state, parent, name)?;
+    if state.inode(ino)?.kind == Kind::Directory {
+        return Err(MetaError::ns(EISDIR, format!("{name:?} is a directory")));
+    }
+    remove_dentry(state, parent, name);
+    touch_dir(state, parent, now, 0);
+    drop_link(state, ino, now);
+    Ok(())
+}
+
+pub(crate) fn rmdir(
+    state: &mut State,
+    parent: u64,
+    name: &str,
+    now: Time,
+) -> Result<(), MetaError> {
+    let ino = lookup(state, parent, name)?;
+    check_removable_dir(state, ino, name)?;
+    remove_dentry(state, parent, name);
+    touch_dir(state, parent, now, -1);
+    free_inode(state, ino, now);
+    Ok(())
+}
+
+fn check_removable_dir(state: &State, ino: u64, name: &str) -> Result<(), MetaError> {
+    let d = match dir(state, ino) {
+        Ok(d) => d,
+        Err(_) => {
+            return Err(MetaError::ns(
+                ENOTDIR,
+                format!("{name:?} is not a directory"),
+            ));
+        }
+    };
+    if ino == ROOT_INO {
+        return Err(MetaError::ns(EPERM, "the root cannot be removed"));
+    }
+    if !d.entries.is_empty() {
+        return Err(MetaError::ns(
+            ENOTEMPTY,
+            format!("directory {name:?} is not empty"),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `ino` is `ancestor` or lies below it.
+fn is_within(state: &State, mut ino: u64, ancestor: u64) -> bool {
+    // The depth is bounded by the number of inodes; guard against a cycle.
+    for _ in 0..=state.inodes.len() {
+        if ino == ancestor {
+            return true;
+        }
+        if ino == ROOT_INO {
+            return false;
+        }
+        match state.inodes.get(&ino) {
+            Some(i) => ino = i.parent,
+            None => return false,
+        }
+    }
+    false
+}
+
+pub(crate) fn rename(
+    state: &mut State,
+    (parent, name): (u64, &str),
+    (new_parent, new_name): (u64, &str),
+    noreplace: bool,
+    exchange: bool,
+    now: Time,
+) -> Result<(), MetaError> {
+    if noreplace && exchange {
+        return Err(MetaError::ns(
+            EINVAL,
+            "noreplace and exchange exclude each other",
+        ));
+    }
+    validate_name(new_name)?;
+    let src = lookup(state, parent, name)?;
+    let dst = dir(state, new_parent)?
+        .entries
+        .get(new_name)
+        .map(|&(i, _)| i);
+    if parent == new_parent && name == new_name {
+        return Ok(());
+    }
+    let src_dir = state.inode(src)?.kind == Kind::Directory;
+    if src_dir && is_within(state, new_parent, src) {
+        return Err(MetaError::ns(
+            EINVAL,
+            format!("cannot move {name:?} into its own subtree"),
+        ));
+    }
+
+    if exchange {
+        let Some(dst) = dst else {
+            return Err(MetaError::ns(
+                ENOENT,
+                format!("no entry {new_name:?} to exchange with"),
+            ));
+        };
+        let dst_dir = state.inode(dst)?.kind == Kind::Directory;
+        if dst_dir && is_within(state, parent, dst) {
+            return Err(MetaError::ns(
+                EINVAL,
+                format!("cannot move {new_name:?} into its own subtree"),
+            ));
+        }
+        set_dentry_ino(state, parent, name, dst);
+        set_dentry_ino(state, new_parent, new_name, src);
+        if src_dir {
+            set_parent(state, src, new_parent);
+        }
+        if dst_dir {
+            set_parent(state, dst, parent);
+        }
+        let moved_dirs = i32::from(src_dir) - i32::from(dst_dir);
+        touch_dir(state, parent, now, -moved_dirs);
+        touch_dir(state, new_parent, now, moved_dirs);
+        touch_inode(state, src, now);
+        touch_inode(state, dst, now);
+        return Ok(());
+    }
+
+    if let Some(dst) = dst {
+        if noreplace {
+            return Err(MetaError::ns(
+                EEXIST,
+                format!("{new_name:?} already exists"),
+            ));
+        }
+        if dst == src {
+            // Two links to one inode: rename does nothing (POSIX).
+            return Ok(());
+        }
+        let dst_dir = state.inode(dst)?.kind == Kind::Directory;
+        match (src_dir, dst_dir) {
+            (true, true) => check_removable_dir(state, dst, new_name)?,
+            (true, false) => {
+                return Err(MetaError::ns(
+                    ENOTDIR,
+                    format!("{new_name:?} is not a directory"),
+                ));
+            }
+            (false, true) => {
+                return Err(MetaError::ns(
+                    EISDIR,
+                    format!("{new_name:?} is a directory"),
+                ));
+            }
+            (false, false) => {}
+        }
+        // Checks done: replace.
+        remove_dentry(state, new_parent, new_name);
+        if dst_dir {
+            touch_dir(state, new_parent, now, -1);
+            free_inode(state, dst, now);
+        } else {
+            drop_link(state, dst, now);
+        }
+    }
+    remove_dentry(state, parent, name);
+    insert_dentry(state, new_parent, new_name, src);
+    if src_dir && parent != new_parent {
+        set_parent(state, src, new_parent);
+        touch_dir(state, parent, now, -1);
+        touch_dir(state, new_parent, now, 1);
+    } else {
+        touch_dir(state, parent, now, 0);
+        touch_dir(state, new_parent, now, 0);
+    }
+    touch_inode(state, src, now);
+    Ok(())
+}
+
+fn insert_dentry(state: &mut State, parent: u64, name: &str, ino: u64) {
+    let cookie = state.next_cookie;
+    state.next_cookie += 1;
+    if let Some(d) = state.dirs.get_mut(&parent) {
+        d.entries.insert(name.to_string(), (ino, cookie));
+        d.by_cookie.insert(cookie, name.to_string());
+    }
+}
+
+fn remove_dentry(state: &mut State, parent: u64, name: &str) {
+    if let Some(d) = state.dirs.get_mut(&parent)
+        && let Some((_, cookie)) = d.entries.remove(name)
+    {
+        d.by_cookie.remove(&cookie);
+    }
+}
+
+fn set_dentry_ino(state: &mut State, parent: u64, name: &str, ino: u64) {
+    if let Some(d) = state.dirs.get_mut(&parent)
+        && let Some(e) = d.entries.get_mut(name)
+    {
+        e.0 = ino;
+    }
+}
+
+fn set_parent(state: &mut State, ino: u64, parent: u64) {
+    if let Some(i) = state.inodes.get_mut(&ino) {
+        i.parent = parent;
+    }
+}
+
+/// Updates a directory's times and its link count by `subdirs` (+1 for a
+/// new subdirectory, -1 for one gone).
+fn touch_dir(state: &mut State, ino: u64, now: Time, subdirs: i32) {
+    if let Some(i) = state.inodes.get_mut(&ino) {
+        i.mtime = now;
+        i.ctime = now;
+        i.nlink = i.nlink.saturating_add_signed(subdirs);
+    }
+}
+
+fn touch_inode(state: &mut State, ino: u64, now: Time) {
+    if let Some(i) = state.inodes.get_mut(&ino) {
+        i.ctime = now;
+    }
+}
+
+/// One name less for a non-directory; frees it at zero.
+fn drop_link(state: &mut State, ino: u64, now: Time) {
+    let Some(i) = state.inodes.get_mut(&ino) else {
+        return;
+    };
+    i.nlink = i.nlink.saturating_sub(1);
+    i.ctime = now;
+    if i.nlink == 0 {
+        free_inode(state, ino, now);
+    }
+}
+
+/// Removes an inode and releases the chunks its layout references.
+fn free_inode(state: &mut State, ino: u64, now: Time) {
+    state.inodes.remove(&ino);
+    state.dirs.remove(&ino);
+    if let Some(layout) = state.layouts.remove(&ino) {
+        for r in layout.values() {
+            chunks::release(state, r.id, now.as_ms());
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "namespace_tests.rs"]
+mod tests;

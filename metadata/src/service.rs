@@ -1,0 +1,606 @@
+//! The tonic `Metadata` service: validates requests, reads the state or
+//! builds a command (filling in the time and the placement choices), logs
+//! and applies it, and answers.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bigfs_proto::ChunkId;
+use bigfs_proto::pb::{self, NodeState, metadata_server::Metadata};
+use tonic::{Request, Response, Status};
+
+use crate::chunks;
+use crate::config::Config;
+use crate::error::MetaError;
+use crate::liveness::Liveness;
+use crate::machine::Core;
+use crate::namespace;
+use crate::placement::{self, Candidate};
+use crate::state::{Command, Kind, ReplicaStatus, Reply, State, Time};
+use crate::store::Store;
+use crate::validate::{chunk_id, chunk_len, file_size, node_field};
+
+struct Inner {
+    core: Mutex<Core>,
+    live: Mutex<Liveness>,
+    config: Config,
+}
+
+/// The Metadata gRPC service.
+#[derive(Clone)]
+pub struct MetadataService {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, MetaError> {
+    m.lock()
+        .map_err(|_| MetaError::Internal("a metadata lock is poisoned".into()))
+}
+
+/// Rank of a replica's node for reads: Up first, then Suspect, then Down.
+fn read_rank(s: NodeState) -> u8 {
+    match s {
+        NodeState::Up => 0,
+        NodeState::Suspect => 1,
+        _ => 2,
+    }
+}
+
+impl MetadataService {
+    /// Opens the store in `config.data_dir` and rebuilds the state.
+    pub fn open(config: Config) -> Result<Self, MetaError> {
+        let (store, state) = Store::open(&config.data_dir, config.snapshot_every)?;
+        let live = Liveness::new(
+            Duration::from_millis(config.suspect_after_ms),
+            Duration::from_millis(config.down_after_ms),
+        );
+        Ok(MetadataService {
+            inner: Arc::new(Inner {
+                core: Mutex::new(Core::new(state, store)),
+                live: Mutex::new(live),
+                config,
+            }),
+        })
+    }
+
+    /// Runs `f` with the state (and liveness) locked, on a blocking thread:
+    /// a mutation waits for an fsync.
+    async fn with<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Core, &mut Liveness, &Config) -> Result<T, MetaError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            let mut core = lock(&inner.core)?;
+            let mut live = lock(&inner.live)?;
+            f(&mut core, &mut live, &inner.config)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("metadata worker failed: {e}")))?;
+        out.map_err(Status::from)
+    }
+
+    /// Runs a command built from the request and answers the inode's attr.
+    async fn execute_attr(&self, cmd: Command) -> Result<Response<pb::AttrReply>, Status> {
+        self.with(move |core, _, _| {
+            let ino = match core.execute(cmd)? {
+                Reply::Ino(ino) => ino,
+                Reply::Done => return Err(MetaError::Internal("command returned no inode".into())),
+            };
+            Ok(pb::AttrReply {
+                attr: Some(core.state.attr(ino)?),
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn execute_empty(&self, cmd: Command) -> Result<Response<pb::Empty>, Status> {
+        self.with(move |core, _, _| core.execute(cmd).map(|_| pb::Empty {}))
+            .await
+            .map(Response::new)
+    }
+}
+
+/// Placement candidates: every registered node with its liveness.
+fn candidates(state: &State, live: &Liveness, now: Instant) -> Vec<Candidate> {
+    state
+        .nodes
+        .iter()
+        .map(|(id, n)| Candidate {
+            node_id: id.clone(),
+            usable: live.state(id, n.decommissioned, now) == NodeState::Up,
+            free: live.free(id).unwrap_or(0),
+        })
+        .collect()
+}
+
+fn is_up(state: &State, live: &Liveness, node: &str, now: Instant) -> bool {
+    let decom = state.nodes.get(node).is_some_and(|n| n.decommissioned);
+    live.state(node, decom, now) == NodeState::Up
+}
+
+fn location(state: &State, node: &str, status: ReplicaStatus) -> pb::ReplicaLocation {
+    pb::ReplicaLocation {
+        node_id: node.to_string(),
+        address: state
+            .nodes
+            .get(node)
+            .map(|n| n.address.clone())
+            .unwrap_or_default(),
+        status: status.to_pb() as i32,
+    }
+}
+
+fn replication_or_default(r: u32, config: &Config) -> u32 {
+    if r == 0 { config.replication } else { r }
+}
+
+#[tonic::async_trait]
+impl Metadata for MetadataService {
+    async fn lookup(
+        &self,
+        request: Request<pb::LookupRequest>,
+    ) -> Result<Response<pb::AttrReply>, Status> {
+        let r = request.into_inner();
+        self.with(move |core, _, _| {
+            let ino = namespace::lookup(&core.state, r.parent, &r.name)?;
+            Ok(pb::AttrReply {
+                attr: Some(core.state.attr(ino)?),
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn resolve_path(
+        &self,
+        request: Request<pb::ResolvePathRequest>,
+    ) -> Result<Response<pb::AttrReply>, Status> {
+        let r = request.into_inner();
+        self.with(move |core, _, _| {
+            let ino = namespace::resolve_path(&core.state, &r.path)?;
+            Ok(pb::AttrReply {
+                attr: Some(core.state.attr(ino)?),
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn get_attr(
+        &self,
+        request: Request<pb::InodeRequest>,
+    ) -> Result<Response<pb::AttrReply>, Status> {
+        let ino = request.into_inner().ino;
+        self.with(move |core, _, _| {
+            Ok(pb::AttrReply {
+                attr: Some(core.state.attr(ino)?),
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn set_attr(
+        &self,
+        request: Request<pb::SetAttrRequest>,
+    ) -> Result<Response<pb::AttrReply>, Status> {
+        let r = request.into_inner();
+        if let Some(size) = r.size {
+            file_size(size)?;
+        }
+        self.execute_attr(Command::SetAttr {
+            ino: r.ino,
+            mode: r.mode,
+            uid: r.uid,
+            gid: r.gid,
+            size: r.size,
+            atime: r.atime.as_ref().map(Time::from_pb),
+            mtime: r.mtime.as_ref().map(Time::from_pb),
+            now: Time::now(),
+        })
+        .await
+    }
+
+    async fn create(
+        &self,
+        request: Request<pb::CreateRequest>,
+    ) -> Result<Response<pb::AttrReply>, Status> {
+        let r = request.into_inner();
+        let kind = Kind::from_pb(r.kind).ok_or_else(|| {
+            MetaError::InvalidArgument(format!("kind {} is not file, directory or symlink", r.kind))
+        })?;
+        let config = &self.inner.config;
+        self.execute_attr(Command::Create {
+            parent: r.parent,
+            name: r.name,
+            kind,
+            mode: r.mode,
+            uid: r.uid,
+            gid: r.gid,
+            symlink_target: r.symlink_target,
+            exclusive: r.exclusive,
+            chunk_size: config.chunk_size,
+            replication: config.replication,
+            now: Time::now(),
+        })
+        .await
+    }
+
+    async fn link(
+        &self,
+        request: Request<pb::LinkRequest>,
+    ) -> Result<Response<pb::AttrReply>, Status> {
+        let r = request.into_inner();
+        self.execute_attr(Command::Link {
+            ino: r.ino,
+            new_parent: r.new_parent,
+            new_name: r.new_name,
+            now: Time::now(),
+        })
+        .await
+    }
+
+    async fn unlink(
+        &self,
+        request: Request<pb::NameRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = request.into_inner();
+        self.execute_empty(Command::Unlink {
+            parent: r.parent,
+            name: r.name,
+            now: Time::now(),
+        })
+        .await
+    }
+
+    async fn rmdir(
+        &self,
+        request: Request<pb::NameRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = request.into_inner();
+        self.execute_empty(Command::Rmdir {
+            parent: r.parent,
+            name: r.name,
+            now: Time::now(),
+        })
+        .await
+    }
+
+    async fn rename(
+        &self,
+        request: Request<pb::RenameRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = request.into_inner();
+        self.execute_empty(Command::Rename {
+            parent: r.parent,
+            name: r.name,
+            new_parent: r.new_parent,
+            new_name: r.new_name,
+            noreplace: r.noreplace,
+            exchange: r.exchange,
+            now: Time::now(),
+        })
+        .await
+    }
+
+    async fn read_dir(
+        &self,
+        request: Request<pb::ReadDirRequest>,
+    ) -> Result<Response<pb::ReadDirReply>, Status> {
+        let r = request.into_inner();
+        self.with(move |core, _, _| {
+            let st = &core.state;
+            let (list, eof) = namespace::read_dir(st, r.ino, r.offset, r.limit)?;
+            let entries = list
+                .into_iter()
+                .filter_map(|e| {
+                    let attr = st.attr(e.ino).ok()?;
+                    Some(pb::DirEntry {
+                        name: e.name,
+                        ino: e.ino,
+                        kind: attr.kind,
+                        cookie: e.cookie,
+                        attr: Some(attr),
+                    })
+                })
+                .collect();
+            Ok(pb::ReadDirReply { entries, eof })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn get_layout(
+        &self,
+        request: Request<pb::InodeRequest>,
+    ) -> Result<Response<pb::LayoutReply>, Status> {
+        let ino = request.into_inner().ino;
+        self.with(move |core, live, _| {
+            let st = &core.state;
+            let attr = st.attr(ino)?;
+            let now = Instant::now();
+            let mut chunks = Vec::new();
+            for (&index, r) in st.layouts.get(&ino).into_iter().flatten() {
+                let c = st.chunks.get(&r.id);
+                let mut replicas: Vec<(u8, &String)> = c
+                    .into_iter()
+                    .flat_map(|c| c.replicas.iter())
+                    .filter(|(_, s)| **s == ReplicaStatus::Available)
+                    .map(|(n, _)| {
+                        let decom = st.nodes.get(n).is_some_and(|x| x.decommissioned);
+                        (read_rank(live.state(n, decom, now)), n)
+                    })
+                    .collect();
+                replicas.sort();
+                chunks.push(pb::ChunkLocation {
+                    chunk: Some(pb::ChunkRef {
+                        index,
+                        id: r.id.to_vec(),
+                        len: r.len,
+                    }),
+                    stored_len: c.map_or(0, |c| c.len),
+                    replicas: replicas
+                        .into_iter()
+                        .map(|(_, n)| location(st, n, ReplicaStatus::Available))
+                        .collect(),
+                });
+            }
+            Ok(pb::LayoutReply {
+                attr: Some(attr),
+                chunks,
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn commit_layout(
+        &self,
+        request: Request<pb::CommitLayoutRequest>,
+    ) -> Result<Response<pb::AttrReply>, Status> {
+        let r = request.into_inner();
+        let mut refs = Vec::with_capacity(r.chunks.len());
+        for c in &r.chunks {
+            refs.push((c.index, chunk_id(&c.id)?, chunk_len(c.len)?));
+        }
+        let now = Time::now();
+        self.execute_attr(Command::CommitLayout {
+            ino: r.ino,
+            chunks: refs,
+            size: file_size(r.size)?,
+            mtime: r.mtime.as_ref().map_or(now, Time::from_pb),
+            now,
+        })
+        .await
+    }
+
+    async fn place_chunk(
+        &self,
+        request: Request<pb::PlaceChunkRequest>,
+    ) -> Result<Response<pb::PlaceChunkReply>, Status> {
+        let r = request.into_inner();
+        let id = chunk_id(&r.id)?;
+        let len = chunk_len(r.len)?;
+        self.with(move |core, live, config| {
+            let st = &core.state;
+            let now = Instant::now();
+            let mut exclude: BTreeSet<String> = r.exclude_nodes.into_iter().collect();
+            if let Some(c) = st.chunks.get(&id) {
+                if chunks::is_dedup_hit(c, |n| is_up(st, live, n, now)) {
+                    return Ok(pb::PlaceChunkReply {
+                        already_stored: true,
+                        targets: vec![],
+                    });
+                }
+                exclude.extend(c.replicas.keys().cloned());
+            }
+            let n = replication_or_default(r.replication, config) as usize;
+            let cands = candidates(st, live, now);
+            let targets = placement::choose(&cands, n, u64::from(len), &exclude, &mut rand::rng());
+            if targets.is_empty() {
+                return Err(MetaError::ResourceExhausted(format!(
+                    "no storage node with {len} bytes free is up"
+                )));
+            }
+            Ok(pb::PlaceChunkReply {
+                already_stored: false,
+                targets: targets
+                    .iter()
+                    .map(|t| location(st, t, ReplicaStatus::Pending))
+                    .collect(),
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn register_chunk(
+        &self,
+        request: Request<pb::RegisterChunkRequest>,
+    ) -> Result<Response<pb::RegisterChunkReply>, Status> {
+        let r = request.into_inner();
+        let id = chunk_id(&r.id)?;
+        let len = chunk_len(r.len)?;
+        node_field("node_id", &r.node_id)?;
+        self.with(move |core, live, config| {
+            let now = Instant::now();
+            let st = &core.state;
+            if !st.nodes.contains_key(&r.node_id) {
+                return Err(MetaError::FailedPrecondition(format!(
+                    "node {:?} is not registered; register it first",
+                    r.node_id
+                )));
+            }
+            let wanted = replication_or_default(r.replication, config) as usize;
+            let mut exclude = BTreeSet::from([r.node_id.clone()]);
+            let mut have_up = 0;
+            let mut pending_up = Vec::new();
+            if let Some(c) = st.chunks.get(&id) {
+                for (n, s) in &c.replicas {
+                    exclude.insert(n.clone());
+                    if n == &r.node_id || !is_up(st, live, n, now) {
+                        continue;
+                    }
+                    match s {
+                        ReplicaStatus::Available => have_up += 1,
+                        ReplicaStatus::Pending => pending_up.push(n.clone()),
+                        ReplicaStatus::Deleting => {}
+                    }
+                }
+            }
+            let more = wanted.saturating_sub(1 + have_up + pending_up.len());
+            let cands = candidates(st, live, now);
+            let designated =
+                placement::choose(&cands, more, u64::from(len), &exclude, &mut rand::rng());
+            core.execute(Command::RegisterChunk {
+                id,
+                len,
+                node: r.node_id.clone(),
+                designated: designated.clone(),
+                now_ms: bigfs_proto::now_ms(),
+            })?;
+            tracing::debug!(chunk = %id.short(), node = %r.node_id, ?designated, "chunk registered");
+            let st = &core.state;
+            Ok(pb::RegisterChunkReply {
+                replicas: pending_up
+                    .iter()
+                    .chain(designated.iter())
+                    .map(|n| location(st, n, ReplicaStatus::Pending))
+                    .collect(),
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn confirm_replica(
+        &self,
+        request: Request<pb::ConfirmReplicaRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = request.into_inner();
+        let id = chunk_id(&r.id)?;
+        node_field("node_id", &r.node_id)?;
+        self.execute_empty(Command::ConfirmReplica {
+            id,
+            node: r.node_id,
+        })
+        .await
+    }
+
+    async fn report_failure(
+        &self,
+        request: Request<pb::ReportFailureRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = request.into_inner();
+        node_field("node_id", &r.node_id)?;
+        let chunk = if r.chunk_id.is_empty() {
+            String::new()
+        } else {
+            chunk_id(&r.chunk_id)?.short()
+        };
+        self.with(move |core, live, _| {
+            // Only count known nodes, so a peer cannot grow the table.
+            if !core.state.nodes.contains_key(&r.node_id) {
+                return Err(MetaError::NotFound(format!(
+                    "node {:?} is not registered",
+                    r.node_id
+                )));
+            }
+            let failures = live.report_failure(&r.node_id);
+            tracing::warn!(
+                node = %r.node_id,
+                chunk = %chunk,
+                op = %r.operation,
+                error = %r.error,
+                reporter = %r.reporter,
+                failures,
+                "failure reported"
+            );
+            Ok(pb::Empty {})
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn register_node(
+        &self,
+        request: Request<pb::RegisterNodeRequest>,
+    ) -> Result<Response<pb::RegisterNodeReply>, Status> {
+        let r = request.into_inner();
+        node_field("node_id", &r.node_id)?;
+        node_field("address", &r.address)?;
+        let mut inventory = Vec::with_capacity(r.chunks.len());
+        for c in &r.chunks {
+            inventory.push(chunk_id(c)?);
+        }
+        self.with(move |core, live, config| {
+            let rec = chunks::reconcile(&core.state, &r.node_id, &inventory);
+            let delete = rec.delete;
+            tracing::info!(
+                node = %r.node_id,
+                address = %r.address,
+                inventory = inventory.len(),
+                lost = rec.lost.len(),
+                confirmed = rec.confirmed.len(),
+                delete = delete.len(),
+                "node registered"
+            );
+            core.execute(Command::RegisterNode {
+                node_id: r.node_id.clone(),
+                address: r.address,
+                capacity: r.capacity,
+                lost: rec.lost,
+                confirmed: rec.confirmed,
+            })?;
+            live.heard(
+                &r.node_id,
+                r.capacity,
+                r.used,
+                inventory.len() as u64,
+                Instant::now(),
+            );
+            Ok(pb::RegisterNodeReply {
+                delete_chunks: delete.iter().map(ChunkId::to_vec).collect(),
+                heartbeat_interval_ms: config.heartbeat_interval_ms,
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatReply>, Status> {
+        let r = request.into_inner();
+        node_field("node_id", &r.node_id)?;
+        self.with(move |core, live, _| {
+            if !core.state.nodes.contains_key(&r.node_id) {
+                return Ok(pb::HeartbeatReply { reregister: true });
+            }
+            live.heard(
+                &r.node_id,
+                r.capacity,
+                r.used,
+                r.chunk_count,
+                Instant::now(),
+            );
+            Ok(pb::HeartbeatReply { reregister: false })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::Empty>,
+    ) -> Result<Response<pb::StatusReply>, Status> {
+        self.with(move |core, live, config| Ok(crate::status::status(&core.state, live, config)))
+            .await
+            .map(Response::new)
+    }
+}

@@ -1,0 +1,448 @@
+//! The metadata state machine: the whole persisted state, the commands that
+//! change it, and the one deterministic `apply`.
+//!
+//! `apply` never reads a clock or a random source: commands carry the time
+//! and the chosen nodes, so replaying the log rebuilds the same state. An
+//! `Err` from `apply` leaves the state untouched (every operation validates
+//! before it mutates).
+
+use std::collections::BTreeMap;
+
+use bigfs_proto::{ChunkId, ROOT_INO, pb};
+use serde::{Deserialize, Serialize};
+
+use crate::error::MetaError;
+use crate::{chunks, namespace};
+
+/// A wall-clock time as stored in inodes (same shape as `pb::Timestamp`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Time {
+    pub secs: i64,
+    pub nanos: u32,
+}
+
+impl Time {
+    pub fn from_pb(t: &pb::Timestamp) -> Self {
+        Time {
+            secs: t.secs,
+            nanos: t.nanos.min(999_999_999),
+        }
+    }
+
+    pub fn to_pb(self) -> pb::Timestamp {
+        pb::Timestamp {
+            secs: self.secs,
+            nanos: self.nanos,
+        }
+    }
+
+    /// Milliseconds since the epoch (0 for times before it).
+    pub fn as_ms(self) -> u64 {
+        let secs = u64::try_from(self.secs).unwrap_or(0);
+        secs.saturating_mul(1000)
+            .saturating_add(u64::from(self.nanos / 1_000_000))
+    }
+
+    /// Now, from the system clock (only ever called outside `apply`).
+    pub fn now() -> Self {
+        Time::from_pb(&bigfs_proto::now_timestamp())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    File,
+    Directory,
+    Symlink,
+}
+
+impl Kind {
+    pub fn from_pb(k: i32) -> Option<Self> {
+        match pb::FileKind::try_from(k).ok()? {
+            pb::FileKind::File => Some(Kind::File),
+            pb::FileKind::Directory => Some(Kind::Directory),
+            pb::FileKind::Symlink => Some(Kind::Symlink),
+            pb::FileKind::Unspecified => None,
+        }
+    }
+
+    pub fn to_pb(self) -> pb::FileKind {
+        match self {
+            Kind::File => pb::FileKind::File,
+            Kind::Directory => pb::FileKind::Directory,
+            Kind::Symlink => pb::FileKind::Symlink,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inode {
+    pub kind: Kind,
+    /// Permission bits only (07777).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub atime: Time,
+    pub mtime: Time,
+    pub ctime: Time,
+    pub nlink: u32,
+    pub chunk_size: u32,
+    pub replication: u32,
+    pub version: u64,
+    pub symlink_target: String,
+    /// For directories: the directory holding it (root: itself).
+    pub parent: u64,
+}
+
+impl Inode {
+    pub fn to_attr(&self, ino: u64) -> pb::Attr {
+        pb::Attr {
+            ino,
+            kind: self.kind.to_pb() as i32,
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            size: self.size,
+            atime: Some(self.atime.to_pb()),
+            mtime: Some(self.mtime.to_pb()),
+            ctime: Some(self.ctime.to_pb()),
+            nlink: self.nlink,
+            chunk_size: self.chunk_size,
+            replication: self.replication,
+            version: self.version,
+            symlink_target: self.symlink_target.clone(),
+        }
+    }
+}
+
+/// One directory's entries, by name and by cookie.
+///
+/// A cookie is assigned when a dentry is created and never reused, so a
+/// readdir continuing "after cookie c" is stable under concurrent changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dir {
+    pub entries: BTreeMap<String, (u64, u64)>,
+    pub by_cookie: BTreeMap<u64, String>,
+}
+
+/// The part of a file a chunk provides: the first `len` bytes of chunk `id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub id: ChunkId,
+    pub len: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaStatus {
+    Pending,
+    Available,
+    Deleting,
+}
+
+impl ReplicaStatus {
+    pub fn to_pb(self) -> pb::ReplicaStatus {
+        match self {
+            ReplicaStatus::Pending => pb::ReplicaStatus::Pending,
+            ReplicaStatus::Available => pb::ReplicaStatus::Available,
+            ReplicaStatus::Deleting => pb::ReplicaStatus::Deleting,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// Stored length of the chunk.
+    pub len: u32,
+    /// Layout references to it.
+    pub refcount: u64,
+    /// When the refcount last became zero (Some iff refcount is zero).
+    pub zero_since_ms: Option<u64>,
+    pub created_ms: u64,
+    pub replicas: BTreeMap<String, ReplicaStatus>,
+}
+
+/// The persisted part of a storage node; liveness is soft state elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub address: String,
+    pub capacity: u64,
+    pub decommissioned: bool,
+}
+
+/// Everything the metadata service persists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub inodes: BTreeMap<u64, Inode>,
+    pub dirs: BTreeMap<u64, Dir>,
+    /// File layouts: chunk index -> reference; a missing index is a hole.
+    pub layouts: BTreeMap<u64, BTreeMap<u64, ChunkRef>>,
+    pub chunks: BTreeMap<ChunkId, Chunk>,
+    pub nodes: BTreeMap<String, Node>,
+    pub next_ino: u64,
+    pub next_cookie: u64,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl State {
+    /// An empty file system: the root directory only.
+    pub fn new() -> Self {
+        let root = Inode {
+            kind: Kind::Directory,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            atime: Time::default(),
+            mtime: Time::default(),
+            ctime: Time::default(),
+            nlink: 2,
+            chunk_size: 0,
+            replication: 0,
+            version: 0,
+            symlink_target: String::new(),
+            parent: ROOT_INO,
+        };
+        State {
+            inodes: BTreeMap::from([(ROOT_INO, root)]),
+            dirs: BTreeMap::from([(ROOT_INO, Dir::default())]),
+            layouts: BTreeMap::new(),
+            chunks: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            next_ino: ROOT_INO + 1,
+            next_cookie: 1,
+        }
+    }
+
+    pub fn inode(&self, ino: u64) -> Result<&Inode, MetaError> {
+        self.inodes
+            .get(&ino)
+            .ok_or_else(|| MetaError::ns(bigfs_proto::errno::ENOENT, format!("no inode {ino}")))
+    }
+
+    /// The attributes of `ino`.
+    pub fn attr(&self, ino: u64) -> Result<pb::Attr, MetaError> {
+        Ok(self.inode(ino)?.to_attr(ino))
+    }
+}
+
+/// One mutation of the state. Every field the outcome depends on is here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    Create {
+        parent: u64,
+        name: String,
+        kind: Kind,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        symlink_target: String,
+        exclusive: bool,
+        /// Chunk size and replication of a new file (cluster defaults).
+        chunk_size: u32,
+        replication: u32,
+        now: Time,
+    },
+    SetAttr {
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<Time>,
+        mtime: Option<Time>,
+        now: Time,
+    },
+    Link {
+        ino: u64,
+        new_parent: u64,
+        new_name: String,
+        now: Time,
+    },
+    Unlink {
+        parent: u64,
+        name: String,
+        now: Time,
+    },
+    Rmdir {
+        parent: u64,
+        name: String,
+        now: Time,
+    },
+    Rename {
+        parent: u64,
+        name: String,
+        new_parent: u64,
+        new_name: String,
+        noreplace: bool,
+        exchange: bool,
+        now: Time,
+    },
+    CommitLayout {
+        ino: u64,
+        /// (index, chunk, bytes used).
+        chunks: Vec<(u64, ChunkId, u32)>,
+        size: u64,
+        mtime: Time,
+        now: Time,
+    },
+    RegisterChunk {
+        id: ChunkId,
+        len: u32,
+        node: String,
+        designated: Vec<String>,
+        now_ms: u64,
+    },
+    ConfirmReplica {
+        id: ChunkId,
+        node: String,
+    },
+    RemoveReplica {
+        id: ChunkId,
+        node: String,
+    },
+    /// Adds or updates a node, and applies its inventory reconciliation
+    /// (computed by `chunks::reconcile` under the same lock).
+    RegisterNode {
+        node_id: String,
+        address: String,
+        capacity: u64,
+        /// Chunks listed for the node but missing from its inventory.
+        lost: Vec<ChunkId>,
+        /// Pending replicas the inventory shows present.
+        confirmed: Vec<ChunkId>,
+    },
+}
+
+/// What a successful command produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// The inode the command created, found or changed.
+    Ino(u64),
+    Done,
+}
+
+/// Applies one command. Deterministic; an `Err` leaves `state` unchanged.
+pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
+    match cmd {
+        Command::Create {
+            parent,
+            name,
+            kind,
+            mode,
+            uid,
+            gid,
+            symlink_target,
+            exclusive,
+            chunk_size,
+            replication,
+            now,
+        } => namespace::create(
+            state,
+            &namespace::NewInode {
+                parent: *parent,
+                name,
+                kind: *kind,
+                mode: *mode,
+                uid: *uid,
+                gid: *gid,
+                symlink_target,
+                exclusive: *exclusive,
+                chunk_size: *chunk_size,
+                replication: *replication,
+            },
+            *now,
+        )
+        .map(Reply::Ino),
+        Command::SetAttr {
+            ino,
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+            now,
+        } => namespace::set_attr(
+            state,
+            *ino,
+            &namespace::AttrChange {
+                mode: *mode,
+                uid: *uid,
+                gid: *gid,
+                size: *size,
+                atime: *atime,
+                mtime: *mtime,
+            },
+            *now,
+        )
+        .map(|()| Reply::Ino(*ino)),
+        Command::Link {
+            ino,
+            new_parent,
+            new_name,
+            now,
+        } => namespace::link(state, *ino, *new_parent, new_name, *now).map(|()| Reply::Ino(*ino)),
+        Command::Unlink { parent, name, now } => {
+            namespace::unlink(state, *parent, name, *now).map(|()| Reply::Done)
+        }
+        Command::Rmdir { parent, name, now } => {
+            namespace::rmdir(state, *parent, name, *now).map(|()| Reply::Done)
+        }
+        Command::Rename {
+            parent,
+            name,
+            new_parent,
+            new_name,
+            noreplace,
+            exchange,
+            now,
+        } => namespace::rename(
+            state,
+            (*parent, name),
+            (*new_parent, new_name),
+            *noreplace,
+            *exchange,
+            *now,
+        )
+        .map(|()| Reply::Done),
+        Command::CommitLayout {
+            ino,
+            chunks,
+            size,
+            mtime,
+            now,
+        } => chunks::commit_layout(state, *ino, chunks, *size, *mtime, *now)
+            .map(|()| Reply::Ino(*ino)),
+        Command::RegisterChunk {
+            id,
+            len,
+            node,
+            designated,
+            now_ms,
+        } => chunks::register_chunk(state, *id, *len, node, designated, *now_ms)
+            .map(|()| Reply::Done),
+        Command::ConfirmReplica { id, node } => {
+            chunks::confirm_replica(state, *id, node).map(|()| Reply::Done)
+        }
+        Command::RemoveReplica { id, node } => {
+            chunks::remove_replica(state, *id, node);
+            Ok(Reply::Done)
+        }
+        Command::RegisterNode {
+            node_id,
+            address,
+            capacity,
+            lost,
+            confirmed,
+        } => {
+            chunks::register_node(state, node_id, address, *capacity, lost, confirmed);
+            Ok(Reply::Done)
+        }
+    }
+}
