@@ -42,6 +42,7 @@ struct HandleState {
     /// Writes happened since the last commit.
     needs_commit: bool,
     last_read_end: u64,
+    last_attr: Option<pb::Attr>,
 }
 
 impl HandleState {
@@ -94,6 +95,18 @@ impl FileHandle {
         self.state.lock().await.size
     }
 
+    /// The size including unflushed writes, when there are any.
+    pub async fn pending_size(&self) -> Option<u64> {
+        let st = self.state.lock().await;
+        (st.has_pending() || st.needs_commit).then_some(st.size)
+    }
+
+    /// The attributes the metadata service returned for this handle's last
+    /// commit or truncate.
+    pub async fn last_attr(&self) -> Option<pb::Attr> {
+        self.state.lock().await.last_attr.clone()
+    }
+
     async fn layout(&self, st: &mut HandleState) -> Result<Arc<Layout>> {
         if let Some(l) = &st.layout {
             return Ok(Arc::clone(l));
@@ -117,6 +130,16 @@ impl FileHandle {
     /// Drops the cached layout so the next read fetches a fresh one.
     pub async fn invalidate(&self) {
         self.state.lock().await.layout = None;
+    }
+
+    /// Takes fresh attributes at a new `open` (close-to-open): without
+    /// buffered writes, the size and layout are re-read from the cluster.
+    pub async fn reopen(&self, attr: &pb::Attr) {
+        let mut st = self.state.lock().await;
+        if !st.has_pending() && !st.needs_commit {
+            st.size = attr.size;
+            st.layout = None;
+        }
     }
 
     /// Waits for the upload of chunk `idx` and moves it to `done`.
@@ -307,10 +330,11 @@ impl FileHandle {
                 })
                 .await;
             match outcome {
-                Ok(_) => {
+                Ok(reply) => {
                     st.done.clear();
                     st.needs_commit = false;
                     st.layout = None;
+                    st.last_attr = reply.attr;
                     return Ok(());
                 }
                 Err(e) if e.code() == Some(tonic::Code::FailedPrecondition) && round < 2 => {
@@ -382,6 +406,42 @@ impl FileHandle {
         reply
             .attr
             .ok_or_else(|| ClientError::Invalid("setattr reply without attr".into()))
+    }
+
+    pub fn chunk_size(&self) -> u64 {
+        self.chunk_size
+    }
+
+    /// The committed layout (fetched if not cached).
+    pub async fn layout_snapshot(&self) -> Result<Arc<Layout>> {
+        let mut st = self.state.lock().await;
+        self.layout(&mut st).await
+    }
+
+    /// Commits chunk references that already exist on the cluster (a copy
+    /// that shares chunks) and grows the size to at least `size`. Buffered
+    /// writes are committed first.
+    pub async fn commit_shared(&self, chunks: Vec<pb::ChunkRef>, size: u64) -> Result<()> {
+        self.flush().await?;
+        let mut st = self.state.lock().await;
+        let req = pb::CommitLayoutRequest {
+            ino: self.ino,
+            chunks,
+            size,
+            mtime: Some(now_timestamp()),
+        };
+        let reply = self
+            .io
+            .meta
+            .call("commit layout", |mut c| {
+                let r = req.clone();
+                async move { c.commit_layout(r).await }
+            })
+            .await?;
+        st.size = st.size.max(size);
+        st.layout = None;
+        st.last_attr = reply.attr;
+        Ok(())
     }
 
     /// Reads up to `len` bytes at `offset`; short only at end of file.

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what building and testing BigFS needs on a fresh Debian machine:
+# FUSE 3 (the mount and its tests), attr (setfattr/getfattr in tests),
+# pkg-config, and the rustfmt/clippy toolchain components.
+set -euo pipefail
+need=()
+command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+dpkg -s libfuse3-dev >/dev/null 2>&1 || need+=(libfuse3-dev)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v setfattr >/dev/null 2>&1 || need+=(attr)
+command -v git >/dev/null 2>&1 || need+=(git)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if command -v rustup >/dev/null 2>&1; then
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+  rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+fi
