@@ -1,8 +1,16 @@
-//! Compiles `proto/bigfs.proto` with protox (pure Rust), so no system
-//! `protoc` is needed on a fresh machine.
+//! Compiles every `.proto` file under `proto/` with protox (pure Rust), so no
+//! system `protoc` is needed on a fresh machine. All files share the
+//! `bigfs` package.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let fds = protox::compile(["proto/bigfs.proto"], ["proto"])?;
+    let mut files: Vec<String> = std::fs::read_dir("proto")?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "proto"))
+        .map(|p| p.display().to_string())
+        .collect();
+    files.sort();
+    let fds = protox::compile(&files, ["proto"])?;
     tonic_prost_build::configure().compile_fds(fds)?;
     Ok(())
 }
