@@ -11,12 +11,14 @@ pub mod error;
 pub mod liveness;
 pub mod machine;
 pub mod namespace;
+pub mod orphans;
 pub mod placement;
 pub mod service;
 pub mod state;
 pub mod status;
 pub mod store;
 pub mod validate;
+pub mod xattr;
 
 use std::future::Future;
 
@@ -28,6 +30,10 @@ use tokio::net::TcpListener;
 pub use config::Config;
 pub use error::MetaError;
 pub use service::MetadataService;
+
+/// How often leases of open-but-unlinked files are checked. Leases last a
+/// minute by default, so a few seconds of lateness frees nothing early.
+const ORPHAN_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Validates `config`, creates the data directory and opens the store.
 pub fn open_service(config: Config) -> anyhow::Result<MetadataService> {
@@ -53,6 +59,15 @@ pub async fn serve(
     let svc = tokio::task::spawn_blocking(move || open_service(config)).await??;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "metadata service listening");
+    let expiry = svc.clone();
+    let orphan_task = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(ORPHAN_CHECK_INTERVAL).await;
+            if let Err(e) = expiry.expire_orphans().await {
+                tracing::warn!(error = %e, "expiring open-file leases failed");
+            }
+        }
+    });
     tonic::transport::Server::builder()
         .add_service(
             MetadataServer::new(svc)
@@ -64,6 +79,7 @@ pub async fn serve(
             shutdown,
         )
         .await?;
+    orphan_task.abort();
     tracing::info!("metadata service stopped");
     Ok(())
 }

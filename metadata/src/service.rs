@@ -82,6 +82,19 @@ impl MetadataService {
         out.map_err(Status::from)
     }
 
+    /// Frees open-but-unlinked inodes whose lease ran out (their client
+    /// died without closing them).
+    pub async fn expire_orphans(&self) -> Result<(), Status> {
+        self.with(move |core, _, _| {
+            let now = Time::now();
+            if crate::orphans::any_expired(&core.state, now.as_ms()) {
+                core.execute(Command::ExpireOrphans { now })?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Runs a command built from the request and answers the inode's attr.
     async fn execute_attr(&self, cmd: Command) -> Result<Response<pb::AttrReply>, Status> {
         self.with(move |core, _, _| {
@@ -252,6 +265,7 @@ impl Metadata for MetadataService {
         self.execute_empty(Command::Unlink {
             parent: r.parent,
             name: r.name,
+            open_lease_ms: r.open_lease_ms,
             now: Time::now(),
         })
         .await
@@ -282,6 +296,7 @@ impl Metadata for MetadataService {
             new_name: r.new_name,
             noreplace: r.noreplace,
             exchange: r.exchange,
+            open_lease_ms: r.open_lease_ms,
             now: Time::now(),
         })
         .await
@@ -602,5 +617,93 @@ impl Metadata for MetadataService {
         self.with(move |core, live, config| Ok(crate::status::status(&core.state, live, config)))
             .await
             .map(Response::new)
+    }
+
+    async fn set_xattr(
+        &self,
+        request: Request<pb::SetXattrRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = request.into_inner();
+        self.execute_empty(Command::SetXattr {
+            ino: r.ino,
+            name: r.name,
+            value: r.value,
+            flags: r.flags,
+            now: Time::now(),
+        })
+        .await
+    }
+
+    async fn get_xattr(
+        &self,
+        request: Request<pb::XattrNameRequest>,
+    ) -> Result<Response<pb::XattrValueReply>, Status> {
+        let r = request.into_inner();
+        self.with(move |core, _, _| {
+            Ok(pb::XattrValueReply {
+                value: crate::xattr::get(&core.state, r.ino, &r.name)?.to_vec(),
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn list_xattr(
+        &self,
+        request: Request<pb::InodeRequest>,
+    ) -> Result<Response<pb::XattrListReply>, Status> {
+        let ino = request.into_inner().ino;
+        self.with(move |core, _, _| {
+            Ok(pb::XattrListReply {
+                names: crate::xattr::list(&core.state, ino)?,
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn remove_xattr(
+        &self,
+        request: Request<pb::XattrNameRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = request.into_inner();
+        self.execute_empty(Command::RemoveXattr {
+            ino: r.ino,
+            name: r.name,
+            now: Time::now(),
+        })
+        .await
+    }
+
+    async fn keep_inodes(
+        &self,
+        request: Request<pb::KeepInodesRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = request.into_inner();
+        let until_ms = bigfs_proto::now_ms().saturating_add(r.lease_ms);
+        self.execute_empty(Command::KeepInodes {
+            inos: r.inos,
+            until_ms,
+        })
+        .await
+    }
+
+    async fn release_inode(
+        &self,
+        request: Request<pb::InodeRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let ino = request.into_inner().ino;
+        self.with(move |core, _, _| {
+            // Only an orphan is released; skip the log otherwise.
+            if core.state.orphans.contains_key(&ino) {
+                core.execute(Command::ReleaseInode {
+                    ino,
+                    now: Time::now(),
+                })?;
+            }
+            Ok(pb::Empty {})
+        })
+        .await
+        .map(Response::new)
     }
 }

@@ -185,6 +185,7 @@ mod tests {
                 new_name: "x".into(),
                 noreplace: false,
                 exchange: false,
+                open_lease_ms: 0,
                 now: Time::default(),
             },
         );
