@@ -302,23 +302,35 @@ fn run_foreground(cfg: MountConfig, mountpoint: &Path) -> ExitCode {
             }
         });
         if let Err(e) = unmounter.unmount() {
-            tracing::warn!(error = %e, "unmount failed (busy?); trying a lazy unmount");
+            // Files are still open. Everything they wrote is flushed; detach
+            // the mount and exit: closing /dev/fuse ends the connection, so
+            // their next call fails instead of hanging a shutdown.
+            tracing::warn!(error = %e, "unmount refused (files still open); detaching lazily");
             let _ = Command::new("umount").arg("-l").arg(mountpoint).status();
+            log_metrics(&client);
+            std::process::exit(0);
         }
     }
     let result = session_thread.join();
-    let m = client.metrics();
-    tracing::info!(
-        ops = m.ops,
-        first_try_success_rate = m.first_try_success_rate,
-        mean_attempts = m.mean_attempts,
-        "unmounted"
-    );
+    log_metrics(&client);
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => fail(1, format!("session ended with an error: {e}")),
         Err(_) => fail(1, "session thread panicked"),
     }
+}
+
+/// One closing line with the transfer figures of this mount's life.
+fn log_metrics(client: &Client) {
+    let m = client.metrics();
+    tracing::info!(
+        ops = m.ops,
+        first_try_success_rate = m.first_try_success_rate,
+        mean_attempts = m.mean_attempts,
+        failovers = m.failovers,
+        worst_nodes = ?m.worst_nodes.iter().take(3).collect::<Vec<_>>(),
+        "unmounted"
+    );
 }
 
 /// Tells systemd (Type=notify) that the mount is up, when run under it.
