@@ -249,6 +249,15 @@ impl Client {
         Ok(())
     }
 
+    /// Makes every metadata change answered so far durable on disk.
+    pub async fn sync(&self) -> Result<()> {
+        self.io
+            .meta
+            .call("sync", |mut c| async move { c.sync(pb::Empty {}).await })
+            .await?;
+        Ok(())
+    }
+
     /// Renews the leases of open-but-unlinked inodes.
     pub async fn keep_inodes(&self, inos: Vec<u64>, lease_ms: u64) -> Result<()> {
         let req = pb::KeepInodesRequest { inos, lease_ms };

@@ -679,7 +679,12 @@ impl Filesystem for BigFs {
             reply.error(Errno::EBADF);
             return;
         };
-        self.reply_empty(reply, async move { h.flush().await });
+        let client = Arc::clone(&self.client);
+        self.reply_empty(reply, async move {
+            // Data on the quorum (fsync'd there), then the metadata log.
+            h.flush().await?;
+            client.sync().await
+        });
     }
 
     fn readdir(
@@ -774,8 +779,8 @@ impl Filesystem for BigFs {
     }
 
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: Fh, _datasync: bool, reply: ReplyEmpty) {
-        // Every namespace change is durable when answered.
-        reply.ok();
+        let client = Arc::clone(&self.client);
+        self.reply_empty(reply, async move { client.sync().await });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

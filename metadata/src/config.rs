@@ -32,6 +32,13 @@ pub struct Config {
     /// Commands between snapshots (the log is truncated at each).
     /// Default 10000: replay after a crash stays well under a second.
     pub snapshot_every: u64,
+    /// When logged commands reach the disk: "interval" (default: every
+    /// `log_sync_interval_ms` and whenever a client fsyncs; a killed process
+    /// loses nothing, a power cut at most that interval) or "always" (an
+    /// fdatasync per command: slower metadata operations).
+    pub log_sync: crate::store::LogSync,
+    /// Background sync period of the command log. Default 20 ms.
+    pub log_sync_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -45,6 +52,8 @@ impl Default for Config {
             down_after_ms: 20_000,
             heartbeat_interval_ms: 2_000,
             snapshot_every: 10_000,
+            log_sync: crate::store::LogSync::Interval,
+            log_sync_interval_ms: 20,
         }
     }
 }
@@ -91,6 +100,9 @@ impl Config {
                 "heartbeat_interval_ms must be > 0 and < suspect_after_ms ({}), got {}",
                 self.suspect_after_ms, self.heartbeat_interval_ms
             ));
+        }
+        if self.log_sync_interval_ms == 0 || self.log_sync_interval_ms > 10_000 {
+            return Err("log_sync_interval_ms must be 1..=10000".into());
         }
         if self.snapshot_every == 0 {
             return Err("snapshot_every must be >= 1".into());

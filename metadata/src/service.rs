@@ -24,6 +24,8 @@ use crate::validate::{chunk_id, chunk_len, file_size, node_field};
 struct Inner {
     core: Mutex<Core>,
     live: Mutex<Liveness>,
+    /// Makes the command log durable without taking the state lock.
+    syncer: crate::store::Syncer,
     config: Config,
 }
 
@@ -50,7 +52,13 @@ fn read_rank(s: NodeState) -> u8 {
 impl MetadataService {
     /// Opens the store in `config.data_dir` and rebuilds the state.
     pub fn open(config: Config) -> Result<Self, MetaError> {
-        let (store, state) = Store::open(&config.data_dir, config.snapshot_every)?;
+        let (store, state) = Store::open_with(
+            &config.data_dir,
+            config.snapshot_every,
+            config.log_sync,
+            Duration::from_millis(config.log_sync_interval_ms),
+        )?;
+        let syncer = store.syncer();
         let live = Liveness::new(
             Duration::from_millis(config.suspect_after_ms),
             Duration::from_millis(config.down_after_ms),
@@ -59,6 +67,7 @@ impl MetadataService {
             inner: Arc::new(Inner {
                 core: Mutex::new(Core::new(state, store)),
                 live: Mutex::new(live),
+                syncer,
                 config,
             }),
         })
@@ -705,5 +714,14 @@ impl Metadata for MetadataService {
         })
         .await
         .map(Response::new)
+    }
+
+    async fn sync(&self, _request: Request<pb::Empty>) -> Result<Response<pb::Empty>, Status> {
+        let syncer = self.inner.syncer.clone();
+        tokio::task::spawn_blocking(move || syncer.sync())
+            .await
+            .map_err(|e| Status::internal(format!("sync worker failed: {e}")))?
+            .map_err(Status::from)?;
+        Ok(Response::new(pb::Empty {}))
     }
 }

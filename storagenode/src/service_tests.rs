@@ -76,6 +76,9 @@ impl Metadata for FakeMetadata {
     async fn release_inode(&self, _: Request<InodeRequest>) -> Result<Response<Empty>, Status> {
         unimplemented()
     }
+    async fn sync(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
+        unimplemented()
+    }
     async fn lookup(&self, _: Request<LookupRequest>) -> Result<Response<AttrReply>, Status> {
         unimplemented()
     }
