@@ -8,7 +8,10 @@ Figures (one per line: name value unit):
   seq_read_cold_MiBps   the big file read back after dropping the page cache
                         (content checked against what was written)
   seq_read_warm_MiBps   read again (page cache and client caches warm)
-  small_create_per_s    4 KiB files created, written and closed
+  small_create_per_s    4 KiB files created, written and closed (one content
+                        for all, as in the MooseFS peer's workload: BigFS
+                        stores it once)
+  small_create_unique_per_s  the same with different content per file
   small_read_per_s      the small files read back after dropping caches
   stat_per_s            stat of every small file
   readdir_entries_per_s listing the directory of small files
@@ -124,7 +127,16 @@ def main():
         for i in range(a.files // 4):
             os.mkdir(os.path.join(work, f"d{i}"))
 
+    ud = os.path.join(work, "unique")
+    os.mkdir(ud)
+
+    def create_unique():
+        for i in range(a.files):
+            with open(os.path.join(ud, f"u{i:06d}"), "wb") as f:
+                f.write(i.to_bytes(8, "little") + payload[8:])
+
     res["small_create_per_s"] = a.files / timed(create)
+    res["small_create_unique_per_s"] = a.files / timed(create_unique)
     drop_caches()
     res["small_read_per_s"] = a.files / timed(read_small)
     res["stat_per_s"] = a.files / timed(stat_all)

@@ -277,12 +277,28 @@ impl ChunkIo {
                 self.metrics.record_op(attempts + 1, true);
                 return Ok(id);
             }
-            for target in placed.targets.iter().take(2) {
+            let copies = if replication == 0 {
+                placed.targets.len()
+            } else {
+                replication as usize
+            };
+            for (i, target) in placed.targets.iter().enumerate().take(2) {
                 attempts += 1;
+                // The primary forwards to the other targets while it writes.
+                let forward_to: Vec<pb::ReplicaLocation> = placed
+                    .targets
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, t)| *j != i && !exclude.contains(&t.node_id))
+                    .map(|(_, t)| t.clone())
+                    .take(copies.saturating_sub(1))
+                    .collect();
                 let req = pb::PutChunkRequest {
                     id: id.to_vec(),
                     data: data.to_vec(),
                     is_replica: false,
+                    forward_to,
+                    primary_registers: false,
                 };
                 let outcome = match self.storage(&target.address) {
                     Ok(mut c) => {

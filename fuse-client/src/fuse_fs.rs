@@ -421,13 +421,15 @@ impl Filesystem for BigFs {
         let lease = self.cfg.open_lease_ms;
         self.reply_empty(reply, async move {
             // A file this mount still has open keeps its data until closed.
-            let keep = match client.lookup(parent.0, &name).await {
-                Ok(a) => open.is_open(a.ino),
-                Err(e) => return Err(e),
-            };
+            let ino = client.lookup(parent.0, &name).await?.ino;
+            let keep = open.is_open(ino);
             client
                 .unlink_keeping(parent.0, &name, if keep { lease } else { 0 })
-                .await
+                .await?;
+            if keep {
+                open.mark_unlinked(ino);
+            }
+            Ok(())
         });
     }
 
@@ -486,10 +488,12 @@ impl Filesystem for BigFs {
         let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
         self.reply_empty(reply, async move {
-            let keep = match client.lookup(newparent.0, &new_name).await {
-                Ok(a) => open.is_open(a.ino),
-                Err(_) => false,
-            };
+            let replaced = client
+                .lookup(newparent.0, &new_name)
+                .await
+                .ok()
+                .map(|a| a.ino);
+            let keep = replaced.is_some_and(|ino| open.is_open(ino));
             client
                 .rename(pb::RenameRequest {
                     parent: parent.0,
@@ -500,7 +504,11 @@ impl Filesystem for BigFs {
                     exchange,
                     open_lease_ms: if keep { lease } else { 0 },
                 })
-                .await
+                .await?;
+            if let (true, Some(ino)) = (keep, replaced) {
+                open.mark_unlinked(ino);
+            }
+            Ok(())
         });
     }
 
@@ -666,8 +674,8 @@ impl Filesystem for BigFs {
             if let Some(a) = h.last_attr().await {
                 open.set_version(a.ino, a.version);
             }
-            if released.last {
-                // The last close of an unlinked file frees it.
+            if released.last && open.take_unlinked(h.ino()) {
+                // The last close of a file unlinked while open frees it.
                 let _ = client.release_inode(h.ino()).await;
             }
             flushed

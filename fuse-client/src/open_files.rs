@@ -22,6 +22,8 @@ struct Tables {
     /// Layout version of each inode when it was last opened here, so an
     /// unchanged file keeps its page cache on the next open.
     versions: HashMap<u64, u64>,
+    /// Open inodes whose last name was removed here (released at last close).
+    unlinked: std::collections::HashSet<u64>,
 }
 
 #[derive(Default)]
@@ -85,6 +87,21 @@ impl OpenFiles {
         if let Ok(mut t) = self.tables.lock() {
             t.versions.insert(ino, version);
         }
+    }
+
+    /// Notes that `ino`, open here, lost its last name through this mount.
+    pub fn mark_unlinked(&self, ino: u64) {
+        if let Ok(mut t) = self.tables.lock() {
+            t.unlinked.insert(ino);
+        }
+    }
+
+    /// Whether `ino` was unlinked while open (clears the mark).
+    pub fn take_unlinked(&self, ino: u64) -> bool {
+        self.tables
+            .lock()
+            .map(|mut t| t.unlinked.remove(&ino))
+            .unwrap_or(false)
     }
 
     /// Ends kernel handle `fh`.

@@ -148,13 +148,18 @@ pub(crate) fn register_chunk(
     state: &mut State,
     id: ChunkId,
     len: u32,
-    node: &str,
+    (node, confirmed): (&str, &[String]),
     designated: &[String],
     now_ms: u64,
 ) -> Result<(), MetaError> {
     if !state.nodes.contains_key(node) {
         return Err(MetaError::FailedPrecondition(format!(
             "node {node:?} is not registered"
+        )));
+    }
+    if let Some(n) = confirmed.iter().find(|n| !state.nodes.contains_key(*n)) {
+        return Err(MetaError::FailedPrecondition(format!(
+            "confirmed node {n:?} is not registered"
         )));
     }
     if let Some(c) = state.chunks.get(&id) {
@@ -179,6 +184,12 @@ pub(crate) fn register_chunk(
     });
     c.replicas
         .insert(node.to_string(), ReplicaStatus::Available);
+    for n in confirmed {
+        // A copy being deleted stays so: its removal is already under way.
+        if c.replicas.get(n) != Some(&ReplicaStatus::Deleting) {
+            c.replicas.insert(n.clone(), ReplicaStatus::Available);
+        }
+    }
     for d in designated {
         c.replicas
             .entry(d.clone())
@@ -304,6 +315,7 @@ mod tests {
         apply(
             s,
             &Command::RegisterChunk {
+                confirmed: vec![],
                 id: c,
                 len: 10,
                 node: node.into(),
@@ -371,6 +383,7 @@ mod tests {
     fn register_from_unknown_node_or_with_other_len_is_refused() {
         let mut s = with_nodes();
         let cmd = Command::RegisterChunk {
+            confirmed: vec![],
             id: id(1),
             len: 10,
             node: "zz".into(),
@@ -380,6 +393,7 @@ mod tests {
         assert!(apply(&mut s, &cmd).is_err());
         register(&mut s, id(1), "a", &[]);
         let cmd = Command::RegisterChunk {
+            confirmed: vec![],
             id: id(1),
             len: 11,
             node: "b".into(),

@@ -149,6 +149,7 @@ fn with_chunks() -> State {
         apply(
             &mut s,
             &Command::RegisterChunk {
+                confirmed: vec![],
                 id: id(i),
                 len: if i == 4 { 50 } else { 100 },
                 node: "n".into(),

@@ -73,6 +73,7 @@ mod tests {
         apply(
             s,
             &Command::RegisterChunk {
+                confirmed: vec![],
                 id,
                 len: 4,
                 node: "n1".into(),

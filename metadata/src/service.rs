@@ -460,13 +460,23 @@ impl Metadata for MetadataService {
                 )));
             }
             let wanted = replication_or_default(r.replication, config) as usize;
+            let confirmed: Vec<String> = r
+                .confirmed
+                .iter()
+                .filter(|n| **n != r.node_id && st.nodes.contains_key(*n))
+                .cloned()
+                .collect();
             let mut exclude = BTreeSet::from([r.node_id.clone()]);
-            let mut have_up = 0;
+            exclude.extend(confirmed.iter().cloned());
+            let mut have_up = confirmed.iter().filter(|n| is_up(st, live, n, now)).count();
             let mut pending_up = Vec::new();
             if let Some(c) = st.chunks.get(&id) {
                 for (n, s) in &c.replicas {
+                    if exclude.contains(n) {
+                        continue;
+                    }
                     exclude.insert(n.clone());
-                    if n == &r.node_id || !is_up(st, live, n, now) {
+                    if !is_up(st, live, n, now) {
                         continue;
                     }
                     match s {
@@ -476,16 +486,31 @@ impl Metadata for MetadataService {
                     }
                 }
             }
-            let more = wanted.saturating_sub(1 + have_up + pending_up.len());
+            // Copies the primary is still sending count as designated.
+            let mut designated: Vec<String> = r
+                .pending
+                .iter()
+                .filter(|n| !exclude.contains(*n) && is_up(st, live, n, now))
+                .take(wanted.saturating_sub(1 + have_up + pending_up.len()))
+                .cloned()
+                .collect();
+            exclude.extend(designated.iter().cloned());
+            let more = wanted.saturating_sub(1 + have_up + pending_up.len() + designated.len());
             let cands = candidates(st, live, now);
-            let designated =
-                placement::choose(&cands, more, u64::from(len), &exclude, &mut rand::rng());
+            designated.extend(placement::choose(
+                &cands,
+                more,
+                u64::from(len),
+                &exclude,
+                &mut rand::rng(),
+            ));
             core.execute(Command::RegisterChunk {
                 id,
                 len,
                 node: r.node_id.clone(),
                 designated: designated.clone(),
                 now_ms: bigfs_proto::now_ms(),
+                confirmed,
             })?;
             tracing::debug!(chunk = %id.short(), node = %r.node_id, ?designated, "chunk registered");
             let st = &core.state;

@@ -316,6 +316,9 @@ pub enum Command {
         node: String,
         designated: Vec<String>,
         now_ms: u64,
+        /// Other nodes that already hold a verified copy.
+        #[serde(default)]
+        confirmed: Vec<String>,
     },
     ConfirmReplica {
         id: ChunkId,
@@ -475,7 +478,8 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
             node,
             designated,
             now_ms,
-        } => chunks::register_chunk(state, *id, *len, node, designated, *now_ms)
+            confirmed,
+        } => chunks::register_chunk(state, *id, *len, (node, confirmed), designated, *now_ms)
             .map(|()| Reply::Done),
         Command::ConfirmReplica { id, node } => {
             chunks::confirm_replica(state, *id, node).map(|()| Reply::Done)

@@ -154,6 +154,8 @@ async fn namespace_chunks_and_nodes_survive_a_restart() {
 
     let reg = c
         .register_chunk(pb::RegisterChunkRequest {
+            confirmed: vec![],
+            pending: vec![],
             id: id.to_vec(),
             len: data.len() as u32,
             node_id: primary.clone(),

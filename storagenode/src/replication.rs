@@ -118,6 +118,18 @@ impl Replicator {
         id: ChunkId,
         data: &Arc<Vec<u8>>,
     ) -> Result<(), Status> {
+        self.push_with(target, id, data, false).await
+    }
+
+    /// As `push`; with `primary_registers` the target leaves registering
+    /// its copy to us (a forward during a client upload).
+    pub async fn push_with(
+        &self,
+        target: &Target,
+        id: ChunkId,
+        data: &Arc<Vec<u8>>,
+        primary_registers: bool,
+    ) -> Result<(), Status> {
         let client = self.peer(&target.address)?;
         let what = format!("push to {}", target.node_id);
         with_retry(&self.retry, &what, || {
@@ -126,6 +138,8 @@ impl Replicator {
                 id: id.to_vec(),
                 data: data.as_ref().clone(),
                 is_replica: true,
+                forward_to: Vec::new(),
+                primary_registers,
             };
             async move { client.put_chunk(req).await.map(|_| ()) }
         })
@@ -140,7 +154,19 @@ impl Replicator {
         id: ChunkId,
         data: Arc<Vec<u8>>,
     ) -> Result<String, String> {
-        match self.push(&target, id, &data).await {
+        self.forward_or_report(target, id, data, false).await
+    }
+
+    /// `push_with` that reports a final failure to the metadata service.
+    /// Answers the target's node id or a description of the failure.
+    pub async fn forward_or_report(
+        &self,
+        target: Target,
+        id: ChunkId,
+        data: Arc<Vec<u8>>,
+        primary_registers: bool,
+    ) -> Result<String, String> {
+        match self.push_with(&target, id, &data, primary_registers).await {
             Ok(()) => {
                 tracing::info!(chunk = %id.short(), node = %target.node_id, "replica stored");
                 Ok(target.node_id)
@@ -153,6 +179,22 @@ impl Replicator {
                 Err(format!("{} ({}): {error}", target.node_id, target.address))
             }
         }
+    }
+
+    /// Tells the metadata service that `node` holds a verified copy of `id`
+    /// (a forward that finished after the chunk was registered).
+    pub async fn confirm(&self, node: &str, id: ChunkId) -> Result<(), Status> {
+        let req = bigfs_proto::pb::ConfirmReplicaRequest {
+            id: id.to_vec(),
+            node_id: node.to_string(),
+        };
+        with_retry(&self.retry, "confirm replica", || {
+            let mut md = self.metadata.clone();
+            let req = req.clone();
+            async move { md.confirm_replica(req).await }
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Tells the metadata service that `node` failed `operation`. Best

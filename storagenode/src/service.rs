@@ -22,6 +22,9 @@ use crate::replication::{Replicator, Target, with_retry};
 /// Copies that make a write durable enough to answer the client. Two
 /// survive the loss of any one node; more are left to background pushes and
 /// the repair queue.
+/// Most replicas a client may ask a primary to forward to.
+const MAX_FORWARDS: usize = 8;
+
 const WRITE_QUORUM: usize = 2;
 
 /// The Storage service of one node. Cheap to clone.
@@ -89,10 +92,23 @@ impl StorageService {
         }
     }
 
-    /// A push from a primary: store, confirm, answer.
-    async fn put_replica(&self, id: ChunkId, data: Arc<Vec<u8>>) -> Result<PutChunkReply, Status> {
+    /// A push from a primary: store, confirm (unless the primary registers
+    /// this copy itself), answer.
+    async fn put_replica(
+        &self,
+        id: ChunkId,
+        data: Arc<Vec<u8>>,
+        primary_registers: bool,
+    ) -> Result<PutChunkReply, Status> {
         let _permit = self.permit().await?;
         self.store_chunk(id, &data).await?;
+        if primary_registers {
+            tracing::debug!(chunk = %id.short(), "replica stored; the primary registers it");
+            return Ok(PutChunkReply {
+                copies: 1,
+                nodes: vec![self.node_id().to_string()],
+            });
+        }
         let req = ConfirmReplicaRequest {
             id: id.to_vec(),
             node_id: self.node_id().to_string(),
@@ -118,15 +134,69 @@ impl StorageService {
 
     /// A client upload: store, register, push to the designated replicas,
     /// answer once the write quorum is durable.
-    async fn put_primary(&self, id: ChunkId, data: Arc<Vec<u8>>) -> Result<PutChunkReply, Status> {
+    async fn put_primary(
+        &self,
+        id: ChunkId,
+        data: Arc<Vec<u8>>,
+        forward_to: Vec<Target>,
+    ) -> Result<PutChunkReply, Status> {
         let permit = self.permit().await?;
+        // Forwards run while our own copy is written: the copies are made in
+        // parallel, and each is registered only once it is durable.
+        let (ftx, mut frx) = mpsc::unbounded_channel();
+        let forwarded: Vec<String> = forward_to.iter().map(|t| t.node_id.clone()).collect();
+        if !forward_to.is_empty() {
+            let replicator = self.replicator.clone();
+            let data = data.clone();
+            tokio::spawn(async move {
+                let mut pushes: FuturesUnordered<_> = forward_to
+                    .into_iter()
+                    .map(|t| replicator.forward_or_report(t, id, data.clone(), true))
+                    .collect();
+                while let Some(result) = pushes.next().await {
+                    let _ = ftx.send(result);
+                }
+            });
+        } else {
+            drop(ftx);
+        }
         self.store_chunk(id, &data).await?;
+        let quorum_wanted = WRITE_QUORUM.min(1 + forwarded.len());
+        let mut confirmed = Vec::new();
+        let mut failed_forwards = Vec::new();
+        while 1 + confirmed.len() < quorum_wanted {
+            match frx.recv().await {
+                Some(Ok(node)) => confirmed.push(node),
+                Some(Err(f)) => failed_forwards.push(f),
+                None => break,
+            }
+        }
+        // Forwards that already ended, good or bad, are settled now too.
+        while let Ok(r) = frx.try_recv() {
+            match r {
+                Ok(node) => confirmed.push(node),
+                Err(f) => failed_forwards.push(f),
+            }
+        }
+        let settled = confirmed.len() + failed_forwards.len();
+        let in_flight: Vec<String> = forwarded
+            .iter()
+            .filter(|n| !confirmed.contains(n))
+            .cloned()
+            .collect();
+        let in_flight = if settled == forwarded.len() {
+            Vec::new()
+        } else {
+            in_flight
+        };
 
         let req = RegisterChunkRequest {
             id: id.to_vec(),
             len: data.len() as u32,
             node_id: self.node_id().to_string(),
             replication: 0,
+            confirmed: confirmed.clone(),
+            pending: in_flight.clone(),
         };
         let reply = with_retry(self.replicator.retry(), "register chunk", || {
             let mut md = self.replicator.metadata();
@@ -144,10 +214,29 @@ impl StorageService {
         .into_inner();
 
         let me = self.node_id().to_string();
+        // Late forwards: confirm each copy as it lands (it was designated
+        // Pending just now), or leave the failure to the repair queue.
+        if !in_flight.is_empty() {
+            let replicator = self.replicator.clone();
+            tokio::spawn(async move {
+                while let Some(r) = frx.recv().await {
+                    if let Ok(node) = r
+                        && let Err(s) = replicator.confirm(&node, id).await
+                    {
+                        tracing::warn!(chunk = %id.short(), node = %node, error = %s.message(), "confirming a forwarded copy failed");
+                    }
+                }
+            });
+        }
         let mut targets: Vec<Target> = reply
             .replicas
             .into_iter()
-            .filter(|r| r.node_id != me && !r.address.is_empty())
+            .filter(|r| {
+                r.node_id != me
+                    && !r.address.is_empty()
+                    && !confirmed.contains(&r.node_id)
+                    && !in_flight.contains(&r.node_id)
+            })
             .map(|r| Target {
                 node_id: r.node_id,
                 address: r.address,
@@ -155,14 +244,22 @@ impl StorageService {
             .collect();
         targets.dedup_by(|a, b| a.node_id == b.node_id);
 
-        let quorum = WRITE_QUORUM.min(1 + targets.len());
+        let mut durable = vec![me];
+        durable.extend(confirmed.iter().cloned());
+        let quorum = WRITE_QUORUM.min(durable.len() + targets.len() + in_flight.len());
         if quorum < WRITE_QUORUM {
             tracing::warn!(chunk = %id.short(), "no replica designated; the chunk has a single copy");
         }
-        let mut durable = vec![me];
-        if targets.is_empty() {
+        if durable.len() >= quorum || targets.is_empty() {
+            if durable.len() < quorum {
+                return Err(Status::unavailable(format!(
+                    "chunk {id}: write quorum of {quorum} copies not reached; forwards failed: {}",
+                    failed_forwards.join("; ")
+                )));
+            }
+            tracing::debug!(chunk = %id.short(), copies = durable.len(), "chunk stored at quorum");
             return Ok(PutChunkReply {
-                copies: 1,
+                copies: durable.len() as u32,
                 nodes: durable,
             });
         }
@@ -184,7 +281,7 @@ impl StorageService {
             }
         });
 
-        let mut failures = Vec::new();
+        let mut failures = failed_forwards;
         while durable.len() < quorum {
             match rx.recv().await {
                 Some(Ok(node)) => durable.push(node),
@@ -221,9 +318,19 @@ impl Storage for StorageService {
         let id = parse_id(&req.id)?;
         let data = Arc::new(req.data);
         let reply = if req.is_replica {
-            self.put_replica(id, data).await?
+            self.put_replica(id, data, req.primary_registers).await?
         } else {
-            self.put_primary(id, data).await?
+            let forward_to = req
+                .forward_to
+                .into_iter()
+                .filter(|r| r.node_id != self.node_id() && !r.address.is_empty())
+                .take(MAX_FORWARDS)
+                .map(|r| Target {
+                    node_id: r.node_id,
+                    address: r.address,
+                })
+                .collect();
+            self.put_primary(id, data, forward_to).await?
         };
         Ok(Response::new(reply))
     }

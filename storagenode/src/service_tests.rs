@@ -260,6 +260,7 @@ fn upload(data: &[u8]) -> PutChunkRequest {
         id: ChunkId::of(data).to_vec(),
         data: data.to_vec(),
         is_replica: false,
+        ..Default::default()
     }
 }
 
@@ -345,6 +346,7 @@ async fn put_with_a_bad_hash_is_refused_and_nothing_is_registered() {
         id: vec![1, 2, 3],
         data: b"x".to_vec(),
         is_replica: false,
+        ..Default::default()
     };
     let err = client(&a.addr).put_chunk(bad_id).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);

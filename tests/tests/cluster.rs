@@ -274,6 +274,7 @@ async fn bad_input_gets_a_clear_status_and_servers_keep_serving() {
             id: wrong.to_vec(),
             data: data.clone(),
             is_replica: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -311,6 +312,7 @@ async fn bad_input_gets_a_clear_status_and_servers_keep_serving() {
             id: ChunkId::of(&big).to_vec(),
             data: big,
             is_replica: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Starts a release-build BigFS cluster (metadata + 3 storage nodes) under
+# $1 (default /tmp/bigfs-bench) and mounts it at $1/mnt; `stop` undoes it.
+# For benchmarks: no build, no package installs (see scripts/local-cluster.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+H=${2:-/tmp/bigfs-bench}; B=$(pwd)/target/release
+if [ "${1:-start}" = stop ]; then
+  fusermount3 -u "$H/mnt" 2>/dev/null || true
+  pkill -f "bigfs-storage --data-dir $H/" || true
+  pkill -f "bigfs-metadata --data-dir $H/" || true
+  exit 0
+fi
+rm -rf "$H"; mkdir -p "$H/logs" "$H/mnt"
+"$B/bigfs-metadata" --data-dir "$H/meta" --listen 127.0.0.1:9400 >"$H/logs/meta.log" 2>&1 &
+for i in 1 2 3; do
+  "$B/bigfs-storage" --data-dir "$H/n$i" --listen "127.0.0.1:950$i" --metadata 127.0.0.1:9400 \
+    --node-id "n$i" >"$H/logs/n$i.log" 2>&1 &
+done
+for _ in $(seq 1 100); do
+  [ "$("$B/bigfs" --metadata 127.0.0.1:9400 status --json 2>/dev/null | grep -o '"state":"up"' | wc -l)" -ge 3 ] && break
+  sleep 0.1
+done
+"$B/bigfs-mount" "$H/mnt" --metadata 127.0.0.1:9400 --log-file "$H/logs/mount.log"
