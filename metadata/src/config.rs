@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// table entry, one gRPC call, one file per replica) dominates.
 pub const MIN_CHUNK_SIZE: u32 = 64 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address of the gRPC server. Default `127.0.0.1:9400`.
@@ -32,6 +32,8 @@ pub struct Config {
     /// Commands between snapshots (the log is truncated at each).
     /// Default 10000: replay after a crash stays well under a second.
     pub snapshot_every: u64,
+    /// Repair queue, garbage collection and decommissioning (`[heal]`).
+    pub heal: crate::heal::HealConfig,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
             down_after_ms: 20_000,
             heartbeat_interval_ms: 2_000,
             snapshot_every: 10_000,
+            heal: crate::heal::HealConfig::default(),
         }
     }
 }
@@ -95,7 +98,7 @@ impl Config {
         if self.snapshot_every == 0 {
             return Err("snapshot_every must be >= 1".into());
         }
-        Ok(())
+        self.heal.validate()
     }
 }
 

@@ -181,6 +181,9 @@ pub struct State {
     pub nodes: BTreeMap<String, Node>,
     pub next_ino: u64,
     pub next_cookie: u64,
+    /// The repair queue and the trash (self-healing).
+    #[serde(default)]
+    pub heal: crate::heal::HealState,
 }
 
 impl Default for State {
@@ -216,6 +219,7 @@ impl State {
             nodes: BTreeMap::new(),
             next_ino: ROOT_INO + 1,
             next_cookie: 1,
+            heal: crate::heal::HealState::default(),
         }
     }
 
@@ -317,6 +321,8 @@ pub enum Command {
         /// Pending replicas the inventory shows present.
         confirmed: Vec<ChunkId>,
     },
+    /// Repair queue, garbage collection, decommission (see `heal`).
+    Heal(crate::heal::HealCommand),
 }
 
 /// What a successful command produced.
@@ -444,5 +450,6 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
             chunks::register_node(state, node_id, address, *capacity, lost, confirmed);
             Ok(Reply::Done)
         }
+        Command::Heal(h) => crate::heal::apply(state, h).map(|()| Reply::Done),
     }
 }
