@@ -106,7 +106,11 @@ async fn remove(client: &Client, path: &str) {
 
 /// Writes and reads files until stopped: the cluster must keep serving
 /// while it heals. Answers what it wrote.
-fn background_io(c: &Cluster, prefix: &'static str, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Files> {
+fn background_io(
+    c: &Cluster,
+    prefix: &'static str,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Files> {
     let meta = c.meta_addr.clone();
     tokio::spawn(async move {
         let client = Client::connect(bigfs_client::ClientConfig {
@@ -137,8 +141,10 @@ async fn a_killed_node_is_healed_back_to_three_copies_while_io_goes_on_and_acros
     let mut c = Cluster::start_with(4, HEAL).await;
     let client = c.client().await;
     let mut files = write_files(&client, "f", 24, 200_000, 1).await;
-    c.wait_for(Duration::from_secs(30), "initial replication", || healed(&c))
-        .await;
+    c.wait_for(Duration::from_secs(30), "initial replication", || {
+        healed(&c)
+    })
+    .await;
     let held = c.chunk_files(0).len();
     assert!(held > 0, "node-1 holds chunks");
 
@@ -159,8 +165,10 @@ async fn a_killed_node_is_healed_back_to_three_copies_while_io_goes_on_and_acros
         after.repair_completed >= before && after.repair_pending + after.repair_completed > 0,
         "queue survives a metadata restart: {before} completed before, {after:?}"
     );
-    c.wait_for(Duration::from_secs(90), "healed after the kill", || healed(&c))
-        .await;
+    c.wait_for(Duration::from_secs(90), "healed after the kill", || {
+        healed(&c)
+    })
+    .await;
     eprintln!(
         "healed {held} chunks of the killed node in {:?}",
         killed.elapsed()
@@ -180,8 +188,10 @@ async fn a_node_stopped_during_writes_and_deletes_catches_up_and_resurrects_noth
     let mut c = Cluster::start_with(3, &cfg).await;
     let client = c.client().await;
     let old = write_files(&client, "old", 10, 150_000, 2).await;
-    c.wait_for(Duration::from_secs(30), "initial replication", || healed(&c))
-        .await;
+    c.wait_for(Duration::from_secs(30), "initial replication", || {
+        healed(&c)
+    })
+    .await;
     let mut deleted_ids = BTreeSet::new();
     for (p, _) in &old[..5] {
         deleted_ids.extend(chunk_ids(&c, p).await);
@@ -201,11 +211,15 @@ async fn a_node_stopped_during_writes_and_deletes_catches_up_and_resurrects_noth
         remove(&client, p).await;
     }
     // Collected on the live nodes; node-3 still has its copies.
-    c.wait_for(Duration::from_secs(30), "deleted chunks gone from live nodes", || async {
-        deleted_ids
-            .iter()
-            .all(|id| on_disk(&c, id).iter().all(|&n| n == 2))
-    })
+    c.wait_for(
+        Duration::from_secs(30),
+        "deleted chunks gone from live nodes",
+        || async {
+            deleted_ids
+                .iter()
+                .all(|id| on_disk(&c, id).iter().all(|&n| n == 2))
+        },
+    )
     .await;
 
     c.start_node(2);
@@ -215,13 +229,15 @@ async fn a_node_stopped_during_writes_and_deletes_catches_up_and_resurrects_noth
     })
     .await;
     for id in &deleted_ids {
-        assert!(on_disk(&c, id).is_empty(), "chunk {id} of a deleted file came back");
+        assert!(
+            on_disk(&c, id).is_empty(),
+            "chunk {id} of a deleted file came back"
+        );
     }
     // Its queue entries (copies of the new files) ran and completed.
-    let q: serde_json::Value = serde_json::from_str(&c.cli_ok(&[
-        "--json", "admin", "queue", "--all", "--node", "node-3",
-    ]))
-    .unwrap();
+    let q: serde_json::Value =
+        serde_json::from_str(&c.cli_ok(&["--json", "admin", "queue", "--all", "--node", "node-3"]))
+            .unwrap();
     let entries = q["entries"].as_array().unwrap();
     assert!(!entries.is_empty(), "copies to node-3 were queued: {q}");
     assert!(
@@ -250,17 +266,23 @@ async fn two_nodes_killed_one_after_the_other_lose_no_file() {
     let mut c = Cluster::start_with(5, HEAL).await;
     let client = c.client().await;
     let files = write_files(&client, "f", 16, 200_000, 4).await;
-    c.wait_for(Duration::from_secs(30), "initial replication", || healed(&c))
-        .await;
-    c.kill_node(0);
-    c.wait_for(Duration::from_secs(60), "healed after the first kill", || {
+    c.wait_for(Duration::from_secs(30), "initial replication", || {
         healed(&c)
     })
     .await;
+    c.kill_node(0);
+    c.wait_for(
+        Duration::from_secs(60),
+        "healed after the first kill",
+        || healed(&c),
+    )
+    .await;
     c.kill_node(1);
-    c.wait_for(Duration::from_secs(60), "healed after the second kill", || {
-        healed(&c)
-    })
+    c.wait_for(
+        Duration::from_secs(60),
+        "healed after the second kill",
+        || healed(&c),
+    )
     .await;
     verify(&c, &files).await;
 }
@@ -271,8 +293,10 @@ async fn scrubbing_finds_every_flipped_byte_and_repairs_it() {
     let c = Cluster::start_with_storage(4, HEAL, storage).await;
     let client = c.client().await;
     let files = write_files(&client, "f", 12, 200_000, 5).await;
-    c.wait_for(Duration::from_secs(30), "initial replication", || healed(&c))
-        .await;
+    c.wait_for(Duration::from_secs(30), "initial replication", || {
+        healed(&c)
+    })
+    .await;
     // Flip a byte in 3 chunk files per node, never two copies of one chunk.
     let mut seen = BTreeSet::new();
     let mut flipped = Vec::new();
@@ -293,24 +317,32 @@ async fn scrubbing_finds_every_flipped_byte_and_repairs_it() {
         }
     }
     assert_eq!(flipped.len(), 12);
-    c.wait_for(Duration::from_secs(60), "every corruption quarantined and repaired", || async {
-        let quarantined = flipped.iter().all(|(node, name)| {
-            std::fs::read_dir(c.nodes[*node].data_dir.join("quarantine"))
-                .map(|d| {
-                    d.flatten()
-                        .any(|e| e.file_name().to_string_lossy().starts_with(name.as_str()))
-                })
-                .unwrap_or(false)
-        });
-        quarantined && healed(&c).await
-    })
+    c.wait_for(
+        Duration::from_secs(60),
+        "every corruption quarantined and repaired",
+        || async {
+            let quarantined = flipped.iter().all(|(node, name)| {
+                std::fs::read_dir(c.nodes[*node].data_dir.join("quarantine"))
+                    .map(|d| {
+                        d.flatten()
+                            .any(|e| e.file_name().to_string_lossy().starts_with(name.as_str()))
+                    })
+                    .unwrap_or(false)
+            });
+            quarantined && healed(&c).await
+        },
+    )
     .await;
     // No chunk file on any disk is corrupt now.
     for node in 0..4 {
         for path in c.chunk_files(node) {
             let name = path.file_name().unwrap().to_string_lossy().to_string();
             let id = ChunkId::from_hex(&name).unwrap();
-            assert!(id.matches(&std::fs::read(&path).unwrap()), "{}", path.display());
+            assert!(
+                id.matches(&std::fs::read(&path).unwrap()),
+                "{}",
+                path.display()
+            );
         }
     }
     verify(&c, &files).await;
@@ -342,7 +374,10 @@ async fn a_thousand_deleted_files_and_orphan_uploads_are_collected_and_live_chun
         doomed.extend(r.expect("writer"));
     }
     assert_eq!(doomed.len(), 1000);
-    assert!(!on_disk(&c, &doomed[0].1).is_empty(), "small file = one chunk");
+    assert!(
+        !on_disk(&c, &doomed[0].1).is_empty(),
+        "small file = one chunk"
+    );
 
     // A client that dies between upload and commit: chunks stored on a
     // node, never referenced by a layout.
@@ -376,13 +411,17 @@ async fn a_thousand_deleted_files_and_orphan_uploads_are_collected_and_live_chun
     })
     .await;
     c.restart_metadata().await;
-    c.wait_for(Duration::from_secs(90), "every deleted and orphan chunk gone", || async {
-        doomed
-            .iter()
-            .map(|(_, id)| id)
-            .chain(orphans.iter())
-            .all(|id| on_disk(&c, id).is_empty())
-    })
+    c.wait_for(
+        Duration::from_secs(90),
+        "every deleted and orphan chunk gone",
+        || async {
+            doomed
+                .iter()
+                .map(|(_, id)| id)
+                .chain(orphans.iter())
+                .all(|id| on_disk(&c, id).is_empty())
+        },
+    )
     .await;
     eprintln!("1000 files collected in {:?}", started.elapsed());
     c.wait_for(Duration::from_secs(30), "gc backlog empty", || async {
@@ -402,8 +441,10 @@ async fn a_decommissioned_node_is_drained_under_load_and_every_file_reads_back()
     let c = Cluster::start_with(4, HEAL).await;
     let client = c.client().await;
     let mut files = write_files(&client, "f", 20, 200_000, 7).await;
-    c.wait_for(Duration::from_secs(30), "initial replication", || healed(&c))
-        .await;
+    c.wait_for(Duration::from_secs(30), "initial replication", || {
+        healed(&c)
+    })
+    .await;
     assert!(!c.chunk_files(1).is_empty());
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -415,13 +456,9 @@ async fn a_decommissioned_node_is_drained_under_load_and_every_file_reads_back()
     files.extend(io.await.expect("background io"));
 
     c.wait_for(Duration::from_secs(60), "node-2 drained", || async {
-        let r: serde_json::Value = serde_json::from_str(&c.cli_ok(&[
-            "--json",
-            "admin",
-            "decommission",
-            "node-2",
-        ]))
-        .unwrap();
+        let r: serde_json::Value =
+            serde_json::from_str(&c.cli_ok(&["--json", "admin", "decommission", "node-2"]))
+                .unwrap();
         r["replicas_left"] == 0 && r["trash_left"] == 0 && c.chunk_files(1).is_empty()
     })
     .await;
@@ -435,4 +472,51 @@ async fn a_decommissioned_node_is_drained_under_load_and_every_file_reads_back()
     // New data never lands on it.
     write_files(&client, "after", 3, 100_000, 8).await;
     assert!(c.chunk_files(1).is_empty());
+}
+
+/// Measures how long healing takes for a node holding a share of
+/// `BIGFS_HEAL_MIB` MiB (default 1024) written with 4 MiB chunks:
+/// `cargo test -p bigfs-tests --test healing -- --ignored --nocapture measure`
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement: writes ~1 GiB (3 GiB of replicas)"]
+async fn measure_healing_time_of_one_node() {
+    let mib: usize = std::env::var("BIGFS_HEAL_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let cfg = "[heal]\ninterval_ms = 200\nrepair_delay_ms = 0\n";
+    let mut c = Cluster::start_with(4, cfg).await;
+    let client = c.client().await;
+    let per_file = 64usize << 20;
+    let t = Instant::now();
+    let files = write_files(&client, "big", mib.div_ceil(64), per_file, 9).await;
+    eprintln!("wrote {mib} MiB in {:?}", t.elapsed());
+    c.wait_for(Duration::from_secs(300), "initial replication", || {
+        healed(&c)
+    })
+    .await;
+    let held: u64 = c
+        .chunk_files(0)
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let killed = Instant::now();
+    c.kill_node(0);
+    c.wait_for(Duration::from_secs(60), "node-1 down", || async {
+        c.status().await.under_replicated > 0
+    })
+    .await;
+    let detected = killed.elapsed();
+    c.wait_for(Duration::from_secs(900), "healed", || healed(&c))
+        .await;
+    let total = killed.elapsed();
+    let heal = total - detected;
+    eprintln!(
+        "HEAL: node held {:.1} MiB; detected Down after {detected:?}; healed {:.1} s later \
+         ({:.1} MiB/s); total {total:?}",
+        held as f64 / 1048576.0,
+        heal.as_secs_f64(),
+        held as f64 / 1048576.0 / heal.as_secs_f64()
+    );
+    verify(&c, &files).await;
 }
