@@ -4,6 +4,7 @@
 //!
 //! The `bigfs` CLI and the `bigfs-mount` FUSE daemon are thin shells over it.
 
+pub mod admin;
 pub mod chunk_cache;
 pub mod chunk_io;
 pub mod client;

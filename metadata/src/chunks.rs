@@ -182,6 +182,11 @@ pub(crate) fn register_chunk(
         created_ms: now_ms,
         replicas: BTreeMap::new(),
     });
+    // A fresh upload of an unreferenced chunk restarts its grace period:
+    // a client is about to commit it.
+    if c.refcount == 0 {
+        c.zero_since_ms = Some(now_ms);
+    }
     c.replicas
         .insert(node.to_string(), ReplicaStatus::Available);
     for n in confirmed {

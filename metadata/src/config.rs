@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// table entry, one gRPC call, one file per replica) dominates.
 pub const MIN_CHUNK_SIZE: u32 = 64 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address of the gRPC server. Default `127.0.0.1:9400`.
@@ -39,6 +39,8 @@ pub struct Config {
     pub log_sync: crate::store::LogSync,
     /// Background sync period of the command log. Default 20 ms.
     pub log_sync_interval_ms: u64,
+    /// Repair queue, garbage collection and decommissioning (`[heal]`).
+    pub heal: crate::heal::HealConfig,
 }
 
 impl Default for Config {
@@ -54,6 +56,7 @@ impl Default for Config {
             snapshot_every: 10_000,
             log_sync: crate::store::LogSync::Interval,
             log_sync_interval_ms: 20,
+            heal: crate::heal::HealConfig::default(),
         }
     }
 }
@@ -107,7 +110,7 @@ impl Config {
         if self.snapshot_every == 0 {
             return Err("snapshot_every must be >= 1".into());
         }
-        Ok(())
+        self.heal.validate()
     }
 }
 

@@ -5,25 +5,31 @@
 //! in tests, with [`serve`] on an already bound listener and your own
 //! shutdown future.
 
+pub mod admin;
 pub mod chunks;
 pub mod config;
 pub mod error;
+pub mod gc;
+pub mod heal;
 pub mod liveness;
 pub mod machine;
 pub mod namespace;
 pub mod orphans;
 pub mod placement;
+pub mod repair;
 pub mod service;
 pub mod state;
 pub mod status;
 pub mod store;
 pub mod validate;
+pub mod worker;
 pub mod xattr;
 
 use std::future::Future;
 
 use anyhow::Context;
 use bigfs_proto::MAX_MESSAGE_SIZE;
+use bigfs_proto::pb::admin_server::AdminServer;
 use bigfs_proto::pb::metadata_server::MetadataServer;
 use tokio::net::TcpListener;
 
@@ -68,18 +74,26 @@ pub async fn serve(
             }
         }
     });
-    tonic::transport::Server::builder()
+    let worker = worker::Worker::new(svc.clone());
+    let admin = admin::AdminService::new(svc.clone(), worker.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker_task = tokio::spawn(worker.run(stop_rx));
+    let result = tonic::transport::Server::builder()
         .add_service(
             MetadataServer::new(svc)
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
         )
+        .add_service(AdminServer::new(admin))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
-        .await?;
+        .await;
     orphan_task.abort();
+    let _ = stop_tx.send(true);
+    let _ = worker_task.await;
+    result?;
     tracing::info!("metadata service stopped");
     Ok(())
 }

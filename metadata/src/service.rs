@@ -73,9 +73,14 @@ impl MetadataService {
         })
     }
 
+    /// The configuration the service runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
     /// Runs `f` with the state (and liveness) locked, on a blocking thread:
     /// a mutation waits for an fsync.
-    async fn with<T, F>(&self, f: F) -> Result<T, Status>
+    pub(crate) async fn with<T, F>(&self, f: F) -> Result<T, Status>
     where
         T: Send + 'static,
         F: FnOnce(&mut Core, &mut Liveness, &Config) -> Result<T, MetaError> + Send + 'static,
@@ -560,6 +565,14 @@ impl Metadata for MetadataService {
                 )));
             }
             let failures = live.report_failure(&r.node_id);
+            // A node reporting its own replica corrupt (scrub or read) has
+            // quarantined it: unlist it, and repair makes a new copy.
+            if let Some(id) = crate::heal::self_reported_loss(&r) {
+                core.execute(Command::RemoveReplica {
+                    id,
+                    node: r.node_id.clone(),
+                })?;
+            }
             tracing::warn!(
                 node = %r.node_id,
                 chunk = %chunk,

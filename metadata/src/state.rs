@@ -192,6 +192,9 @@ pub struct State {
     /// expiry (ms since the epoch). Freed at release or expiry.
     #[serde(default)]
     pub orphans: BTreeMap<u64, u64>,
+    /// The repair queue and the trash (self-healing).
+    #[serde(default)]
+    pub heal: crate::heal::HealState,
 }
 
 impl Default for State {
@@ -230,6 +233,7 @@ impl State {
             next_ino: ROOT_INO + 1,
             next_cookie: 1,
             orphans: BTreeMap::new(),
+            heal: crate::heal::HealState::default(),
         }
     }
 
@@ -366,6 +370,8 @@ pub enum Command {
     ExpireOrphans {
         now: Time,
     },
+    /// Repair queue, garbage collection, decommission (see `heal`).
+    Heal(crate::heal::HealCommand),
 }
 
 /// What a successful command produced.
@@ -520,5 +526,6 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
             orphans::expire(state, *now);
             Ok(Reply::Done)
         }
+        Command::Heal(h) => crate::heal::apply(state, h).map(|()| Reply::Done),
     }
 }

@@ -58,6 +58,7 @@ pub fn status(state: &State, live: &Liveness, config: &Config) -> pb::StatusRepl
             }
         }
     }
+    crate::heal::fill_status(state, &mut r, bigfs_proto::now_ms(), &config.heal);
     for (id, n) in &state.nodes {
         let soft = live.get(id);
         r.nodes.push(pb::NodeInfo {

@@ -37,6 +37,11 @@ pub struct Config {
     pub max_concurrent_puts: usize,
     /// Retry policy for calls to the metadata service and to peers.
     pub retry: RetryConfig,
+    /// Bytes per second the scrubber re-hashes. Default 16 MiB/s (a full
+    /// pass over 1 TiB takes ~18 h); 0 disables scrubbing.
+    pub scrub_bytes_per_sec: u64,
+    /// Pause before each scrub pass. Default 3600000 ms (1 h).
+    pub scrub_pause_ms: u64,
 }
 
 impl Default for Config {
@@ -54,6 +59,8 @@ impl Default for Config {
             heartbeat_interval_ms: 2_000,
             max_concurrent_puts: 16,
             retry: RetryConfig::default(),
+            scrub_bytes_per_sec: 16 * 1024 * 1024,
+            scrub_pause_ms: 3_600_000,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! - [`service`]: the gRPC `Storage` service (primary and replica puts,
 //!   write quorum).
 //! - [`replication`]: retries, pushes to peers, failure reports.
+//! - [`scrub`]: background re-hashing of stored chunks.
 //! - [`registration`]: node id, registration with inventory, heartbeats.
 //! - [`config`]: the configuration file and its defaults.
 
@@ -13,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod registration;
 pub mod replication;
+pub mod scrub;
 pub mod service;
 
 use std::future::Future;
@@ -57,6 +59,13 @@ pub async fn serve(
     let metadata = bigfs_proto::metadata_client(&config.metadata)
         .map_err(|e| anyhow::anyhow!("metadata: bad address {:?}: {e}", config.metadata))?;
     let replicator = Replicator::new(node_id.clone(), config.retry.clone(), metadata.clone());
+    let scrubber = scrub::Scrubber {
+        store: store.clone(),
+        replicator: replicator.clone(),
+        bytes_per_sec: config.scrub_bytes_per_sec,
+        pause: std::time::Duration::from_millis(config.scrub_pause_ms),
+        stats: Default::default(),
+    };
     let service = StorageService::new(store.clone(), replicator, config.max_concurrent_puts);
 
     let local = listener.local_addr()?;
@@ -71,6 +80,7 @@ pub async fn serve(
         retry: config.retry.clone(),
         default_heartbeat: config.heartbeat_interval(),
     };
+    let scrub_task = tokio::spawn(scrubber.run(stop_rx.clone()));
     let registration_task = tokio::spawn(registration.run(stop_rx));
 
     let server = StorageServer::new(service)
@@ -84,6 +94,7 @@ pub async fn serve(
 
     let _ = stop_tx.send(true);
     let _ = registration_task.await;
+    let _ = scrub_task.await;
     tracing::info!("storage node stopped");
     result.map_err(|e| anyhow::anyhow!("gRPC server failed: {e}"))
 }

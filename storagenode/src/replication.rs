@@ -181,6 +181,25 @@ impl Replicator {
         }
     }
 
+    /// Deletes `id` on `target` (best effort; logged).
+    pub async fn delete_on(&self, target: &Target, id: ChunkId) {
+        let outcome = match self.peer(&target.address) {
+            Ok(mut c) => c
+                .delete_chunk(bigfs_proto::pb::DeleteChunkRequest { id: id.to_vec() })
+                .await
+                .map(|_| ()),
+            Err(s) => Err(s),
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::info!(chunk = %id.short(), node = %target.node_id, "unwanted forwarded copy deleted")
+            }
+            Err(s) => {
+                tracing::warn!(chunk = %id.short(), node = %target.node_id, error = %s.message(), "deleting an unwanted copy failed")
+            }
+        }
+    }
+
     /// Tells the metadata service that `node` holds a verified copy of `id`
     /// (a forward that finished after the chunk was registered).
     pub async fn confirm(&self, node: &str, id: ChunkId) -> Result<(), Status> {

@@ -145,6 +145,7 @@ impl StorageService {
         // parallel, and each is registered only once it is durable.
         let (ftx, mut frx) = mpsc::unbounded_channel();
         let forwarded: Vec<String> = forward_to.iter().map(|t| t.node_id.clone()).collect();
+        let addresses: Vec<Target> = forward_to.clone();
         if !forward_to.is_empty() {
             let replicator = self.replicator.clone();
             let data = data.clone();
@@ -220,10 +221,20 @@ impl StorageService {
             let replicator = self.replicator.clone();
             tokio::spawn(async move {
                 while let Some(r) = frx.recv().await {
-                    if let Ok(node) = r
-                        && let Err(s) = replicator.confirm(&node, id).await
+                    let Ok(node) = r else { continue };
+                    let Err(s) = replicator.confirm(&node, id).await else {
+                        continue;
+                    };
+                    tracing::warn!(chunk = %id.short(), node = %node, error = %s.message(), "confirming a forwarded copy failed");
+                    // The metadata service no longer wants a copy there (the
+                    // node went down or is being decommissioned): remove it
+                    // rather than leave an unlisted file behind.
+                    if matches!(
+                        s.code(),
+                        tonic::Code::FailedPrecondition | tonic::Code::NotFound
+                    ) && let Some(t) = addresses.iter().find(|t| t.node_id == node)
                     {
-                        tracing::warn!(chunk = %id.short(), node = %node, error = %s.message(), "confirming a forwarded copy failed");
+                        replicator.delete_on(t, id).await;
                     }
                 }
             });

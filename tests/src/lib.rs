@@ -67,6 +67,11 @@ impl Cluster {
 
     /// As `start`, with extra metadata TOML settings.
     pub async fn start_with(n: usize, extra_meta: &str) -> Cluster {
+        Self::start_with_storage(n, extra_meta, "").await
+    }
+
+    /// As `start_with`, with storage node settings (TOML) too.
+    pub async fn start_with_storage(n: usize, extra_meta: &str, storage: &str) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("bigfs-test-")
             .tempdir()
@@ -82,6 +87,9 @@ impl Cluster {
             nodes: Vec::new(),
             meta_config,
         };
+        if !storage.is_empty() {
+            c.set_storage_config(storage);
+        }
         c.start_metadata();
         c.wait_metadata().await;
         for i in 0..n {
@@ -170,11 +178,21 @@ impl Cluster {
         i
     }
 
+    /// Storage node settings (TOML) for nodes started from now on.
+    pub fn set_storage_config(&self, toml: &str) {
+        std::fs::write(self.dir.path().join("storage.toml"), toml).expect("write storage config");
+    }
+
     pub fn start_node(&mut self, i: usize) {
         let log = self.log_file(&self.nodes[i].id);
         let log2 = self.log_file(&self.nodes[i].id);
+        let storage_config = self.dir.path().join("storage.toml");
         let n = &mut self.nodes[i];
-        let child = Command::new(bin("bigfs-storage"))
+        let mut cmd = Command::new(bin("bigfs-storage"));
+        if storage_config.exists() {
+            cmd.arg("--config").arg(&storage_config);
+        }
+        let child = cmd
             .arg("--data-dir")
             .arg(&n.data_dir)
             .arg("--listen")

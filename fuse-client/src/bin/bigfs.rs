@@ -70,6 +70,36 @@ enum Cmd {
     Mv { from: String, to: String },
     /// Cluster status: nodes, capacity, chunks, replica health.
     Status,
+    /// Self-healing administration: nodes, repair queue, recover, decommission.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Node states, under-replicated and lost chunks, queue, GC backlog.
+    Nodes,
+    /// The repair queue (entries waiting, running and failed).
+    Queue {
+        /// Only entries whose target or source is this node.
+        #[arg(long, default_value = "")]
+        node: String,
+        /// Include completed entries.
+        #[arg(long)]
+        all: bool,
+        /// At most this many entries (0 = 1000).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
+    /// Run NODE's pending repair entries now; reports successes and failures.
+    Recover { node: String },
+    /// Move every chunk off NODE; it is never chosen for new data meanwhile.
+    Decommission {
+        node: String,
+        /// Take the node back into service instead.
+        #[arg(long)]
+        cancel: bool,
+    },
 }
 
 /// An error with the exit code it deserves.
@@ -147,6 +177,9 @@ fn load_config(cli: &Cli) -> Result<ClientConfig, Failure> {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let cfg = load_config(&cli)?;
+    if let Cmd::Admin(cmd) = &cli.cmd {
+        return admin(&cfg.metadata, cmd, cli.json).await;
+    }
     let client = Client::connect(cfg).await?;
     match &cli.cmd {
         Cmd::Put { local, remote } => put(&client, local, remote).await,
@@ -158,7 +191,63 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Mkdir { path, parents } => mkdir(&client, path, *parents).await,
         Cmd::Mv { from, to } => mv(&client, from, to).await,
         Cmd::Status => status(&client, cli.json).await,
+        Cmd::Admin(_) => unreachable!("handled above"),
     }
+}
+
+async fn admin(metadata: &str, cmd: &AdminCmd, json: bool) -> Result<(), Failure> {
+    use bigfs_client::admin::{AdminConn, render_nodes, render_queue};
+    let mut conn = AdminConn::new(metadata)?;
+    match cmd {
+        AdminCmd::Nodes => print!("{}", render_nodes(&conn.nodes().await?, json)),
+        AdminCmd::Queue { node, all, limit } => {
+            print!(
+                "{}",
+                render_queue(&conn.queue(node, *all, *limit).await?, json)
+            )
+        }
+        AdminCmd::Recover { node } => {
+            let r = conn.recover(node).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"attempted": r.attempted, "succeeded": r.succeeded,
+                        "failed": r.failed, "errors": r.errors})
+                );
+            } else {
+                println!(
+                    "recover {node}: {} attempted, {} succeeded, {} failed",
+                    r.attempted, r.succeeded, r.failed
+                );
+                for e in &r.errors {
+                    println!("  {e}");
+                }
+            }
+            if r.failed > 0 {
+                return Err(Failure {
+                    code: 1,
+                    message: format!("{} of {} copies failed", r.failed, r.attempted),
+                });
+            }
+        }
+        AdminCmd::Decommission { node, cancel } => {
+            let r = conn.decommission(node, *cancel).await?;
+            let state = state_name(r.state);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"node_id": node, "state": state,
+                        "replicas_left": r.replicas_left, "trash_left": r.trash_left})
+                );
+            } else {
+                println!(
+                    "{node}: {state}; {} replicas and {} deletions left to drain",
+                    r.replicas_left, r.trash_left
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn progress(total: u64) -> ProgressBar {
@@ -517,7 +606,10 @@ async fn status(client: &Client, json: bool) -> Result<(), Failure> {
             "chunks": s.chunks, "chunk_bytes": s.chunk_bytes, "replicas_available": s.replicas_available,
             "replicas_pending": s.replicas_pending, "replicas_deleting": s.replicas_deleting,
             "under_replicated": s.under_replicated, "lost": s.lost,
-            "default_replication": s.default_replication, "chunk_size": s.chunk_size});
+            "default_replication": s.default_replication, "chunk_size": s.chunk_size,
+            "repair_pending": s.repair_pending, "repair_failed": s.repair_failed,
+            "repair_completed": s.repair_completed, "gc_backlog": s.gc_backlog,
+            "gc_trash": s.gc_trash});
         println!("{v}");
         return Ok(());
     }
@@ -560,5 +652,6 @@ async fn status(client: &Client, json: bool) -> Result<(), Failure> {
         "health: {health} ({} under-replicated, {} lost)",
         s.under_replicated, s.lost
     );
+    print!("{}", bigfs_client::admin::healing_line(&s));
     Ok(())
 }

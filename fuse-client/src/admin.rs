@@ -1,0 +1,188 @@
+//! Administration of the self-healing machinery (the `Admin` service of the
+//! metadata server): what `bigfs admin ...` runs and prints.
+
+use bigfs_proto::pb::{self, admin_client::AdminClient};
+use bigfs_proto::{ChunkId, MAX_MESSAGE_SIZE};
+use tonic::transport::Channel;
+
+use crate::error::{ClientError, Result};
+
+fn node_state(state: i32) -> &'static str {
+    match pb::NodeState::try_from(state) {
+        Ok(pb::NodeState::Up) => "up",
+        Ok(pb::NodeState::Suspect) => "suspect",
+        Ok(pb::NodeState::Down) => "down",
+        Ok(pb::NodeState::Decommissioned) => "decommissioned",
+        _ => "unknown",
+    }
+}
+
+fn repair_status(s: i32) -> &'static str {
+    match pb::RepairStatus::try_from(s) {
+        Ok(pb::RepairStatus::Pending) => "pending",
+        Ok(pb::RepairStatus::InProgress) => "in-progress",
+        Ok(pb::RepairStatus::Completed) => "completed",
+        Ok(pb::RepairStatus::Failed) => "failed",
+        _ => "unknown",
+    }
+}
+
+/// A connection to the Admin service of the metadata server at `addr`.
+pub struct AdminConn {
+    client: AdminClient<Channel>,
+}
+
+fn rpc_error(what: &str, s: tonic::Status) -> ClientError {
+    ClientError::Invalid(format!("{what}: {:?}: {}", s.code(), s.message()))
+}
+
+impl AdminConn {
+    pub fn new(addr: &str) -> Result<Self> {
+        let ch = bigfs_proto::channel(addr).map_err(|e| ClientError::Connect {
+            addr: addr.into(),
+            message: e.to_string(),
+        })?;
+        Ok(AdminConn {
+            client: AdminClient::new(ch)
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+        })
+    }
+
+    pub async fn nodes(&mut self) -> Result<pb::StatusReply> {
+        let r = self.client.nodes(pb::Empty {}).await;
+        Ok(r.map_err(|s| rpc_error("nodes", s))?.into_inner())
+    }
+
+    pub async fn queue(&mut self, node: &str, all: bool, limit: u32) -> Result<pb::QueueReply> {
+        let req = pb::QueueRequest {
+            node_id: node.to_string(),
+            all,
+            limit,
+        };
+        let r = self.client.queue(req).await;
+        Ok(r.map_err(|s| rpc_error("queue", s))?.into_inner())
+    }
+
+    pub async fn recover(&mut self, node: &str) -> Result<pb::RecoverReply> {
+        let req = pb::NodeRequest {
+            node_id: node.to_string(),
+        };
+        let r = self.client.recover(req).await;
+        Ok(r.map_err(|s| rpc_error("recover", s))?.into_inner())
+    }
+
+    pub async fn decommission(
+        &mut self,
+        node: &str,
+        cancel: bool,
+    ) -> Result<pb::DecommissionReply> {
+        let req = pb::DecommissionRequest {
+            node_id: node.to_string(),
+            cancel,
+        };
+        let r = self.client.decommission(req).await;
+        Ok(r.map_err(|s| rpc_error("decommission", s))?.into_inner())
+    }
+}
+
+/// `admin nodes` as text or JSON.
+pub fn render_nodes(s: &pb::StatusReply, json: bool) -> String {
+    if json {
+        let nodes: Vec<serde_json::Value> = s
+            .nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({"node_id": n.node_id, "address": n.address,
+                "state": node_state(n.state), "capacity": n.capacity, "used": n.used,
+                "chunks": n.chunk_count, "last_heartbeat_ms_ago": n.last_heartbeat_ms_ago,
+                "failures": n.failures})
+            })
+            .collect();
+        return serde_json::json!({"nodes": nodes, "under_replicated": s.under_replicated,
+            "lost": s.lost, "repair_pending": s.repair_pending, "repair_failed": s.repair_failed,
+            "repair_completed": s.repair_completed, "gc_backlog": s.gc_backlog,
+            "gc_trash": s.gc_trash})
+        .to_string();
+    }
+    let mut out = format!(
+        "{:<16} {:<22} {:<15} {:>8} {:>12} {:>9}\n",
+        "NODE", "ADDRESS", "STATE", "CHUNKS", "HEARTBEAT", "FAILURES"
+    );
+    for n in &s.nodes {
+        let hb = if n.last_heartbeat_ms_ago == u64::MAX {
+            "never".to_string()
+        } else {
+            format!("{} ms ago", n.last_heartbeat_ms_ago)
+        };
+        out.push_str(&format!(
+            "{:<16} {:<22} {:<15} {:>8} {:>12} {:>9}\n",
+            n.node_id,
+            n.address,
+            node_state(n.state),
+            n.chunk_count,
+            hb,
+            n.failures
+        ));
+    }
+    out.push_str(&healing_line(s));
+    out
+}
+
+/// One line of healing counters (also printed by `bigfs status`).
+pub fn healing_line(s: &pb::StatusReply) -> String {
+    format!(
+        "healing: {} under-replicated, {} lost, repair queue {} ({} failed, {} completed), \
+         gc backlog {} chunks, trash {}\n",
+        s.under_replicated,
+        s.lost,
+        s.repair_pending,
+        s.repair_failed,
+        s.repair_completed,
+        s.gc_backlog,
+        s.gc_trash
+    )
+}
+
+/// `admin queue` as text or JSON.
+pub fn render_queue(q: &pb::QueueReply, json: bool) -> String {
+    let chunk = |b: &[u8]| ChunkId::from_slice(b).map_or_else(|_| hex::encode(b), |c| c.to_hex());
+    if json {
+        let entries: Vec<serde_json::Value> = q
+            .entries
+            .iter()
+            .map(|e| {
+                serde_json::json!({"chunk": chunk(&e.chunk_id), "target": e.target,
+                "source": e.source, "status": repair_status(e.status), "attempts": e.attempts,
+                "last_error": e.last_error, "next_try_ms": e.next_try_ms,
+                "created_ms": e.created_ms})
+            })
+            .collect();
+        return serde_json::json!({"pending": q.pending, "in_progress": q.in_progress,
+            "completed": q.completed, "failed": q.failed, "entries": entries})
+        .to_string();
+    }
+    let mut out = format!(
+        "queue: {} pending, {} in progress, {} completed, {} failed\n",
+        q.pending, q.in_progress, q.completed, q.failed
+    );
+    if !q.entries.is_empty() {
+        out.push_str(&format!(
+            "{:<18} {:<14} {:<14} {:<12} {:>8}  LAST ERROR\n",
+            "CHUNK", "TARGET", "SOURCE", "STATUS", "ATTEMPTS"
+        ));
+    }
+    for e in &q.entries {
+        let c = chunk(&e.chunk_id);
+        out.push_str(&format!(
+            "{:<18} {:<14} {:<14} {:<12} {:>8}  {}\n",
+            &c[..c.len().min(16)],
+            e.target,
+            e.source,
+            repair_status(e.status),
+            e.attempts,
+            e.last_error
+        ));
+    }
+    out
+}

@@ -1,0 +1,134 @@
+//! The tonic `Admin` service (admin.proto): node states, the repair queue,
+//! recovering one node by hand, decommissioning.
+
+use std::sync::Arc;
+
+use bigfs_proto::pb::{self, NodeState, admin_server::Admin};
+use tonic::{Request, Response, Status};
+
+use crate::MetaError;
+use crate::heal::{HealCommand, RepairStatus};
+use crate::service::MetadataService;
+use crate::state::Command;
+use crate::validate::node_field;
+use crate::worker::Worker;
+
+/// Entries answered by `Queue` when the request sets no limit.
+const DEFAULT_QUEUE_LIMIT: usize = 1000;
+
+#[derive(Clone)]
+pub struct AdminService {
+    svc: MetadataService,
+    worker: Arc<Worker>,
+}
+
+impl AdminService {
+    pub fn new(svc: MetadataService, worker: Arc<Worker>) -> Self {
+        AdminService { svc, worker }
+    }
+}
+
+/// Replicas the table lists on `node` and trash entries it still holds.
+pub fn drain_progress(state: &crate::state::State, node: &str) -> (u64, u64) {
+    let listed = state
+        .chunks
+        .values()
+        .filter(|c| c.replicas.contains_key(node))
+        .count() as u64;
+    let trash = state.heal.trash.iter().filter(|(n, _)| n == node).count() as u64;
+    (listed, trash)
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn nodes(&self, _r: Request<pb::Empty>) -> Result<Response<pb::StatusReply>, Status> {
+        self.svc
+            .with(|core, live, config| Ok(crate::status::status(&core.state, live, config)))
+            .await
+            .map(Response::new)
+    }
+
+    async fn queue(
+        &self,
+        request: Request<pb::QueueRequest>,
+    ) -> Result<Response<pb::QueueReply>, Status> {
+        let r = request.into_inner();
+        let limit = if r.limit == 0 {
+            DEFAULT_QUEUE_LIMIT
+        } else {
+            r.limit as usize
+        };
+        self.svc
+            .with(move |core, _, _| {
+                let mut out = pb::QueueReply::default();
+                for ((id, target), e) in &core.state.heal.queue {
+                    match e.status {
+                        RepairStatus::Pending => out.pending += 1,
+                        RepairStatus::InProgress => out.in_progress += 1,
+                        RepairStatus::Completed => out.completed += 1,
+                        RepairStatus::Failed => out.failed += 1,
+                    }
+                    if !r.node_id.is_empty() && r.node_id != *target && r.node_id != e.source {
+                        continue;
+                    }
+                    if (!r.all && e.status == RepairStatus::Completed) || out.entries.len() >= limit
+                    {
+                        continue;
+                    }
+                    out.entries.push(pb::RepairEntry {
+                        chunk_id: id.to_vec(),
+                        target: target.clone(),
+                        source: e.source.clone(),
+                        status: e.status.to_pb() as i32,
+                        attempts: e.attempts,
+                        last_error: e.last_error.clone(),
+                        next_try_ms: e.next_try_ms,
+                        created_ms: e.created_ms,
+                    });
+                }
+                Ok(out)
+            })
+            .await
+            .map(Response::new)
+    }
+
+    async fn recover(
+        &self,
+        request: Request<pb::NodeRequest>,
+    ) -> Result<Response<pb::RecoverReply>, Status> {
+        let node = request.into_inner().node_id;
+        node_field("node_id", &node)?;
+        self.worker.recover(node).await.map(Response::new)
+    }
+
+    async fn decommission(
+        &self,
+        request: Request<pb::DecommissionRequest>,
+    ) -> Result<Response<pb::DecommissionReply>, Status> {
+        let r = request.into_inner();
+        node_field("node_id", &r.node_id)?;
+        self.svc
+            .with(move |core, live, _| {
+                let known = core.state.nodes.get(&r.node_id).ok_or_else(|| {
+                    MetaError::NotFound(format!("node {:?} is not registered", r.node_id))
+                })?;
+                if known.decommissioned == r.cancel {
+                    core.execute(Command::Heal(HealCommand::Decommission {
+                        node: r.node_id.clone(),
+                        on: !r.cancel,
+                    }))?;
+                    tracing::info!(node = %r.node_id, on = !r.cancel, "decommission changed");
+                }
+                let decom = !r.cancel;
+                let state: NodeState = live.state(&r.node_id, decom, std::time::Instant::now());
+                let (replicas_left, trash_left) = drain_progress(&core.state, &r.node_id);
+                Ok(pb::DecommissionReply {
+                    state: state as i32,
+                    replicas_left,
+                    trash_left,
+                })
+            })
+            .await
+            .map(Response::new)
+    }
+}

@@ -1,0 +1,88 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::repair::NodeView;
+use crate::state::Chunk;
+
+fn id(n: u8) -> ChunkId {
+    ChunkId([n; 32])
+}
+
+fn chunk(refcount: u64, zero: Option<u64>, r: &[(&str, ReplicaStatus)]) -> Chunk {
+    Chunk {
+        len: 1,
+        refcount,
+        zero_since_ms: zero,
+        created_ms: 0,
+        replicas: r.iter().map(|(n, s)| (n.to_string(), *s)).collect(),
+    }
+}
+
+fn view(p: Presence) -> NodeView {
+    NodeView {
+        presence: p,
+        decommissioned: false,
+        free: 0,
+    }
+}
+
+#[test]
+fn only_unreferenced_chunks_past_grace_are_marked() {
+    let mut s = State::new();
+    s.chunks
+        .insert(id(1), chunk(0, Some(0), &[("a", ReplicaStatus::Available)]));
+    s.chunks.insert(
+        id(2),
+        chunk(0, Some(90), &[("a", ReplicaStatus::Available)]),
+    );
+    s.chunks
+        .insert(id(3), chunk(2, None, &[("a", ReplicaStatus::Available)]));
+    s.chunks
+        .insert(id(4), chunk(0, Some(0), &[("a", ReplicaStatus::Deleting)]));
+    assert_eq!(mark_candidates(&s, 100, 50, 10), vec![id(1)]);
+    assert_eq!(mark_candidates(&s, 1000, 50, 1), vec![id(1)]);
+}
+
+#[test]
+fn deletions_go_to_up_nodes_and_gone_nodes_are_forgotten() {
+    let mut s = State::new();
+    s.chunks.insert(
+        id(1),
+        chunk(
+            0,
+            Some(0),
+            &[
+                ("a", ReplicaStatus::Deleting),
+                ("b", ReplicaStatus::Deleting),
+                ("c", ReplicaStatus::Deleting),
+                ("d", ReplicaStatus::Pending),
+            ],
+        ),
+    );
+    s.heal.trash.insert(("a".into(), id(2)));
+    s.heal.trash.insert(("c".into(), id(3)));
+    let nodes: Nodes = BTreeMap::from([
+        ("a".to_string(), view(Presence::Up)),
+        ("b".to_string(), view(Presence::Away)),
+        ("c".to_string(), view(Presence::Gone)),
+        ("d".to_string(), view(Presence::Up)),
+    ]);
+    let sw = deletions(&s, &nodes, 100);
+    assert_eq!(
+        sw.delete,
+        vec![
+            Deletion {
+                id: id(1),
+                node: "a".into(),
+                trash: false
+            },
+            Deletion {
+                id: id(2),
+                node: "a".into(),
+                trash: true
+            },
+        ]
+    );
+    assert_eq!(sw.forget, vec![(id(1), "c".to_string())]);
+    assert_eq!(sw.drop_trash, vec![("c".to_string(), id(3))]);
+}

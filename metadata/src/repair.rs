@@ -1,0 +1,279 @@
+//! Re-replication planning: which chunks lack copies, where new copies go,
+//! and which queued copies may run now. Pure functions over the state and a
+//! view of the nodes, so they are tested without a cluster; the worker
+//! turns their answers into commands and RPCs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bigfs_proto::ChunkId;
+use rand::Rng;
+
+use crate::heal::{RepairEntry, RepairStatus};
+use crate::placement::{self, Candidate};
+use crate::state::{Chunk, ReplicaStatus, State};
+
+/// Whether a node's replicas count, as the repair planner sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// Heartbeating.
+    Up,
+    /// Silent, but for less than the repair delay after going Down: its
+    /// replicas still count (a quick restart costs no copies).
+    Away,
+    /// Down for longer than the repair delay: its replicas are lost.
+    Gone,
+}
+
+/// One node as the planner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeView {
+    pub presence: Presence,
+    pub decommissioned: bool,
+    pub free: u64,
+}
+
+impl NodeView {
+    /// Can serve a copy (a decommissioned node still can).
+    pub fn can_source(&self) -> bool {
+        self.presence == Presence::Up
+    }
+
+    /// Can receive new data.
+    pub fn can_target(&self) -> bool {
+        self.presence == Presence::Up && !self.decommissioned
+    }
+
+    /// Its Available replicas count toward the replication factor.
+    fn counts(&self) -> bool {
+        !self.decommissioned && self.presence != Presence::Gone
+    }
+}
+
+pub type Nodes = BTreeMap<String, NodeView>;
+
+/// What one planning pass decided.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// New copies (chunk, target, source), most endangered chunks first.
+    pub enqueue: Vec<(ChunkId, String, String)>,
+    /// Entries whose target is gone or decommissioned.
+    pub cancel: Vec<(ChunkId, String)>,
+    /// Replicas to unlist and delete on their node: copies on a
+    /// decommissioned node that exist enough times elsewhere, and Pending
+    /// designations on nodes that are gone or decommissioned.
+    pub drain: Vec<(ChunkId, String)>,
+}
+
+/// Available replicas on Up, non-decommissioned nodes: the copies a reader
+/// can count on now.
+pub fn good_copies(chunk: &Chunk, nodes: &Nodes) -> usize {
+    chunk
+        .replicas
+        .iter()
+        .filter(|(n, s)| {
+            **s == ReplicaStatus::Available
+                && nodes
+                    .get(*n)
+                    .is_some_and(|v| v.presence == Presence::Up && !v.decommissioned)
+        })
+        .count()
+}
+
+/// The best node to copy `chunk` from: an Available replica on a node that
+/// is up, `prefer` if it qualifies, else the first.
+pub fn pick_source(chunk: &Chunk, nodes: &Nodes, prefer: &str) -> Option<String> {
+    let ok = |n: &str| {
+        chunk.replicas.get(n) == Some(&ReplicaStatus::Available)
+            && nodes.get(n).is_some_and(NodeView::can_source)
+    };
+    if ok(prefer) {
+        return Some(prefer.to_string());
+    }
+    // Prefer a node staying in service over a draining one.
+    let mut c: Vec<&String> = chunk.replicas.keys().filter(|n| ok(n)).collect();
+    c.sort_by_key(|n| nodes.get(*n).is_some_and(|v| v.decommissioned));
+    c.first().map(|n| n.to_string())
+}
+
+/// Plans one pass over the chunk table. `wanted` is the replication factor;
+/// a Pending replica older than `pending_timeout_ms` with no queue entry
+/// gets one (the primary's push to it failed).
+pub fn plan<R: Rng + ?Sized>(
+    state: &State,
+    nodes: &Nodes,
+    wanted: usize,
+    now_ms: u64,
+    pending_timeout_ms: u64,
+    rng: &mut R,
+) -> Plan {
+    let mut out = Plan::default();
+    let mut by_chunk: BTreeMap<ChunkId, Vec<(&String, &RepairEntry)>> = BTreeMap::new();
+    for ((id, target), e) in &state.heal.queue {
+        if e.status.is_active() {
+            by_chunk.entry(*id).or_default().push((target, e));
+        }
+    }
+    let candidates: Vec<Candidate> = nodes
+        .iter()
+        .map(|(id, v)| Candidate {
+            node_id: id.clone(),
+            usable: v.can_target(),
+            free: v.free,
+        })
+        .collect();
+    let mut new: Vec<(usize, ChunkId, String, String)> = Vec::new();
+    for (id, c) in &state.chunks {
+        // Unreferenced chunks are garbage collection's; a chunk being
+        // collected is never copied.
+        if c.refcount == 0 || c.replicas.values().any(|s| *s == ReplicaStatus::Deleting) {
+            continue;
+        }
+        let view = |n: &str| {
+            nodes.get(n).cloned().unwrap_or(NodeView {
+                presence: Presence::Gone,
+                decommissioned: false,
+                free: 0,
+            })
+        };
+        let good = good_copies(c, nodes);
+        let mut counted = 0usize;
+        let mut queued: BTreeSet<&str> = BTreeSet::new();
+        for (target, _) in by_chunk.get(id).into_iter().flatten() {
+            let v = view(target);
+            if v.presence == Presence::Gone || v.decommissioned {
+                out.cancel.push((*id, (*target).clone()));
+            } else {
+                counted += 1;
+                queued.insert(target.as_str());
+            }
+        }
+        let mut decommissioned_copies = Vec::new();
+        for (n, s) in &c.replicas {
+            let v = view(n);
+            match s {
+                ReplicaStatus::Available if v.counts() => counted += 1,
+                ReplicaStatus::Available if v.decommissioned => {
+                    decommissioned_copies.push(n.clone())
+                }
+                ReplicaStatus::Available | ReplicaStatus::Deleting => {}
+                ReplicaStatus::Pending if queued.contains(n.as_str()) => {}
+                ReplicaStatus::Pending if v.presence == Presence::Gone || v.decommissioned => {
+                    out.drain.push((*id, n.clone()));
+                }
+                ReplicaStatus::Pending => {
+                    counted += 1;
+                    let stale = c.created_ms.saturating_add(pending_timeout_ms) <= now_ms;
+                    if stale
+                        && v.can_target()
+                        && let Some(src) = pick_source(c, nodes, "")
+                    {
+                        new.push((good, *id, n.clone(), src));
+                    }
+                }
+            }
+        }
+        // Copies on a draining node go once enough exist elsewhere.
+        if good >= wanted {
+            for n in decommissioned_copies {
+                out.drain.push((*id, n));
+            }
+        }
+        let missing = wanted.saturating_sub(counted);
+        if missing == 0 {
+            continue;
+        }
+        let Some(source) = pick_source(c, nodes, "") else {
+            continue; // no readable copy: lost until a node returns
+        };
+        let exclude: BTreeSet<String> = c
+            .replicas
+            .keys()
+            .cloned()
+            .chain(queued.iter().map(|s| s.to_string()))
+            .collect();
+        for t in placement::choose(&candidates, missing, u64::from(c.len), &exclude, rng) {
+            new.push((good, *id, t, source.clone()));
+        }
+    }
+    // Most endangered first: one good copy left before two.
+    new.sort_by_key(|(good, ..)| *good);
+    out.enqueue = new.into_iter().map(|(_, i, t, s)| (i, t, s)).collect();
+    out
+}
+
+/// A queued copy ready to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: ChunkId,
+    pub target: String,
+    pub source: String,
+}
+
+/// Which queued entries to start now: due (or all of `only_node`'s when it
+/// is given, ignoring their backoff), target up, a source available, most
+/// endangered first, within the per-node and total limits given the copies
+/// already `running` (keyed by chunk and target; `busy` counts per node).
+#[allow(clippy::too_many_arguments)]
+pub fn due_jobs(
+    state: &State,
+    nodes: &Nodes,
+    now_ms: u64,
+    only_node: Option<&str>,
+    running: &BTreeSet<(ChunkId, String)>,
+    busy: &mut BTreeMap<String, usize>,
+    per_node: usize,
+    total: usize,
+) -> Vec<Job> {
+    let mut cands: Vec<(usize, u64, Job)> = Vec::new();
+    for ((id, target), e) in &state.heal.queue {
+        if !e.status.is_active() || running.contains(&(*id, target.clone())) {
+            continue;
+        }
+        match only_node {
+            Some(n) if n != target && n != e.source => continue,
+            Some(_) => {}
+            None if e.status == RepairStatus::Pending && e.next_try_ms > now_ms => continue,
+            None => {}
+        }
+        if !nodes.get(target).is_some_and(NodeView::can_target) {
+            continue;
+        }
+        let Some(c) = state.chunks.get(id) else {
+            continue;
+        };
+        let Some(source) = pick_source(c, nodes, &e.source) else {
+            continue;
+        };
+        cands.push((
+            good_copies(c, nodes),
+            e.next_try_ms,
+            Job {
+                id: *id,
+                target: target.clone(),
+                source,
+            },
+        ));
+    }
+    cands.sort_by_key(|(good, next, _)| (*good, *next));
+    let mut out = Vec::new();
+    let mut started = running.len();
+    for (_, _, job) in cands {
+        if started >= total {
+            break;
+        }
+        let s = busy.get(&job.source).copied().unwrap_or(0);
+        let t = busy.get(&job.target).copied().unwrap_or(0);
+        if only_node.is_none() && (s >= per_node || t >= per_node) {
+            continue;
+        }
+        *busy.entry(job.source.clone()).or_default() += 1;
+        *busy.entry(job.target.clone()).or_default() += 1;
+        started += 1;
+        out.push(job);
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "repair_tests.rs"]
+mod tests;

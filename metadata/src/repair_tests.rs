@@ -1,0 +1,195 @@
+use super::*;
+use crate::state::{Chunk, Node};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+fn id(n: u8) -> ChunkId {
+    ChunkId([n; 32])
+}
+
+fn up() -> NodeView {
+    NodeView {
+        presence: Presence::Up,
+        decommissioned: false,
+        free: 1 << 30,
+    }
+}
+
+fn nodes(spec: &[(&str, NodeView)]) -> Nodes {
+    spec.iter()
+        .map(|(n, v)| (n.to_string(), v.clone()))
+        .collect()
+}
+
+fn chunk(replicas: &[(&str, ReplicaStatus)]) -> Chunk {
+    Chunk {
+        len: 10,
+        refcount: 1,
+        zero_since_ms: None,
+        created_ms: 0,
+        replicas: replicas.iter().map(|(n, s)| (n.to_string(), *s)).collect(),
+    }
+}
+
+fn state_with(chunks: Vec<(ChunkId, Chunk)>, names: &[&str]) -> State {
+    let mut s = State::new();
+    for n in names {
+        s.nodes.insert(
+            n.to_string(),
+            Node {
+                address: format!("{n}:1"),
+                capacity: 1,
+                decommissioned: false,
+            },
+        );
+    }
+    s.chunks.extend(chunks);
+    s
+}
+
+const AV: ReplicaStatus = ReplicaStatus::Available;
+
+#[test]
+fn a_gone_replica_is_recopied_but_an_away_one_is_waited_for() {
+    let s = state_with(
+        vec![(id(1), chunk(&[("a", AV), ("b", AV), ("c", AV)]))],
+        &["a", "b", "c", "d"],
+    );
+    let mut rng = StdRng::seed_from_u64(1);
+    let away = NodeView {
+        presence: Presence::Away,
+        ..up()
+    };
+    let n = nodes(&[("a", up()), ("b", up()), ("c", away), ("d", up())]);
+    assert_eq!(plan(&s, &n, 3, 0, 1000, &mut rng), Plan::default());
+    let gone = NodeView {
+        presence: Presence::Gone,
+        ..up()
+    };
+    let n = nodes(&[("a", up()), ("b", up()), ("c", gone), ("d", up())]);
+    let p = plan(&s, &n, 3, 0, 1000, &mut rng);
+    assert_eq!(p.enqueue.len(), 1);
+    assert_eq!(p.enqueue[0].1, "d", "the only eligible target");
+    assert!(["a", "b"].contains(&p.enqueue[0].2.as_str()));
+}
+
+#[test]
+fn most_endangered_chunks_come_first_and_unreferenced_are_skipped() {
+    let gone = NodeView {
+        presence: Presence::Gone,
+        ..up()
+    };
+    let mut garbage = chunk(&[("a", AV)]);
+    garbage.refcount = 0;
+    let s = state_with(
+        vec![
+            (id(1), chunk(&[("a", AV), ("b", AV), ("c", AV)])),
+            (id(2), chunk(&[("a", AV), ("c", AV), ("d", AV)])),
+            (id(3), garbage),
+        ],
+        &["a", "b", "c", "d", "e", "f"],
+    );
+    let n = nodes(&[
+        ("a", up()),
+        ("b", up()),
+        ("c", gone.clone()),
+        ("d", gone),
+        ("e", up()),
+        ("f", up()),
+    ]);
+    let p = plan(&s, &n, 3, 0, 1000, &mut StdRng::seed_from_u64(2));
+    let ids: Vec<ChunkId> = p.enqueue.iter().map(|e| e.0).collect();
+    assert_eq!(ids, vec![id(2), id(2), id(1)], "one copy left goes first");
+}
+
+#[test]
+fn queued_copies_count_and_a_decommissioned_node_is_drained_once_copies_exist() {
+    let decom = NodeView {
+        decommissioned: true,
+        ..up()
+    };
+    let mut s = state_with(
+        vec![(id(1), chunk(&[("a", AV), ("b", AV), ("c", AV)]))],
+        &["a", "b", "c", "d"],
+    );
+    let n = nodes(&[("a", up()), ("b", up()), ("c", decom), ("d", up())]);
+    let mut rng = StdRng::seed_from_u64(3);
+    let p = plan(&s, &n, 3, 0, 1000, &mut rng);
+    assert_eq!(p.enqueue, vec![(id(1), "d".into(), "a".into())]);
+    assert!(p.drain.is_empty(), "not before a copy exists elsewhere");
+    crate::heal::apply(
+        &mut s,
+        &crate::heal::HealCommand::Enqueue {
+            items: p.enqueue,
+            now_ms: 0,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        plan(&s, &n, 3, 0, 1000, &mut rng),
+        Plan::default(),
+        "queued"
+    );
+    s.chunks
+        .get_mut(&id(1))
+        .unwrap()
+        .replicas
+        .insert("d".into(), AV);
+    let p = plan(&s, &n, 3, 0, 1000, &mut rng);
+    assert_eq!(p.drain, vec![(id(1), "c".into())]);
+}
+
+#[test]
+fn due_jobs_respect_backoff_and_the_per_node_limit() {
+    let mut s = state_with(
+        vec![
+            (id(1), chunk(&[("a", AV)])),
+            (id(2), chunk(&[("a", AV)])),
+            (id(3), chunk(&[("a", AV), ("b", AV)])),
+        ],
+        &["a", "b", "c"],
+    );
+    crate::heal::apply(
+        &mut s,
+        &crate::heal::HealCommand::Enqueue {
+            items: vec![
+                (id(1), "c".into(), "a".into()),
+                (id(2), "c".into(), "a".into()),
+                (id(3), "c".into(), "a".into()),
+            ],
+            now_ms: 0,
+        },
+    )
+    .unwrap();
+    s.heal
+        .queue
+        .get_mut(&(id(2), "c".into()))
+        .unwrap()
+        .next_try_ms = 500;
+    let n = nodes(&[("a", up()), ("b", up()), ("c", up())]);
+    let running = BTreeSet::new();
+    let jobs = due_jobs(&s, &n, 100, None, &running, &mut BTreeMap::new(), 1, 10);
+    assert_eq!(jobs.len(), 1, "c takes one copy at a time");
+    assert_eq!(jobs[0].id, id(1), "one copy left before two");
+    let jobs = due_jobs(&s, &n, 100, None, &running, &mut BTreeMap::new(), 5, 10);
+    assert_eq!(jobs.len(), 2, "id 2 is backing off");
+    // recover runs everything of the node now.
+    let jobs = due_jobs(
+        &s,
+        &n,
+        100,
+        Some("c"),
+        &running,
+        &mut BTreeMap::new(),
+        1,
+        usize::MAX,
+    );
+    assert_eq!(jobs.len(), 3);
+    // A target that is not up waits.
+    let away = NodeView {
+        presence: Presence::Away,
+        ..up()
+    };
+    let n = nodes(&[("a", up()), ("b", up()), ("c", away)]);
+    assert!(due_jobs(&s, &n, 1000, None, &running, &mut BTreeMap::new(), 5, 10).is_empty());
+}
