@@ -13,6 +13,7 @@ pub mod file;
 pub mod layout;
 pub mod meta;
 pub mod metrics;
+pub mod metrics_http;
 pub mod write_buffer;
 
 pub use client::Client;

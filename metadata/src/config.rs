@@ -32,6 +32,14 @@ pub struct Config {
     /// Commands between snapshots (the log is truncated at each).
     /// Default 10000: replay after a crash stays well under a second.
     pub snapshot_every: u64,
+    /// Address of the admin HTTP server (status page, `/metrics`, `/nodes`,
+    /// ...). Default `127.0.0.1:9480`; an empty string disables it.
+    pub admin_listen: String,
+    /// Log level or filter (`info`, `debug`, `bigfs_metadata=debug,info`).
+    /// Default `info`; the `RUST_LOG` environment variable overrides it.
+    pub log_level: String,
+    /// Failure reports kept for the status page and `/failures`. Default 200.
+    pub recent_failures: usize,
 }
 
 impl Default for Config {
@@ -45,6 +53,9 @@ impl Default for Config {
             down_after_ms: 20_000,
             heartbeat_interval_ms: 2_000,
             snapshot_every: 10_000,
+            admin_listen: "127.0.0.1:9480".into(),
+            log_level: "info".into(),
+            recent_failures: 200,
         }
     }
 }
@@ -95,6 +106,8 @@ impl Config {
         if self.snapshot_every == 0 {
             return Err("snapshot_every must be >= 1".into());
         }
+        bigfs_proto::daemon::parse_admin_listen(&self.admin_listen)?;
+        bigfs_proto::daemon::validate_log_level(&self.log_level)?;
         Ok(())
     }
 }
@@ -145,8 +158,13 @@ mod tests {
         assert!(bad.validate().unwrap_err().contains("replication"));
         let bad = Config {
             down_after_ms: 1,
-            ..base
+            ..base.clone()
         };
         assert!(bad.validate().unwrap_err().contains("down_after_ms"));
+        let bad = Config {
+            admin_listen: "localhost".into(),
+            ..base
+        };
+        assert!(bad.validate().unwrap_err().contains("admin_listen"));
     }
 }

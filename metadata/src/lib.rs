@@ -8,6 +8,9 @@
 pub mod chunks;
 pub mod config;
 pub mod error;
+pub mod failures;
+pub mod fsck;
+pub mod http;
 pub mod liveness;
 pub mod machine;
 pub mod namespace;
@@ -17,12 +20,14 @@ pub mod state;
 pub mod status;
 pub mod store;
 pub mod validate;
+pub mod views;
 
 use std::future::Future;
 
 use anyhow::Context;
 use bigfs_proto::MAX_MESSAGE_SIZE;
 use bigfs_proto::pb::metadata_server::MetadataServer;
+use bigfs_proto::pb::ops_server::OpsServer;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -48,32 +53,69 @@ pub fn open_service(config: Config) -> anyhow::Result<MetadataService> {
 pub async fn serve(
     config: Config,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve_with_admin(config, listener, None, shutdown).await
+}
+
+/// As [`serve`], plus the admin HTTP server (status page, `/metrics`, ...)
+/// on `admin` when given. Tells systemd it is ready once both listen.
+pub async fn serve_with_admin(
+    config: Config,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let svc = tokio::task::spawn_blocking(move || open_service(config)).await??;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "metadata service listening");
-    tonic::transport::Server::builder()
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let http_task = admin.map(|l| {
+        bigfs_proto::daemon::prometheus();
+        let mut rx = stop_rx.clone();
+        tokio::spawn(bigfs_proto::daemon::serve_http(
+            l,
+            http::router(svc.clone()),
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ))
+    });
+    bigfs_proto::daemon::notify_ready();
+    let result = tonic::transport::Server::builder()
+        .layer(bigfs_proto::daemon::GrpcMetricsLayer)
         .add_service(
-            MetadataServer::new(svc)
+            MetadataServer::new(svc.clone())
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
         )
+        .add_service(OpsServer::new(svc))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
-        .await?;
+        .await;
+    let _ = stop_tx.send(true);
+    if let Some(t) = http_task {
+        let _ = t.await;
+    }
+    result?;
     tracing::info!("metadata service stopped");
     Ok(())
 }
 
-/// Binds `config.listen` and serves until SIGINT or SIGTERM.
+/// Binds `config.listen` and `config.admin_listen` and serves until SIGINT
+/// or SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    serve(config, listener, shutdown_signal()).await
+    let admin_addr = bigfs_proto::daemon::parse_admin_listen(&config.admin_listen)
+        .map_err(anyhow::Error::msg)?;
+    let admin = bigfs_proto::daemon::bind_admin(admin_addr)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    serve_with_admin(config, listener, admin, shutdown_signal()).await
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -317,6 +317,12 @@ pub enum Command {
         /// Pending replicas the inventory shows present.
         confirmed: Vec<ChunkId>,
     },
+    /// Sets a chunk's reference count (`fsck --repair` fixing drift).
+    SetRefcount {
+        id: ChunkId,
+        refcount: u64,
+        now_ms: u64,
+    },
 }
 
 /// What a successful command produced.
@@ -442,6 +448,14 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
             confirmed,
         } => {
             chunks::register_node(state, node_id, address, *capacity, lost, confirmed);
+            Ok(Reply::Done)
+        }
+        Command::SetRefcount {
+            id,
+            refcount,
+            now_ms,
+        } => {
+            crate::fsck::set_refcount(state, *id, *refcount, *now_ms);
             Ok(Reply::Done)
         }
     }

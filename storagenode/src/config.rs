@@ -37,6 +37,12 @@ pub struct Config {
     pub max_concurrent_puts: usize,
     /// Retry policy for calls to the metadata service and to peers.
     pub retry: RetryConfig,
+    /// Address of the admin HTTP server (`/healthz`, `/metrics`). Default
+    /// `127.0.0.1:9580`; an empty string disables it.
+    pub admin_listen: String,
+    /// Log level or filter (`info`, `debug`, `bigfs_storagenode=debug,info`).
+    /// Default `info`; the `RUST_LOG` environment variable overrides it.
+    pub log_level: String,
 }
 
 impl Default for Config {
@@ -54,6 +60,8 @@ impl Default for Config {
             heartbeat_interval_ms: 2_000,
             max_concurrent_puts: 16,
             retry: RetryConfig::default(),
+            admin_listen: "127.0.0.1:9580".into(),
+            log_level: "info".into(),
         }
     }
 }
@@ -138,6 +146,10 @@ impl Config {
         self.retry
             .validate()
             .map_err(|reason| ConfigError::invalid("retry", reason))?;
+        bigfs_proto::daemon::parse_admin_listen(&self.admin_listen)
+            .map_err(|reason| ConfigError::invalid("admin_listen", reason))?;
+        bigfs_proto::daemon::validate_log_level(&self.log_level)
+            .map_err(|reason| ConfigError::invalid("log_level", reason))?;
         Ok(())
     }
 }

@@ -39,12 +39,16 @@ pub struct Node {
     pub id: String,
     pub addr: String,
     pub data_dir: PathBuf,
+    /// The node's admin HTTP address (`/healthz`, `/metrics`).
+    pub admin_addr: String,
     child: Option<Child>,
 }
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub meta_addr: String,
+    /// The metadata service's admin HTTP address (status page, `/nodes`, ...).
+    pub meta_admin_addr: String,
     meta_child: Option<Child>,
     pub nodes: Vec<Node>,
     meta_config: PathBuf,
@@ -78,6 +82,7 @@ impl Cluster {
         let mut c = Cluster {
             dir,
             meta_addr,
+            meta_admin_addr: format!("127.0.0.1:{}", free_port()),
             meta_child: None,
             nodes: Vec::new(),
             meta_config,
@@ -108,6 +113,8 @@ impl Cluster {
             .arg(&self.meta_addr)
             .arg("--config")
             .arg(&self.meta_config)
+            .arg("--admin-listen")
+            .arg(&self.meta_admin_addr)
             .env("RUST_LOG", "info")
             .stdout(self.log_file("metadata"))
             .stderr(self.log_file("metadata"))
@@ -163,6 +170,7 @@ impl Cluster {
             id: id.to_string(),
             addr,
             data_dir,
+            admin_addr: format!("127.0.0.1:{}", free_port()),
             child: None,
         });
         let i = self.nodes.len() - 1;
@@ -183,6 +191,8 @@ impl Cluster {
             .arg(&self.meta_addr)
             .arg("--node-id")
             .arg(&n.id)
+            .arg("--admin-listen")
+            .arg(&n.admin_addr)
             .env("RUST_LOG", "info")
             .stdout(log)
             .stderr(log2)

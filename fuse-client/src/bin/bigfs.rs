@@ -15,6 +15,9 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+#[path = "bigfs/admin.rs"]
+mod admin;
+
 #[derive(Parser)]
 #[command(
     name = "bigfs",
@@ -70,6 +73,11 @@ enum Cmd {
     Mv { from: String, to: String },
     /// Cluster status: nodes, capacity, chunks, replica health.
     Status,
+    /// Operator commands (fsck).
+    Admin {
+        #[command(subcommand)]
+        cmd: admin::AdminCmd,
+    },
 }
 
 /// An error with the exit code it deserves.
@@ -147,6 +155,11 @@ fn load_config(cli: &Cli) -> Result<ClientConfig, Failure> {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let cfg = load_config(&cli)?;
+    if let Cmd::Admin { cmd } = &cli.cmd {
+        return admin::run(&cfg.metadata, cmd, cli.json)
+            .await
+            .map_err(Failure::from);
+    }
     let client = Client::connect(cfg).await?;
     match &cli.cmd {
         Cmd::Put { local, remote } => put(&client, local, remote).await,
@@ -158,6 +171,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Mkdir { path, parents } => mkdir(&client, path, *parents).await,
         Cmd::Mv { from, to } => mv(&client, from, to).await,
         Cmd::Status => status(&client, cli.json).await,
+        Cmd::Admin { .. } => unreachable!("handled before connecting"),
     }
 }
 
