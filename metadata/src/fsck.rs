@@ -179,13 +179,9 @@ impl MetadataService {
             .map_err(|s| s.message().to_string())
     }
 
-    /// Designates a new copy of `id` and has `source` push it there.
-    async fn add_copy(
-        &self,
-        id: ChunkId,
-        source: &str,
-        holders: Vec<String>,
-    ) -> Result<String, String> {
+    /// Designates a new copy of `id` on a node the chunk table does not
+    /// list for it, and has `source` push it there.
+    async fn add_copy(&self, id: ChunkId, source: &str) -> Result<String, String> {
         let src = source.to_string();
         let (target, target_addr, source_addr) = self
             .with(move |core, live, _| {
@@ -201,7 +197,11 @@ impl MetadataService {
                         free: live.free(n).unwrap_or(0),
                     })
                     .collect();
-                let exclude: BTreeSet<String> = holders.into_iter().collect();
+                let exclude: BTreeSet<String> = st
+                    .chunks
+                    .get(&id)
+                    .map(|c| c.replicas.keys().cloned().collect())
+                    .unwrap_or_default();
                 let Some(target) =
                     placement::choose(&cands, 1, u64::from(len), &exclude, &mut rand::rng())
                         .into_iter()
@@ -416,15 +416,11 @@ impl MetadataService {
                     ),
                 );
                 if repair {
-                    let mut holders = c.available.clone();
                     let mut added = Vec::new();
                     let mut failure = None;
                     for _ in good.len() as u32..c.wanted {
-                        match self.add_copy(*id, &good[0], holders.clone()).await {
-                            Ok(t) => {
-                                holders.push(t.clone());
-                                added.push(t);
-                            }
+                        match self.add_copy(*id, &good[0]).await {
+                            Ok(t) => added.push(t),
                             Err(e) => {
                                 failure = Some(e);
                                 break;

@@ -373,3 +373,86 @@ pub async fn read_file(client: &Client, path: &str) -> Vec<u8> {
         out.extend_from_slice(&d);
     }
 }
+
+/// A plain HTTP/1.0 GET (the admin servers answer with a Content-Length
+/// body): the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, body.to_string()))
+}
+
+/// Parses Prometheus text format strictly enough to catch malformed output:
+/// every sample line is `name{labels} value` with a float value and a name
+/// declared by a `# TYPE` line. Returns (name with labels, value) pairs.
+pub fn parse_prometheus(text: &str) -> Result<Vec<(String, f64)>, String> {
+    let mut typed = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let name = parts.next().ok_or(format!("bad TYPE line {line:?}"))?;
+            let kind = parts.next().ok_or(format!("bad TYPE line {line:?}"))?;
+            if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
+                return Err(format!("bad metric type in {line:?}"));
+            }
+            typed.insert(name.to_string());
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .ok_or(format!("no value in {line:?}"))?;
+        let value: f64 = value
+            .parse()
+            .map_err(|_| format!("bad value in {line:?}"))?;
+        let name = series.split('{').next().unwrap_or_default();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        {
+            return Err(format!("bad metric name in {line:?}"));
+        }
+        if series.contains('{') && !series.ends_with('}') {
+            return Err(format!("unterminated labels in {line:?}"));
+        }
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .filter(|b| typed.contains(*b))
+            .unwrap_or(name);
+        if !typed.contains(base) {
+            return Err(format!("{name} has no # TYPE line"));
+        }
+        out.push((series.to_string(), value));
+    }
+    Ok(out)
+}
+
+/// Sum of the samples of `name` whose labels contain every `label=value`.
+pub fn metric_sum(samples: &[(String, f64)], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|(series, _)| {
+            series.split('{').next() == Some(name)
+                && labels
+                    .iter()
+                    .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
