@@ -200,9 +200,17 @@ impl Client {
     }
 
     pub async fn unlink(&self, parent: u64, name: &str) -> Result<()> {
+        self.unlink_keeping(parent, name, 0).await
+    }
+
+    /// Unlinks; if this was the last name of a file the caller has open,
+    /// the file lives on for `open_lease_ms` (renewed by `keep_inodes`)
+    /// until `release_inode`.
+    pub async fn unlink_keeping(&self, parent: u64, name: &str, open_lease_ms: u64) -> Result<()> {
         let req = pb::NameRequest {
             parent,
             name: name.to_string(),
+            open_lease_ms,
         };
         self.io
             .meta
@@ -218,6 +226,7 @@ impl Client {
         let req = pb::NameRequest {
             parent,
             name: name.to_string(),
+            open_lease_ms: 0,
         };
         self.io
             .meta
@@ -235,6 +244,98 @@ impl Client {
             .call("rename", |mut c| {
                 let r = req.clone();
                 async move { c.rename(r).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Makes every metadata change answered so far durable on disk.
+    pub async fn sync(&self) -> Result<()> {
+        self.io
+            .meta
+            .call("sync", |mut c| async move { c.sync(pb::Empty {}).await })
+            .await?;
+        Ok(())
+    }
+
+    /// Renews the leases of open-but-unlinked inodes.
+    pub async fn keep_inodes(&self, inos: Vec<u64>, lease_ms: u64) -> Result<()> {
+        let req = pb::KeepInodesRequest { inos, lease_ms };
+        self.io
+            .meta
+            .call("keep inodes", |mut c| {
+                let r = req.clone();
+                async move { c.keep_inodes(r).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The last open of `ino` closed: frees it if it was unlinked meanwhile.
+    pub async fn release_inode(&self, ino: u64) -> Result<()> {
+        self.io
+            .meta
+            .call("release inode", |mut c| async move {
+                c.release_inode(pb::InodeRequest { ino }).await
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_xattr(&self, ino: u64, name: &str, value: Vec<u8>, flags: i32) -> Result<()> {
+        let req = pb::SetXattrRequest {
+            ino,
+            name: name.to_string(),
+            value,
+            flags: flags as u32,
+        };
+        self.io
+            .meta
+            .call("setxattr", |mut c| {
+                let r = req.clone();
+                async move { c.set_xattr(r).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_xattr(&self, ino: u64, name: &str) -> Result<Vec<u8>> {
+        let req = pb::XattrNameRequest {
+            ino,
+            name: name.to_string(),
+        };
+        Ok(self
+            .io
+            .meta
+            .call("getxattr", |mut c| {
+                let r = req.clone();
+                async move { c.get_xattr(r).await }
+            })
+            .await?
+            .value)
+    }
+
+    pub async fn list_xattr(&self, ino: u64) -> Result<Vec<String>> {
+        Ok(self
+            .io
+            .meta
+            .call("listxattr", |mut c| async move {
+                c.list_xattr(pb::InodeRequest { ino }).await
+            })
+            .await?
+            .names)
+    }
+
+    pub async fn remove_xattr(&self, ino: u64, name: &str) -> Result<()> {
+        let req = pb::XattrNameRequest {
+            ino,
+            name: name.to_string(),
+        };
+        self.io
+            .meta
+            .call("removexattr", |mut c| {
+                let r = req.clone();
+                async move { c.remove_xattr(r).await }
             })
             .await?;
         Ok(())

@@ -8,12 +8,16 @@ pub mod chunk_cache;
 pub mod chunk_io;
 pub mod client;
 pub mod config;
+pub mod copy;
 pub mod error;
 pub mod file;
+pub mod fuse_fs;
 pub mod layout;
 pub mod meta;
 pub mod metrics;
 pub mod metrics_http;
+pub mod mount_config;
+pub mod open_files;
 pub mod write_buffer;
 
 pub use client::Client;

@@ -123,6 +123,7 @@ pub(crate) fn commit_layout(
     for id in replaced {
         release(state, id, now.as_ms());
     }
+    refresh_allocated(state, ino);
     if let Some(inode) = state.inodes.get_mut(&ino) {
         inode.size = inode.size.max(size);
         inode.mtime = mtime;
@@ -130,6 +131,17 @@ pub(crate) fn commit_layout(
         inode.version += 1;
     }
     Ok(())
+}
+
+/// Recomputes the bytes of chunk data `ino`'s layout references.
+pub(crate) fn refresh_allocated(state: &mut State, ino: u64) {
+    let bytes = state
+        .layouts
+        .get(&ino)
+        .map_or(0, |l| l.values().map(|r| u64::from(r.len)).sum());
+    if let Some(i) = state.inodes.get_mut(&ino) {
+        i.allocated = bytes;
+    }
 }
 
 pub(crate) fn register_chunk(

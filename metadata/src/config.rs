@@ -40,6 +40,13 @@ pub struct Config {
     pub log_level: String,
     /// Failure reports kept for the status page and `/failures`. Default 200.
     pub recent_failures: usize,
+    /// When logged commands reach the disk: "interval" (default: every
+    /// `log_sync_interval_ms` and whenever a client fsyncs; a killed process
+    /// loses nothing, a power cut at most that interval) or "always" (an
+    /// fdatasync per command: slower metadata operations).
+    pub log_sync: crate::store::LogSync,
+    /// Background sync period of the command log. Default 20 ms.
+    pub log_sync_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -56,6 +63,8 @@ impl Default for Config {
             admin_listen: "127.0.0.1:9480".into(),
             log_level: "info".into(),
             recent_failures: 200,
+            log_sync: crate::store::LogSync::Interval,
+            log_sync_interval_ms: 20,
         }
     }
 }
@@ -102,6 +111,9 @@ impl Config {
                 "heartbeat_interval_ms must be > 0 and < suspect_after_ms ({}), got {}",
                 self.suspect_after_ms, self.heartbeat_interval_ms
             ));
+        }
+        if self.log_sync_interval_ms == 0 || self.log_sync_interval_ms > 10_000 {
+            return Err("log_sync_interval_ms must be 1..=10000".into());
         }
         if self.snapshot_every == 0 {
             return Err("snapshot_every must be >= 1".into());

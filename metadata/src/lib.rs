@@ -14,6 +14,7 @@ pub mod http;
 pub mod liveness;
 pub mod machine;
 pub mod namespace;
+pub mod orphans;
 pub mod placement;
 pub mod service;
 pub mod state;
@@ -21,6 +22,7 @@ pub mod status;
 pub mod store;
 pub mod validate;
 pub mod views;
+pub mod xattr;
 
 use std::future::Future;
 
@@ -33,6 +35,10 @@ use tokio::net::TcpListener;
 pub use config::Config;
 pub use error::MetaError;
 pub use service::MetadataService;
+
+/// How often leases of open-but-unlinked files are checked. Leases last a
+/// minute by default, so a few seconds of lateness frees nothing early.
+const ORPHAN_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Validates `config`, creates the data directory and opens the store.
 pub fn open_service(config: Config) -> anyhow::Result<MetadataService> {
@@ -82,6 +88,15 @@ pub async fn serve_with_admin(
         ))
     });
     bigfs_proto::daemon::notify_ready();
+    let expiry = svc.clone();
+    let orphan_task = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(ORPHAN_CHECK_INTERVAL).await;
+            if let Err(e) = expiry.expire_orphans().await {
+                tracing::warn!(error = %e, "expiring open-file leases failed");
+            }
+        }
+    });
     let result = tonic::transport::Server::builder()
         .layer(bigfs_proto::daemon::GrpcMetricsLayer)
         .add_service(
@@ -99,6 +114,7 @@ pub async fn serve_with_admin(
     if let Some(t) = http_task {
         let _ = t.await;
     }
+    orphan_task.abort();
     result?;
     tracing::info!("metadata service stopped");
     Ok(())

@@ -168,6 +168,19 @@ pub(crate) fn create(state: &mut State, req: &NewInode<'_>, now: Time) -> Result
         ));
     }
 
+    // A set-group-ID directory passes its group on, and to new
+    // subdirectories its set-group-ID bit too (as on Linux file systems).
+    let parent_inode = state.inode(req.parent)?;
+    let (gid, mode) = if parent_inode.mode & 0o2000 != 0 {
+        let sgid = if req.kind == Kind::Directory {
+            0o2000
+        } else {
+            0
+        };
+        (parent_inode.gid, mode | sgid)
+    } else {
+        (req.gid, mode)
+    };
     let ino = state.next_ino;
     state.next_ino += 1;
     let is_dir = req.kind == Kind::Directory;
@@ -177,7 +190,7 @@ pub(crate) fn create(state: &mut State, req: &NewInode<'_>, now: Time) -> Result
             kind: req.kind,
             mode,
             uid: req.uid,
-            gid: req.gid,
+            gid,
             size,
             atime: now,
             mtime: now,
@@ -200,6 +213,8 @@ pub(crate) fn create(state: &mut State, req: &NewInode<'_>, now: Time) -> Result
                 String::new()
             },
             parent: req.parent,
+            allocated: 0,
+            xattrs: Default::default(),
         },
     );
     if is_dir {
@@ -287,6 +302,7 @@ fn truncate_layout(state: &mut State, ino: u64, size: u64, chunk_size: u64, now:
     for r in dropped.values() {
         chunks::release(state, r.id, now.as_ms());
     }
+    chunks::refresh_allocated(state, ino);
 }
 
 pub(crate) fn link(
@@ -322,6 +338,7 @@ pub(crate) fn unlink(
     state: &mut State,
     parent: u64,
     name: &str,
+    open_lease_ms: u64,
     now: Time,
 ) -> Result<(), MetaError> {
     let ino = lookup(state, parent, name)?;
@@ -330,7 +347,7 @@ pub(crate) fn unlink(
     }
     remove_dentry(state, parent, name);
     touch_dir(state, parent, now, 0);
-    drop_link(state, ino, now);
+    drop_link(state, ino, open_lease_ms, now);
     Ok(())
 }
 
@@ -392,8 +409,8 @@ pub(crate) fn rename(
     state: &mut State,
     (parent, name): (u64, &str),
     (new_parent, new_name): (u64, &str),
-    noreplace: bool,
-    exchange: bool,
+    (noreplace, exchange): (bool, bool),
+    open_lease_ms: u64,
     now: Time,
 ) -> Result<(), MetaError> {
     if noreplace && exchange {
@@ -483,7 +500,7 @@ pub(crate) fn rename(
             touch_dir(state, new_parent, now, -1);
             free_inode(state, dst, now);
         } else {
-            drop_link(state, dst, now);
+            drop_link(state, dst, open_lease_ms, now);
         }
     }
     remove_dentry(state, parent, name);
@@ -547,20 +564,29 @@ fn touch_inode(state: &mut State, ino: u64, now: Time) {
     }
 }
 
-/// One name less for a non-directory; frees it at zero.
-fn drop_link(state: &mut State, ino: u64, now: Time) {
+/// One name less for a non-directory; frees it at zero, unless a client
+/// still has it open (`open_lease_ms` > 0): then it lives on as an orphan
+/// until released or its lease ends.
+fn drop_link(state: &mut State, ino: u64, open_lease_ms: u64, now: Time) {
     let Some(i) = state.inodes.get_mut(&ino) else {
         return;
     };
     i.nlink = i.nlink.saturating_sub(1);
     i.ctime = now;
     if i.nlink == 0 {
-        free_inode(state, ino, now);
+        if open_lease_ms > 0 && i.kind == Kind::File {
+            state
+                .orphans
+                .insert(ino, now.as_ms().saturating_add(open_lease_ms));
+        } else {
+            free_inode(state, ino, now);
+        }
     }
 }
 
 /// Removes an inode and releases the chunks its layout references.
-fn free_inode(state: &mut State, ino: u64, now: Time) {
+pub(crate) fn free_inode(state: &mut State, ino: u64, now: Time) {
+    state.orphans.remove(&ino);
     state.inodes.remove(&ino);
     state.dirs.remove(&ino);
     if let Some(layout) = state.layouts.remove(&ino) {

@@ -70,6 +70,7 @@ fn rename(
             new_name: nn.into(),
             noreplace,
             exchange,
+            open_lease_ms: 0,
             now: t(20),
         },
     )
@@ -82,6 +83,7 @@ fn unlink(s: &mut State, p: u64, n: &str) -> Result<(), MetaError> {
         &Command::Unlink {
             parent: p,
             name: n.into(),
+            open_lease_ms: 0,
             now: t(30),
         },
     )

@@ -26,6 +26,8 @@ struct Inner {
     core: Mutex<Core>,
     live: Mutex<Liveness>,
     failures: Mutex<FailureLog>,
+    /// Makes the command log durable without taking the state lock.
+    syncer: crate::store::Syncer,
     config: Config,
 }
 
@@ -52,7 +54,13 @@ fn read_rank(s: NodeState) -> u8 {
 impl MetadataService {
     /// Opens the store in `config.data_dir` and rebuilds the state.
     pub fn open(config: Config) -> Result<Self, MetaError> {
-        let (store, state) = Store::open(&config.data_dir, config.snapshot_every)?;
+        let (store, state) = Store::open_with(
+            &config.data_dir,
+            config.snapshot_every,
+            config.log_sync,
+            Duration::from_millis(config.log_sync_interval_ms),
+        )?;
+        let syncer = store.syncer();
         let live = Liveness::new(
             Duration::from_millis(config.suspect_after_ms),
             Duration::from_millis(config.down_after_ms),
@@ -62,6 +70,7 @@ impl MetadataService {
                 core: Mutex::new(Core::new(state, store)),
                 live: Mutex::new(live),
                 failures: Mutex::new(FailureLog::new(config.recent_failures)),
+                syncer,
                 config,
             }),
         })
@@ -96,6 +105,19 @@ impl MetadataService {
         self.with(move |core, live, config| {
             let failures = lock(&inner.failures)?;
             Ok(f(&core.state, live, config, &failures))
+        })
+        .await
+    }
+
+    /// Frees open-but-unlinked inodes whose lease ran out (their client
+    /// died without closing them).
+    pub async fn expire_orphans(&self) -> Result<(), Status> {
+        self.with(move |core, _, _| {
+            let now = Time::now();
+            if crate::orphans::any_expired(&core.state, now.as_ms()) {
+                core.execute(Command::ExpireOrphans { now })?;
+            }
+            Ok(())
         })
         .await
     }
@@ -270,6 +292,7 @@ impl Metadata for MetadataService {
         self.execute_empty(Command::Unlink {
             parent: r.parent,
             name: r.name,
+            open_lease_ms: r.open_lease_ms,
             now: Time::now(),
         })
         .await
@@ -300,6 +323,7 @@ impl Metadata for MetadataService {
             new_name: r.new_name,
             noreplace: r.noreplace,
             exchange: r.exchange,
+            open_lease_ms: r.open_lease_ms,
             now: Time::now(),
         })
         .await
@@ -631,5 +655,102 @@ impl Metadata for MetadataService {
         self.with(move |core, live, config| Ok(crate::status::status(&core.state, live, config)))
             .await
             .map(Response::new)
+    }
+
+    async fn set_xattr(
+        &self,
+        request: Request<pb::SetXattrRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = request.into_inner();
+        self.execute_empty(Command::SetXattr {
+            ino: r.ino,
+            name: r.name,
+            value: r.value,
+            flags: r.flags,
+            now: Time::now(),
+        })
+        .await
+    }
+
+    async fn get_xattr(
+        &self,
+        request: Request<pb::XattrNameRequest>,
+    ) -> Result<Response<pb::XattrValueReply>, Status> {
+        let r = request.into_inner();
+        self.with(move |core, _, _| {
+            Ok(pb::XattrValueReply {
+                value: crate::xattr::get(&core.state, r.ino, &r.name)?.to_vec(),
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn list_xattr(
+        &self,
+        request: Request<pb::InodeRequest>,
+    ) -> Result<Response<pb::XattrListReply>, Status> {
+        let ino = request.into_inner().ino;
+        self.with(move |core, _, _| {
+            Ok(pb::XattrListReply {
+                names: crate::xattr::list(&core.state, ino)?,
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn remove_xattr(
+        &self,
+        request: Request<pb::XattrNameRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = request.into_inner();
+        self.execute_empty(Command::RemoveXattr {
+            ino: r.ino,
+            name: r.name,
+            now: Time::now(),
+        })
+        .await
+    }
+
+    async fn keep_inodes(
+        &self,
+        request: Request<pb::KeepInodesRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = request.into_inner();
+        let until_ms = bigfs_proto::now_ms().saturating_add(r.lease_ms);
+        self.execute_empty(Command::KeepInodes {
+            inos: r.inos,
+            until_ms,
+        })
+        .await
+    }
+
+    async fn release_inode(
+        &self,
+        request: Request<pb::InodeRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let ino = request.into_inner().ino;
+        self.with(move |core, _, _| {
+            // Only an orphan is released; skip the log otherwise.
+            if core.state.orphans.contains_key(&ino) {
+                core.execute(Command::ReleaseInode {
+                    ino,
+                    now: Time::now(),
+                })?;
+            }
+            Ok(pb::Empty {})
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn sync(&self, _request: Request<pb::Empty>) -> Result<Response<pb::Empty>, Status> {
+        let syncer = self.inner.syncer.clone();
+        tokio::task::spawn_blocking(move || syncer.sync())
+            .await
+            .map_err(|e| Status::internal(format!("sync worker failed: {e}")))?
+            .map_err(Status::from)?;
+        Ok(Response::new(pb::Empty {}))
     }
 }

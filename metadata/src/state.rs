@@ -12,7 +12,7 @@ use bigfs_proto::{ChunkId, ROOT_INO, pb};
 use serde::{Deserialize, Serialize};
 
 use crate::error::MetaError;
-use crate::{chunks, namespace};
+use crate::{chunks, namespace, orphans, xattr};
 
 /// A wall-clock time as stored in inodes (same shape as `pb::Timestamp`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -93,6 +93,12 @@ pub struct Inode {
     pub symlink_target: String,
     /// For directories: the directory holding it (root: itself).
     pub parent: u64,
+    /// Bytes of chunk data the layout references (for `st_blocks`).
+    #[serde(default)]
+    pub allocated: u64,
+    /// Extended attributes, by full name ("user.x").
+    #[serde(default)]
+    pub xattrs: BTreeMap<String, Vec<u8>>,
 }
 
 impl Inode {
@@ -112,6 +118,7 @@ impl Inode {
             replication: self.replication,
             version: self.version,
             symlink_target: self.symlink_target.clone(),
+            allocated: self.allocated,
         }
     }
 }
@@ -181,6 +188,10 @@ pub struct State {
     pub nodes: BTreeMap<String, Node>,
     pub next_ino: u64,
     pub next_cookie: u64,
+    /// Inodes with no name left that a client still has open: ino -> lease
+    /// expiry (ms since the epoch). Freed at release or expiry.
+    #[serde(default)]
+    pub orphans: BTreeMap<u64, u64>,
 }
 
 impl Default for State {
@@ -207,6 +218,8 @@ impl State {
             version: 0,
             symlink_target: String::new(),
             parent: ROOT_INO,
+            allocated: 0,
+            xattrs: BTreeMap::new(),
         };
         State {
             inodes: BTreeMap::from([(ROOT_INO, root)]),
@@ -216,6 +229,7 @@ impl State {
             nodes: BTreeMap::new(),
             next_ino: ROOT_INO + 1,
             next_cookie: 1,
+            orphans: BTreeMap::new(),
         }
     }
 
@@ -267,6 +281,9 @@ pub enum Command {
     Unlink {
         parent: u64,
         name: String,
+        /// Keep the inode this long if its last name goes (open elsewhere).
+        #[serde(default)]
+        open_lease_ms: u64,
         now: Time,
     },
     Rmdir {
@@ -281,6 +298,8 @@ pub enum Command {
         new_name: String,
         noreplace: bool,
         exchange: bool,
+        #[serde(default)]
+        open_lease_ms: u64,
         now: Time,
     },
     CommitLayout {
@@ -322,6 +341,33 @@ pub enum Command {
         id: ChunkId,
         refcount: u64,
         now_ms: u64,
+    },
+    /// Sets (flags: 1 create-only, 2 replace-only) an extended attribute.
+    SetXattr {
+        ino: u64,
+        name: String,
+        value: Vec<u8>,
+        flags: u32,
+        now: Time,
+    },
+    RemoveXattr {
+        ino: u64,
+        name: String,
+        now: Time,
+    },
+    /// Extends the leases of open-but-unlinked inodes to `until_ms`.
+    KeepInodes {
+        inos: Vec<u64>,
+        until_ms: u64,
+    },
+    /// Frees an open-but-unlinked inode (its last open closed).
+    ReleaseInode {
+        ino: u64,
+        now: Time,
+    },
+    /// Frees open-but-unlinked inodes whose lease ended before `now`.
+    ExpireOrphans {
+        now: Time,
     },
 }
 
@@ -394,9 +440,12 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
             new_name,
             now,
         } => namespace::link(state, *ino, *new_parent, new_name, *now).map(|()| Reply::Ino(*ino)),
-        Command::Unlink { parent, name, now } => {
-            namespace::unlink(state, *parent, name, *now).map(|()| Reply::Done)
-        }
+        Command::Unlink {
+            parent,
+            name,
+            open_lease_ms,
+            now,
+        } => namespace::unlink(state, *parent, name, *open_lease_ms, *now).map(|()| Reply::Done),
         Command::Rmdir { parent, name, now } => {
             namespace::rmdir(state, *parent, name, *now).map(|()| Reply::Done)
         }
@@ -407,13 +456,14 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
             new_name,
             noreplace,
             exchange,
+            open_lease_ms,
             now,
         } => namespace::rename(
             state,
             (*parent, name),
             (*new_parent, new_name),
-            *noreplace,
-            *exchange,
+            (*noreplace, *exchange),
+            *open_lease_ms,
             *now,
         )
         .map(|()| Reply::Done),
@@ -456,6 +506,28 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
             now_ms,
         } => {
             crate::fsck::set_refcount(state, *id, *refcount, *now_ms);
+            Ok(Reply::Done)
+        }
+        Command::SetXattr {
+            ino,
+            name,
+            value,
+            flags,
+            now,
+        } => xattr::set(state, *ino, name, value, *flags, *now).map(|()| Reply::Done),
+        Command::RemoveXattr { ino, name, now } => {
+            xattr::remove(state, *ino, name, *now).map(|()| Reply::Done)
+        }
+        Command::KeepInodes { inos, until_ms } => {
+            orphans::keep(state, inos, *until_ms);
+            Ok(Reply::Done)
+        }
+        Command::ReleaseInode { ino, now } => {
+            orphans::release(state, *ino, *now);
+            Ok(Reply::Done)
+        }
+        Command::ExpireOrphans { now } => {
+            orphans::expire(state, *now);
             Ok(Reply::Done)
         }
     }

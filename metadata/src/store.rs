@@ -1,25 +1,53 @@
-//! Persistence: a command log and a snapshot in one redb database.
+//! Persistence: a write-ahead command log in front of snapshots kept in redb.
 //!
-//! `log` maps an index to a serialized `Command`; `snapshot` holds one entry,
-//! the index of the last command it includes -> the serialized `State`.
-//! redb commits are durable (fsync'd) before `commit` returns, so a command
-//! appended before its answer survives `kill -9`. A snapshot and the removal
-//! of the log entries it covers are one transaction.
+//! Every command is appended to `commands.log` (length, CRC-32, index,
+//! bincode) with one `write` before it is answered. A written record is in
+//! the kernel, so it survives the process being killed at any moment. How
+//! soon it is on the disk too is the [`LogSync`] policy: `Always` syncs
+//! each append (one fdatasync per command), `Interval` syncs from a
+//! background thread every few milliseconds and whenever a client asks
+//! (`sync`, e.g. for an fsync), like MooseFS's changelog.
+//!
+//! Every `snapshot_every` commands the whole state goes into redb (an ACID,
+//! fsync'd transaction) with the index of the last command it includes,
+//! and the log restarts empty. Loading reads the snapshot and replays the
+//! log records after it, stopping at the first torn or corrupt record (the
+//! tail of a write cut short by a crash, never answered).
 
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
 
 use crate::error::MetaError;
 use crate::state::{Command, State, apply};
 
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const SNAPSHOT: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshot");
 
-/// File name of the database inside the data directory.
+/// File name of the snapshot database inside the data directory.
 pub const DB_FILE: &str = "metadata.redb";
+/// File name of the command log inside the data directory.
+pub const LOG_FILE: &str = "commands.log";
 
-fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, MetaError> {
+/// Bytes before a record's payload: length (u32), CRC-32 (u32), index (u64).
+const HEADER: usize = 16;
+
+/// When appended commands reach the disk (they reach the kernel at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogSync {
+    /// fdatasync after every command.
+    Always,
+    /// fdatasync every `interval` and on request.
+    Interval,
+}
+
+pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, MetaError> {
     Ok(bincode::serde::encode_to_vec(
         v,
         bincode::config::standard(),
@@ -30,33 +58,108 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, MetaError> 
     Ok(bincode::serde::decode_from_slice(bytes, bincode::config::standard())?.0)
 }
 
-/// The open database and where the log stands.
+fn io(context: &str, e: std::io::Error) -> MetaError {
+    MetaError::Store(format!("{context}: {e}"))
+}
+
+/// The log file and whether it holds bytes not yet synced.
+struct LogFile {
+    file: Mutex<File>,
+    dirty: AtomicBool,
+}
+
+impl LogFile {
+    fn sync(&self) -> Result<(), MetaError> {
+        if self.dirty.swap(false, Ordering::AcqRel) {
+            let f = self
+                .file
+                .lock()
+                .map_err(|_| MetaError::Internal("log lock poisoned".into()))?
+                .try_clone()
+                .map_err(|e| io("cloning the log handle", e))?;
+            if let Err(e) = f.sync_data() {
+                self.dirty.store(true, Ordering::Release);
+                return Err(io("fdatasync of the command log", e));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The open log and snapshot database, and where the log stands.
 pub struct Store {
     db: Database,
-    path: PathBuf,
+    dir: PathBuf,
+    log: Arc<LogFile>,
+    sync: LogSync,
     /// Index the next appended command gets.
     next_index: u64,
     /// Commands appended since the last snapshot.
     since_snapshot: u64,
     snapshot_every: u64,
+    stop_syncer: Arc<AtomicBool>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.stop_syncer.store(true, Ordering::Release);
+        let _ = self.log.sync();
+    }
 }
 
 impl Store {
-    /// Opens (or creates) the database in `data_dir` and rebuilds the state:
-    /// the snapshot, then every logged command after it.
+    /// Opens (or creates) the store in `data_dir`, syncing every command.
     pub fn open(data_dir: &Path, snapshot_every: u64) -> Result<(Store, State), MetaError> {
-        let path = data_dir.join(DB_FILE);
-        let db = Database::create(&path)?;
+        Self::open_with(data_dir, snapshot_every, LogSync::Always, Duration::ZERO)
+    }
+
+    /// Opens (or creates) the store in `data_dir` and rebuilds the state:
+    /// the snapshot, then every logged command after it.
+    pub fn open_with(
+        data_dir: &Path,
+        snapshot_every: u64,
+        sync: LogSync,
+        interval: Duration,
+    ) -> Result<(Store, State), MetaError> {
+        let db = Database::create(data_dir.join(DB_FILE))?;
         let tx = db.begin_write()?;
-        tx.open_table(LOG)?;
         tx.open_table(SNAPSHOT)?;
         tx.commit()?;
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(data_dir.join(LOG_FILE))
+            .map_err(|e| io("opening the command log", e))?;
+        let log = Arc::new(LogFile {
+            file: Mutex::new(file),
+            dirty: AtomicBool::new(false),
+        });
+        let stop_syncer = Arc::new(AtomicBool::new(false));
+        if sync == LogSync::Interval {
+            let (log, stop) = (Arc::clone(&log), Arc::clone(&stop_syncer));
+            let interval = interval.max(Duration::from_millis(1));
+            std::thread::Builder::new()
+                .name("metadata-log-sync".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        std::thread::sleep(interval);
+                        if let Err(e) = log.sync() {
+                            tracing::error!(error = %e, "background log sync failed");
+                        }
+                    }
+                })
+                .map_err(|e| io("starting the log sync thread", e))?;
+        }
         let mut store = Store {
             db,
-            path,
+            dir: data_dir.to_path_buf(),
+            log,
+            sync,
             next_index: 1,
             since_snapshot: 0,
             snapshot_every: snapshot_every.max(1),
+            stop_syncer,
         };
         let state = store.load()?;
         Ok((store, state))
@@ -67,39 +170,84 @@ impl Store {
     pub fn load(&mut self) -> Result<State, MetaError> {
         let tx = self.db.begin_read()?;
         let snap = tx.open_table(SNAPSHOT)?;
-        let (mut last, mut state) = match snap.last()? {
+        let (snap_index, mut state) = match snap.last()? {
             Some((k, v)) => (k.value(), decode::<State>(v.value())?),
             None => (0, State::new()),
         };
-        let log = tx.open_table(LOG)?;
+        let mut bytes = Vec::new();
+        File::open(self.dir.join(LOG_FILE))
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(|e| io("reading the command log", e))?;
+        let mut last = snap_index;
         let mut replayed = 0;
-        for entry in log.range(last.saturating_add(1)..)? {
-            let (k, v) = entry?;
-            let cmd: Command = decode(v.value())?;
-            // Only commands that applied cleanly are logged, so this
-            // succeeds; a failure would leave the state unchanged anyway.
-            if let Err(e) = apply(&mut state, &cmd) {
-                tracing::warn!(index = k.value(), error = %e, "logged command failed on replay");
+        let mut pos = 0;
+        while let Some((index, payload, next)) = record_at(&bytes, pos) {
+            if index > last {
+                let cmd: Command = decode(payload)?;
+                // Only commands that applied cleanly are logged, so this
+                // succeeds; a failure would leave the state unchanged anyway.
+                if let Err(e) = apply(&mut state, &cmd) {
+                    tracing::warn!(index, error = %e, "logged command failed on replay");
+                }
+                last = index;
+                replayed += 1;
             }
-            last = k.value();
-            replayed += 1;
+            pos = next;
+        }
+        if pos < bytes.len() {
+            // A torn tail: a write cut short, never acknowledged. Cut it so
+            // new records follow the last good one.
+            tracing::warn!(
+                valid = pos,
+                len = bytes.len(),
+                "command log has a torn tail; truncating"
+            );
+            let f = self.lock_log()?;
+            f.set_len(pos as u64)
+                .map_err(|e| io("truncating the command log", e))?;
+            f.sync_data()
+                .map_err(|e| io("fdatasync of the command log", e))?;
         }
         self.next_index = last + 1;
         self.since_snapshot = replayed;
-        tracing::info!(path = %self.path.display(), last_index = last, replayed, "metadata state loaded");
+        tracing::info!(dir = %self.dir.display(), last_index = last, replayed, "metadata state loaded");
         Ok(state)
     }
 
-    /// Durably appends `cmd`; returns its index.
+    fn lock_log(&self) -> Result<std::sync::MutexGuard<'_, File>, MetaError> {
+        self.log
+            .file
+            .lock()
+            .map_err(|_| MetaError::Internal("log lock poisoned".into()))
+    }
+
+    /// Appends `cmd` with one write (synced now under `LogSync::Always`);
+    /// returns its index.
     pub fn append(&mut self, cmd: &Command) -> Result<u64, MetaError> {
-        let bytes = encode(cmd)?;
+        let payload = encode(cmd)?;
         let index = self.next_index;
-        let tx = self.db.begin_write()?;
-        tx.open_table(LOG)?.insert(index, bytes.as_slice())?;
-        tx.commit()?;
+        let mut rec = Vec::with_capacity(HEADER + payload.len());
+        rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        rec.extend_from_slice(&crc32(index, &payload).to_le_bytes());
+        rec.extend_from_slice(&index.to_le_bytes());
+        rec.extend_from_slice(&payload);
+        {
+            let mut f = self.lock_log()?;
+            f.write_all(&rec)
+                .map_err(|e| io("appending to the command log", e))?;
+        }
+        self.log.dirty.store(true, Ordering::Release);
+        if self.sync == LogSync::Always {
+            self.log.sync()?;
+        }
         self.next_index += 1;
         self.since_snapshot += 1;
         Ok(index)
+    }
+
+    /// A handle that makes everything appended so far durable.
+    pub fn syncer(&self) -> Syncer {
+        Syncer(Arc::clone(&self.log))
     }
 
     /// Writes a snapshot of `state` if enough commands were appended since
@@ -111,8 +259,8 @@ impl Store {
         self.snapshot(state)
     }
 
-    /// Writes a snapshot of `state` (covering every appended command) and
-    /// drops the log entries it covers, in one transaction.
+    /// Writes a snapshot of `state` (covering every appended command) in
+    /// one durable transaction, then empties the log.
     pub fn snapshot(&mut self, state: &State) -> Result<(), MetaError> {
         let last = self.next_index - 1;
         let bytes = encode(state)?;
@@ -121,10 +269,18 @@ impl Store {
             let mut snap = tx.open_table(SNAPSHOT)?;
             snap.retain(|_, _| false)?;
             snap.insert(last, bytes.as_slice())?;
-            let mut log = tx.open_table(LOG)?;
-            log.retain_in(..=last, |_, _| false)?;
         }
         tx.commit()?;
+        // A crash before this truncation only leaves records the snapshot
+        // covers; loading skips them by index.
+        {
+            let f = self.lock_log()?;
+            f.set_len(0)
+                .map_err(|e| io("truncating the command log", e))?;
+            f.sync_data()
+                .map_err(|e| io("fdatasync of the command log", e))?;
+        }
+        self.log.dirty.store(false, Ordering::Release);
         self.since_snapshot = 0;
         tracing::info!(
             last_index = last,
@@ -134,11 +290,54 @@ impl Store {
         Ok(())
     }
 
-    /// Entries currently in the log (for tests and status).
+    /// Records currently in the log (for tests and status).
     pub fn log_len(&self) -> Result<u64, MetaError> {
-        let tx = self.db.begin_read()?;
-        Ok(tx.open_table(LOG)?.len()?)
+        let mut bytes = Vec::new();
+        File::open(self.dir.join(LOG_FILE))
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(|e| io("reading the command log", e))?;
+        let mut n = 0;
+        let mut pos = 0;
+        while let Some((_, _, next)) = record_at(&bytes, pos) {
+            n += 1;
+            pos = next;
+        }
+        Ok(n)
     }
+}
+
+/// Makes the log durable on request, without the state lock.
+#[derive(Clone)]
+pub struct Syncer(Arc<LogFile>);
+
+impl Syncer {
+    pub fn sync(&self) -> Result<(), MetaError> {
+        self.0.sync()
+    }
+}
+
+/// The record at `pos`: (index, payload, position after it), or None at the
+/// end or at a torn or corrupt record.
+fn record_at(bytes: &[u8], pos: usize) -> Option<(u64, &[u8], usize)> {
+    let header = bytes.get(pos..pos + HEADER)?;
+    let len = u32::from_le_bytes(header[0..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
+    let index = u64::from_le_bytes(header[8..16].try_into().ok()?);
+    let payload = bytes.get(pos + HEADER..pos + HEADER + len)?;
+    (crc32(index, payload) == crc).then_some((index, payload, pos + HEADER + len))
+}
+
+/// CRC-32 (IEEE) of a record's index and payload.
+fn crc32(index: u64, payload: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in index.to_le_bytes().iter().chain(payload) {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            let mask = (crc & 1).wrapping_neg();
+            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
+        }
+    }
+    !crc
 }
 
 #[cfg(test)]
@@ -185,6 +384,7 @@ mod tests {
                 new_name: "x".into(),
                 noreplace: false,
                 exchange: false,
+                open_lease_ms: 0,
                 now: Time::default(),
             },
         );
@@ -212,6 +412,49 @@ mod tests {
         drop(store2);
         let (_, state3) = Store::open(dir.path(), 7).unwrap();
         assert_eq!(state, state3);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_appending_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, mut state) = Store::open(dir.path(), 1000).unwrap();
+        for i in 0..5 {
+            run(&mut store, &mut state, mkdir(1, &format!("d{i}"), i));
+        }
+        drop(store);
+        // Half a record, as a crash in the middle of a write leaves it.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(LOG_FILE))
+            .unwrap();
+        f.write_all(&[42, 0, 0, 0, 1, 2, 3]).unwrap();
+        drop(f);
+        let (mut store, mut state2) = Store::open(dir.path(), 1000).unwrap();
+        assert_eq!(state, state2);
+        run(&mut store, &mut state2, mkdir(1, "after", 9));
+        drop(store);
+        let (store, state3) = Store::open(dir.path(), 1000).unwrap();
+        assert_eq!(state2, state3);
+        assert_eq!(store.log_len().unwrap(), 6);
+    }
+
+    #[test]
+    fn interval_sync_mode_keeps_every_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, mut state) = Store::open_with(
+            dir.path(),
+            1000,
+            LogSync::Interval,
+            Duration::from_millis(5),
+        )
+        .unwrap();
+        for i in 0..10 {
+            run(&mut store, &mut state, mkdir(1, &format!("d{i}"), i));
+        }
+        store.syncer().sync().unwrap();
+        drop(store);
+        let (_, state2) = Store::open(dir.path(), 1000).unwrap();
+        assert_eq!(state, state2);
     }
 
     #[test]

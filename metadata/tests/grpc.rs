@@ -89,6 +89,7 @@ async fn namespace_chunks_and_nodes_survive_a_restart() {
         .rmdir(pb::NameRequest {
             parent: 1,
             name: "d".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -27,6 +27,12 @@ pub const MAX_NAME_LEN: usize = 255;
 /// Longest symlink target, in bytes (as in Linux's PATH_MAX).
 pub const MAX_SYMLINK_LEN: usize = 4096;
 
+/// Longest extended attribute name, in bytes (Linux XATTR_NAME_MAX).
+pub const MAX_XATTR_NAME_LEN: usize = 255;
+
+/// Largest extended attribute value, in bytes (Linux XATTR_SIZE_MAX).
+pub const MAX_XATTR_VALUE_LEN: usize = 65536;
+
 /// Default copies per chunk.
 pub const DEFAULT_REPLICATION: u32 = 3;
 
@@ -221,6 +227,9 @@ pub mod errno {
     pub const ELOOP: i32 = 40;
     pub const ENODATA: i32 = 61;
     pub const ESTALE: i32 = 116;
+    pub const E2BIG: i32 = 7;
+    pub const ERANGE: i32 = 34;
+    pub const EOPNOTSUPP: i32 = 95;
 }
 
 /// gRPC metadata key holding the errno of a failed namespace operation.

@@ -247,7 +247,8 @@ impl Inner {
             .map_err(|e| StoreError::io(format!("creating {}", tmp.display()), e))?;
         file.write_all(data)
             .map_err(|e| StoreError::io(format!("writing {}", tmp.display()), e))?;
-        file.sync_all()
+        // fdatasync: the bytes and the size, which is all a reader needs.
+        file.sync_data()
             .map_err(|e| StoreError::io(format!("fsync of {}", tmp.display()), e))?;
         drop(file);
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();

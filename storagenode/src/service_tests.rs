@@ -43,6 +43,42 @@ fn unimplemented<T>() -> Result<Response<T>, Status> {
 
 #[tonic::async_trait]
 impl Metadata for FakeMetadata {
+    async fn set_xattr(
+        &self,
+        _: Request<bigfs_proto::pb::SetXattrRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        unimplemented()
+    }
+    async fn get_xattr(
+        &self,
+        _: Request<bigfs_proto::pb::XattrNameRequest>,
+    ) -> Result<Response<bigfs_proto::pb::XattrValueReply>, Status> {
+        unimplemented()
+    }
+    async fn list_xattr(
+        &self,
+        _: Request<InodeRequest>,
+    ) -> Result<Response<bigfs_proto::pb::XattrListReply>, Status> {
+        unimplemented()
+    }
+    async fn remove_xattr(
+        &self,
+        _: Request<bigfs_proto::pb::XattrNameRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        unimplemented()
+    }
+    async fn keep_inodes(
+        &self,
+        _: Request<bigfs_proto::pb::KeepInodesRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        unimplemented()
+    }
+    async fn release_inode(&self, _: Request<InodeRequest>) -> Result<Response<Empty>, Status> {
+        unimplemented()
+    }
+    async fn sync(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
+        unimplemented()
+    }
     async fn lookup(&self, _: Request<LookupRequest>) -> Result<Response<AttrReply>, Status> {
         unimplemented()
     }

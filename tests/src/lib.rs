@@ -456,3 +456,207 @@ pub fn metric_sum(samples: &[(String, f64)], name: &str, labels: &[(&str, &str)]
         .map(|(_, v)| v)
         .sum()
 }
+
+/// Client retry settings of test mounts: a short budget, so a read that no
+/// replica can serve fails with EIO within a few seconds.
+pub const TEST_MOUNT_CONFIG: &str = r#"
+[client.retry]
+max_retries = 3
+base_delay_ms = 50
+max_delay_ms = 300
+multiplier = 2.0
+attempt_timeout_ms = 2000
+"#;
+
+/// Mount options used by every test mount (later `extra_opts` override them).
+pub const TEST_MOUNT_OPTS: &str =
+    "attr_ttl_ms=200,entry_ttl_ms=200,cache_mb=64,write_buffer_mb=32,readahead_chunks=4,threads=4";
+
+/// Whether `dir` is listed as a mount point in /proc/self/mountinfo.
+pub fn is_mounted(dir: &Path) -> bool {
+    let want = dir
+        .canonicalize()
+        .unwrap_or_else(|_| dir.to_path_buf())
+        .to_string_lossy()
+        .replace('\\', "\\134")
+        .replace(' ', "\\040");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+/// A `bigfs-mount` daemon run in the foreground as a child process, with
+/// its mount point and log in the cluster's temporary directory. Dropping it
+/// unmounts and stops the daemon; drop mounts before their cluster.
+pub struct Mount {
+    dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mount {
+    /// Mounts `cluster` with the test options plus `extra_opts` (each one
+    /// `-o` value) and waits until the mount is up (20 s at most).
+    pub fn new(cluster: &Cluster, extra_opts: &[&str]) -> Mount {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(1);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let base = cluster.dir.path();
+        let dir = base.join(format!("mnt-{n}"));
+        std::fs::create_dir_all(&dir).expect("create mount point");
+        let config = base.join(format!("mount-{n}.toml"));
+        std::fs::write(&config, TEST_MOUNT_CONFIG).expect("write mount config");
+        let log = base.join(format!("mount-{n}.log"));
+        let log_file = std::fs::File::create(&log).expect("mount log");
+        let mut cmd = Command::new(bin("bigfs-mount"));
+        cmd.arg(&dir)
+            .arg("--metadata")
+            .arg(&cluster.meta_addr)
+            .arg("--foreground")
+            .arg("--config")
+            .arg(&config)
+            .arg("-o")
+            .arg(TEST_MOUNT_OPTS);
+        for o in extra_opts {
+            cmd.arg("-o").arg(o);
+        }
+        let child = cmd
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log file"))
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn bigfs-mount");
+        let mut m = Mount {
+            dir,
+            log,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !is_mounted(&m.dir) {
+            if let Some(Ok(Some(status))) = m.child.as_mut().map(Child::try_wait) {
+                m.child = None;
+                panic!(
+                    "bigfs-mount exited ({status}) before mounting; see {}",
+                    m.log.display()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bigfs-mount did not mount within 20 s; see {}",
+                m.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        m
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The daemon's log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The daemon's process id (None once it has been waited for).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits up to `timeout` for the daemon to exit; panics otherwise.
+    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("daemon already stopped");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = child.try_wait().expect("wait bigfs-mount") {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "bigfs-mount did not exit within {timeout:?}; see {}",
+                    self.log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits up to `timeout` for the daemon to exit: its status, or None
+    /// if it is still running (it is left running).
+    pub fn try_wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut().expect("daemon already stopped");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = child.try_wait().expect("wait bigfs-mount") {
+                self.child = None;
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM to the daemon without waiting.
+    pub fn sigterm(&self) {
+        let pid = self.pid().expect("daemon already stopped");
+        // SAFETY: plain kill(2) on our own child's pid.
+        let r = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(r, 0, "kill(SIGTERM) failed");
+    }
+
+    /// Sends SIGTERM to the daemon and waits (30 s at most) for it to exit.
+    pub fn unmount_with_sigterm(&mut self) -> std::process::ExitStatus {
+        self.sigterm();
+        self.wait_exit(Duration::from_secs(30))
+    }
+
+    /// `fusermount3 -u`, then waits (30 s at most) for the daemon to exit.
+    pub fn unmount(&mut self) -> std::process::ExitStatus {
+        let out = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.dir)
+            .output()
+            .expect("run fusermount3");
+        assert!(
+            out.status.success(),
+            "fusermount3 -u failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.wait_exit(Duration::from_secs(30))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if is_mounted(&self.dir) {
+            let ok = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.dir)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+            }
+        }
+        if let Some(mut c) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if is_mounted(&self.dir) {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}

@@ -484,6 +484,7 @@ async fn mv(client: &Client, from: &str, to: &str) -> Result<(), Failure> {
             new_name,
             noreplace: false,
             exchange: false,
+            open_lease_ms: 0,
         })
         .await?;
     Ok(())

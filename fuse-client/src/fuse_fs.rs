@@ -1,0 +1,1099 @@
+//! The FUSE file system: a thin shell over the client library.
+//!
+//! Each kernel request copies what it needs, runs on the tokio runtime and
+//! answers from there, so requests are served concurrently. This file owns
+//! argument checks, errno mapping and replies; the I/O logic lives in the
+//! client library (`file`, `chunk_io`) and is testable without a mount.
+
+use std::ffi::OsStr;
+use std::future::Future;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bigfs_proto::{errno, now_timestamp, pb};
+use fuser::{
+    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle as Fh, FileType, Filesystem,
+    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use crate::client::Client;
+use crate::error::ClientError;
+use crate::mount_config::MountConfig;
+use crate::open_files::OpenFiles;
+
+/// Block size reported to applications: large, so `cp` and friends use big
+/// buffers and the kernel sends big writes.
+const IO_BLOCK: u32 = 1 << 20;
+
+pub struct BigFs {
+    client: Arc<Client>,
+    rt: tokio::runtime::Handle,
+    open: Arc<OpenFiles>,
+    cfg: MountConfig,
+}
+
+fn err(e: &ClientError) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+fn to_system_time(t: &Option<pb::Timestamp>) -> SystemTime {
+    match t {
+        Some(t) if t.secs >= 0 => {
+            UNIX_EPOCH + Duration::new(t.secs as u64, t.nanos.min(999_999_999))
+        }
+        Some(t) => UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs()),
+        None => UNIX_EPOCH,
+    }
+}
+
+fn to_timestamp(t: TimeOrNow) -> pb::Timestamp {
+    match t {
+        TimeOrNow::Now => now_timestamp(),
+        TimeOrNow::SpecificTime(st) => match st.duration_since(UNIX_EPOCH) {
+            Ok(d) => pb::Timestamp {
+                secs: d.as_secs() as i64,
+                nanos: d.subsec_nanos(),
+            },
+            Err(e) => {
+                let d = e.duration();
+                // Before 1970: round towards negative infinity.
+                let (secs, nanos) = if d.subsec_nanos() == 0 {
+                    (-(d.as_secs() as i64), 0)
+                } else {
+                    (-(d.as_secs() as i64) - 1, 1_000_000_000 - d.subsec_nanos())
+                };
+                pb::Timestamp { secs, nanos }
+            }
+        },
+    }
+}
+
+fn file_type(kind: i32) -> FileType {
+    match pb::FileKind::try_from(kind) {
+        Ok(pb::FileKind::Directory) => FileType::Directory,
+        Ok(pb::FileKind::Symlink) => FileType::Symlink,
+        _ => FileType::RegularFile,
+    }
+}
+
+/// Kernel attributes of `a` (with `size` overriding the committed size
+/// when the mount holds unflushed writes).
+pub fn file_attr(a: &pb::Attr, size: Option<u64>) -> FileAttr {
+    let size = size.unwrap_or(a.size);
+    let kind = file_type(a.kind);
+    let size = if kind == FileType::Symlink {
+        a.symlink_target.len() as u64
+    } else {
+        size
+    };
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size,
+        blocks: if a.allocated > 0 {
+            a.allocated.div_ceil(512)
+        } else {
+            size.div_ceil(512)
+        },
+        atime: to_system_time(&a.atime),
+        mtime: to_system_time(&a.mtime),
+        ctime: to_system_time(&a.ctime),
+        crtime: to_system_time(&a.ctime),
+        kind,
+        perm: (a.mode & 0o7777) as u16,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: IO_BLOCK,
+        flags: 0,
+    }
+}
+
+/// Names travel as UTF-8; anything else is refused with EINVAL.
+fn name_of(name: &OsStr) -> Result<String, Errno> {
+    std::str::from_utf8(name.as_bytes())
+        .map(str::to_string)
+        .map_err(|_| Errno::EINVAL)
+}
+
+impl BigFs {
+    pub fn new(client: Arc<Client>, rt: tokio::runtime::Handle, cfg: MountConfig) -> Self {
+        BigFs {
+            client,
+            rt,
+            open: Arc::new(OpenFiles::default()),
+            cfg,
+        }
+    }
+
+    /// The table of open files (shared with the signal handler for a final
+    /// flush).
+    pub fn open_files(&self) -> Arc<OpenFiles> {
+        Arc::clone(&self.open)
+    }
+
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, f: F) {
+        self.rt.spawn(f);
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_millis(self.cfg.attr_ttl_ms)
+    }
+
+    fn entry_ttl(&self) -> Duration {
+        Duration::from_millis(self.cfg.entry_ttl_ms)
+    }
+
+    /// The attributes of `ino` as this mount sees them (including its own
+    /// unflushed writes).
+    async fn attr(client: &Client, open: &OpenFiles, ino: u64) -> Result<FileAttr, ClientError> {
+        let a = client.getattr(ino).await?;
+        let size = match open.by_ino(ino) {
+            Some(h) => h.pending_size().await,
+            None => None,
+        };
+        Ok(file_attr(&a, size))
+    }
+
+    fn reply_entry(
+        &self,
+        reply: ReplyEntry,
+        f: impl Future<Output = Result<pb::Attr, ClientError>> + Send + 'static,
+    ) {
+        let ttl = self.entry_ttl();
+        self.spawn(async move {
+            match f.await {
+                Ok(a) => reply.entry(&ttl, &file_attr(&a, None), Generation(0)),
+                Err(e) => reply.error(err(&e)),
+            }
+        });
+    }
+
+    fn reply_empty(
+        &self,
+        reply: ReplyEmpty,
+        f: impl Future<Output = Result<(), ClientError>> + Send + 'static,
+    ) {
+        self.spawn(async move {
+            match f.await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(err(&e)),
+            }
+        });
+    }
+
+    fn read_only(&self) -> bool {
+        self.cfg.read_only
+    }
+}
+
+macro_rules! name_or_reply {
+    ($name:expr, $reply:expr) => {
+        match name_of($name) {
+            Ok(n) => n,
+            Err(e) => {
+                $reply.error(e);
+                return;
+            }
+        }
+    };
+}
+
+macro_rules! writable_or_reply {
+    ($self:expr, $reply:expr) => {
+        if $self.read_only() {
+            $reply.error(Errno::EROFS);
+            return;
+        }
+    };
+}
+
+impl Filesystem for BigFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let wanted = InitFlags::FUSE_ASYNC_READ
+            | InitFlags::FUSE_BIG_WRITES
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_MAX_PAGES
+            | InitFlags::FUSE_ATOMIC_O_TRUNC;
+        let _ = config.add_capabilities(wanted & config.capabilities());
+        // 1 MiB writes: a quarter chunk per request.
+        let _ = config
+            .set_max_write(1 << 20)
+            .or_else(|max| config.set_max_write(max));
+        let _ = config
+            .set_max_readahead(1 << 20)
+            .or_else(|max| config.set_max_readahead(max));
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        // Unmounting: whatever is still buffered goes to the cluster first.
+        let handles = self.open.all();
+        self.rt.block_on(async move {
+            for h in handles {
+                if let Err(e) = h.flush().await {
+                    tracing::error!(ino = h.ino(), error = %e, "flush at unmount failed");
+                }
+            }
+        });
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = name_or_reply!(name, reply);
+        let client = Arc::clone(&self.client);
+        let open = Arc::clone(&self.open);
+        let ttl = self.entry_ttl();
+        self.spawn(async move {
+            match client.lookup(parent.0, &name).await {
+                Ok(a) => {
+                    let size = match open.by_ino(a.ino) {
+                        Some(h) => h.pending_size().await,
+                        None => None,
+                    };
+                    reply.entry(&ttl, &file_attr(&a, size), Generation(0))
+                }
+                Err(e) => reply.error(err(&e)),
+            }
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<Fh>, reply: ReplyAttr) {
+        let client = Arc::clone(&self.client);
+        let open = Arc::clone(&self.open);
+        let ttl = self.ttl();
+        self.spawn(async move {
+            match Self::attr(&client, &open, ino.0).await {
+                Ok(a) => reply.attr(&ttl, &a),
+                Err(e) => reply.error(err(&e)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<Fh>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        writable_or_reply!(self, reply);
+        let client = Arc::clone(&self.client);
+        let open = Arc::clone(&self.open);
+        let ttl = self.ttl();
+        self.spawn(async move {
+            let outcome = async {
+                if let Some(size) = size {
+                    match open.by_ino(ino.0) {
+                        Some(h) => {
+                            h.truncate(size).await?;
+                        }
+                        None => {
+                            client
+                                .setattr(pb::SetAttrRequest {
+                                    ino: ino.0,
+                                    size: Some(size),
+                                    ..Default::default()
+                                })
+                                .await?;
+                        }
+                    }
+                }
+                if mode.is_some()
+                    || uid.is_some()
+                    || gid.is_some()
+                    || atime.is_some()
+                    || mtime.is_some()
+                {
+                    client
+                        .setattr(pb::SetAttrRequest {
+                            ino: ino.0,
+                            mode: mode.map(|m| m & 0o7777),
+                            uid,
+                            gid,
+                            size: None,
+                            atime: atime.map(to_timestamp),
+                            mtime: mtime.map(to_timestamp),
+                        })
+                        .await?;
+                }
+                Self::attr(&client, &open, ino.0).await
+            }
+            .await;
+            match outcome {
+                Ok(a) => reply.attr(&ttl, &a),
+                Err(e) => reply.error(err(&e)),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let client = Arc::clone(&self.client);
+        self.spawn(async move {
+            match client.getattr(ino.0).await {
+                Ok(a) if a.kind == pb::FileKind::Symlink as i32 => {
+                    reply.data(a.symlink_target.as_bytes())
+                }
+                Ok(_) => reply.error(Errno::EINVAL),
+                Err(e) => reply.error(err(&e)),
+            }
+        });
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        writable_or_reply!(self, reply);
+        let name = name_or_reply!(name, reply);
+        let fmt = mode & libc::S_IFMT;
+        if fmt != 0 && fmt != libc::S_IFREG {
+            // Only regular files live in BigFS; device nodes, FIFOs and
+            // sockets belong on a local file system.
+            reply.error(Errno::EPERM);
+            return;
+        }
+        let client = Arc::clone(&self.client);
+        let r = pb::CreateRequest {
+            parent: parent.0,
+            name,
+            kind: pb::FileKind::File as i32,
+            mode: mode & !umask & 0o7777,
+            uid: req.uid(),
+            gid: req.gid(),
+            symlink_target: String::new(),
+            exclusive: true,
+        };
+        self.reply_entry(reply, async move { client.create(r).await });
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        writable_or_reply!(self, reply);
+        let name = name_or_reply!(name, reply);
+        let client = Arc::clone(&self.client);
+        let r = pb::CreateRequest {
+            parent: parent.0,
+            name,
+            kind: pb::FileKind::Directory as i32,
+            mode: mode & !umask & 0o7777,
+            uid: req.uid(),
+            gid: req.gid(),
+            symlink_target: String::new(),
+            exclusive: true,
+        };
+        self.reply_entry(reply, async move { client.create(r).await });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        writable_or_reply!(self, reply);
+        let name = name_or_reply!(name, reply);
+        let client = Arc::clone(&self.client);
+        let open = Arc::clone(&self.open);
+        let lease = self.cfg.open_lease_ms;
+        self.reply_empty(reply, async move {
+            // A file this mount still has open keeps its data until closed.
+            let keep = match client.lookup(parent.0, &name).await {
+                Ok(a) => open.is_open(a.ino),
+                Err(e) => return Err(e),
+            };
+            client
+                .unlink_keeping(parent.0, &name, if keep { lease } else { 0 })
+                .await
+        });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        writable_or_reply!(self, reply);
+        let name = name_or_reply!(name, reply);
+        let client = Arc::clone(&self.client);
+        self.reply_empty(reply, async move { client.rmdir(parent.0, &name).await });
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        writable_or_reply!(self, reply);
+        let name = name_or_reply!(link_name, reply);
+        let target = name_or_reply!(target.as_os_str(), reply);
+        let client = Arc::clone(&self.client);
+        let r = pb::CreateRequest {
+            parent: parent.0,
+            name,
+            kind: pb::FileKind::Symlink as i32,
+            mode: 0o777,
+            uid: req.uid(),
+            gid: req.gid(),
+            symlink_target: target,
+            exclusive: true,
+        };
+        self.reply_entry(reply, async move { client.create(r).await });
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        writable_or_reply!(self, reply);
+        let name = name_or_reply!(name, reply);
+        let new_name = name_or_reply!(newname, reply);
+        if flags.contains(RenameFlags::RENAME_WHITEOUT) {
+            reply.error(Errno::EINVAL);
+            return;
+        }
+        let client = Arc::clone(&self.client);
+        let open = Arc::clone(&self.open);
+        let lease = self.cfg.open_lease_ms;
+        let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
+        self.reply_empty(reply, async move {
+            let keep = match client.lookup(newparent.0, &new_name).await {
+                Ok(a) => open.is_open(a.ino),
+                Err(_) => false,
+            };
+            client
+                .rename(pb::RenameRequest {
+                    parent: parent.0,
+                    name,
+                    new_parent: newparent.0,
+                    new_name,
+                    noreplace,
+                    exchange,
+                    open_lease_ms: if keep { lease } else { 0 },
+                })
+                .await
+        });
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        writable_or_reply!(self, reply);
+        let name = name_or_reply!(newname, reply);
+        let client = Arc::clone(&self.client);
+        self.reply_entry(reply, async move {
+            client.link(ino.0, newparent.0, &name).await
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let accmode = flags.0 & libc::O_ACCMODE;
+        if self.read_only() && (accmode != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0) {
+            reply.error(Errno::EROFS);
+            return;
+        }
+        let client = Arc::clone(&self.client);
+        let open = Arc::clone(&self.open);
+        let truncate = flags.0 & libc::O_TRUNC != 0;
+        self.spawn(async move {
+            // Fresh attributes at every open: close-to-open consistency.
+            let attr = match client.getattr(ino.0).await {
+                Ok(a) => a,
+                Err(e) => return reply.error(err(&e)),
+            };
+            if attr.kind == pb::FileKind::Directory as i32 {
+                return reply.error(Errno::EISDIR);
+            }
+            let mut made = None;
+            let (fh, handle, keep_cache) = open.open(ino.0, attr.version, || {
+                let h = client.open_attr(&attr);
+                match h {
+                    Ok(h) => h,
+                    Err(e) => {
+                        made = Some(e);
+                        // Unreachable for a regular file; a handle that
+                        // fails every call keeps the table consistent.
+                        crate::file::FileHandle::new(
+                            Arc::clone(client.io()),
+                            &attr,
+                            client.config(),
+                        )
+                    }
+                }
+            });
+            if let Some(e) = made {
+                open.release(fh);
+                return reply.error(err(&e));
+            }
+            handle.reopen(&attr).await;
+            if truncate && let Err(e) = handle.truncate(0).await {
+                open.release(fh);
+                return reply.error(err(&e));
+            }
+            let flags = if keep_cache && !truncate {
+                FopenFlags::FOPEN_KEEP_CACHE
+            } else {
+                FopenFlags::empty()
+            };
+            reply.opened(Fh(fh), flags);
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: Fh,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some(h) = self.open.get(fh.0) else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        self.spawn(async move {
+            match h.read(offset, size as usize).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(err(&e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: Fh,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        writable_or_reply!(self, reply);
+        let Some(h) = self.open.get(fh.0) else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        let data = data.to_vec();
+        self.spawn(async move {
+            match h.write(offset, &data).await {
+                Ok(n) => reply.written(n as u32),
+                Err(e) => reply.error(err(&e)),
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: Fh,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let Some(h) = self.open.get(fh.0) else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        let open = Arc::clone(&self.open);
+        self.reply_empty(reply, async move {
+            h.flush().await?;
+            if let Some(a) = h.last_attr().await {
+                open.set_version(a.ino, a.version);
+            }
+            Ok(())
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: Fh,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let Some(released) = self.open.release(fh.0) else {
+            reply.ok();
+            return;
+        };
+        let client = Arc::clone(&self.client);
+        let open = Arc::clone(&self.open);
+        self.reply_empty(reply, async move {
+            let h = released.handle;
+            let flushed = h.flush().await;
+            if let Some(a) = h.last_attr().await {
+                open.set_version(a.ino, a.version);
+            }
+            if released.last {
+                // The last close of an unlinked file frees it.
+                let _ = client.release_inode(h.ino()).await;
+            }
+            flushed
+        });
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: Fh, _datasync: bool, reply: ReplyEmpty) {
+        let Some(h) = self.open.get(fh.0) else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        let client = Arc::clone(&self.client);
+        self.reply_empty(reply, async move {
+            // Data on the quorum (fsync'd there), then the metadata log.
+            h.flush().await?;
+            client.sync().await
+        });
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: Fh,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let client = Arc::clone(&self.client);
+        self.spawn(async move {
+            // Offsets: 1 = ".", 2 = "..", then metadata cookie + 2.
+            if offset < 1 && reply.add(ino, 1, FileType::Directory, ".") {
+                return reply.ok();
+            }
+            if offset < 2 && reply.add(ino, 2, FileType::Directory, "..") {
+                return reply.ok();
+            }
+            let mut cookie = offset.saturating_sub(2);
+            loop {
+                let page = match client.readdir(ino.0, cookie, 512).await {
+                    Ok(p) => p,
+                    Err(e) => return reply.error(err(&e)),
+                };
+                for e in &page.entries {
+                    if reply.add(INodeNo(e.ino), e.cookie + 2, file_type(e.kind), &e.name) {
+                        return reply.ok();
+                    }
+                    cookie = e.cookie;
+                }
+                if page.eof || page.entries.is_empty() {
+                    return reply.ok();
+                }
+            }
+        });
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: Fh,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let client = Arc::clone(&self.client);
+        let open = Arc::clone(&self.open);
+        let ttl = self.entry_ttl();
+        self.spawn(async move {
+            if offset < 2 {
+                let me = match client.getattr(ino.0).await {
+                    Ok(a) => file_attr(&a, None),
+                    Err(e) => return reply.error(err(&e)),
+                };
+                if offset < 1 && reply.add(ino, 1, ".", &ttl, &me, Generation(0)) {
+                    return reply.ok();
+                }
+                if reply.add(ino, 2, "..", &ttl, &me, Generation(0)) {
+                    return reply.ok();
+                }
+            }
+            let mut cookie = offset.saturating_sub(2);
+            loop {
+                let page = match client.readdir(ino.0, cookie, 512).await {
+                    Ok(p) => p,
+                    Err(e) => return reply.error(err(&e)),
+                };
+                for e in &page.entries {
+                    let Some(a) = &e.attr else { continue };
+                    let size = match open.by_ino(e.ino) {
+                        Some(h) => h.pending_size().await,
+                        None => None,
+                    };
+                    if reply.add(
+                        INodeNo(e.ino),
+                        e.cookie + 2,
+                        &e.name,
+                        &ttl,
+                        &file_attr(a, size),
+                        Generation(0),
+                    ) {
+                        return reply.ok();
+                    }
+                    cookie = e.cookie;
+                }
+                if page.eof || page.entries.is_empty() {
+                    return reply.ok();
+                }
+            }
+        });
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: Fh, _datasync: bool, reply: ReplyEmpty) {
+        let client = Arc::clone(&self.client);
+        self.reply_empty(reply, async move { client.sync().await });
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let client = Arc::clone(&self.client);
+        self.spawn(async move {
+            match client.status().await {
+                Ok(s) => {
+                    let live = s
+                        .nodes
+                        .iter()
+                        .filter(|n| n.state == pb::NodeState::Up as i32);
+                    let (cap, used) =
+                        live.fold((0u64, 0u64), |(c, u), n| (c + n.capacity, u + n.used));
+                    let bsize = u64::from(IO_BLOCK);
+                    let free = cap.saturating_sub(used) / bsize;
+                    let files = s.files + s.directories;
+                    reply.statfs(
+                        cap / bsize,
+                        free,
+                        free,
+                        files + 1_000_000,
+                        1_000_000,
+                        IO_BLOCK,
+                        255,
+                        IO_BLOCK,
+                    );
+                }
+                Err(e) => reply.error(err(&e)),
+            }
+        });
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        writable_or_reply!(self, reply);
+        let name = name_or_reply!(name, reply);
+        let client = Arc::clone(&self.client);
+        let value = value.to_vec();
+        self.reply_empty(reply, async move {
+            client.set_xattr(ino.0, &name, value, flags).await
+        });
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let name = name_or_reply!(name, reply);
+        let client = Arc::clone(&self.client);
+        self.spawn(async move {
+            match client.get_xattr(ino.0, &name).await {
+                Ok(v) if size == 0 => reply.size(v.len() as u32),
+                Ok(v) if v.len() <= size as usize => reply.data(&v),
+                Ok(_) => reply.error(Errno::ERANGE),
+                Err(e) => reply.error(err(&e)),
+            }
+        });
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let client = Arc::clone(&self.client);
+        self.spawn(async move {
+            match client.list_xattr(ino.0).await {
+                Ok(names) => {
+                    let mut buf = Vec::new();
+                    for n in names {
+                        buf.extend_from_slice(n.as_bytes());
+                        buf.push(0);
+                    }
+                    if size == 0 {
+                        reply.size(buf.len() as u32)
+                    } else if buf.len() <= size as usize {
+                        reply.data(&buf)
+                    } else {
+                        reply.error(Errno::ERANGE)
+                    }
+                }
+                Err(e) => reply.error(err(&e)),
+            }
+        });
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        writable_or_reply!(self, reply);
+        let name = name_or_reply!(name, reply);
+        let client = Arc::clone(&self.client);
+        self.reply_empty(
+            reply,
+            async move { client.remove_xattr(ino.0, &name).await },
+        );
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let client = Arc::clone(&self.client);
+        let (uid, gid) = (req.uid(), req.gid());
+        let ro = self.read_only();
+        self.reply_empty(reply, async move {
+            let a = client.getattr(ino.0).await?;
+            if ro && mask.contains(AccessFlags::W_OK) {
+                return Err(ClientError::Remote {
+                    op: "access",
+                    errno: errno::EROFS,
+                    code: tonic::Code::PermissionDenied,
+                    message: "read-only mount".into(),
+                });
+            }
+            if permitted(&a, uid, gid, mask) {
+                Ok(())
+            } else {
+                Err(ClientError::Remote {
+                    op: "access",
+                    errno: errno::EACCES,
+                    code: tonic::Code::PermissionDenied,
+                    message: "permission denied".into(),
+                })
+            }
+        });
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        writable_or_reply!(self, reply);
+        let name = name_or_reply!(name, reply);
+        let client = Arc::clone(&self.client);
+        let open = Arc::clone(&self.open);
+        let ttl = self.entry_ttl();
+        let r = pb::CreateRequest {
+            parent: parent.0,
+            name,
+            kind: pb::FileKind::File as i32,
+            mode: mode & !umask & 0o7777,
+            uid: req.uid(),
+            gid: req.gid(),
+            symlink_target: String::new(),
+            exclusive: flags & libc::O_EXCL != 0,
+        };
+        self.spawn(async move {
+            let attr = match client.create(r).await {
+                Ok(a) => a,
+                Err(e) => return reply.error(err(&e)),
+            };
+            let handle = match client.open_attr(&attr) {
+                Ok(h) => h,
+                Err(e) => return reply.error(err(&e)),
+            };
+            let (fh, shared, _) = open.open(attr.ino, attr.version, || handle);
+            if flags & libc::O_TRUNC != 0
+                && attr.size > 0
+                && let Err(e) = shared.truncate(0).await
+            {
+                open.release(fh);
+                return reply.error(err(&e));
+            }
+            let size = shared.pending_size().await;
+            reply.created(
+                &ttl,
+                &file_attr(&attr, size),
+                Generation(0),
+                Fh(fh),
+                FopenFlags::empty(),
+            );
+        });
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: Fh,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        writable_or_reply!(self, reply);
+        if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
+            // Hole punching and range collapsing are not supported.
+            reply.error(Errno::EOPNOTSUPP);
+            return;
+        }
+        let Some(h) = self.open.get(fh.0).or_else(|| self.open.by_ino(ino.0)) else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        self.reply_empty(reply, async move {
+            // Space is not reserved (chunks are written on demand); only the
+            // size grows, as the caller expects.
+            let end = offset.saturating_add(length);
+            if mode & libc::FALLOC_FL_KEEP_SIZE == 0 && end > h.size().await {
+                h.truncate(end).await?;
+            }
+            Ok(())
+        });
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: Fh,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: Fh,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        writable_or_reply!(self, reply);
+        let (Some(src), Some(dst)) = (self.open.get(fh_in.0), self.open.get(fh_out.0)) else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        let client = Arc::clone(&self.client);
+        self.spawn(async move {
+            match crate::copy::copy_range(&client, &src, offset_in, &dst, offset_out, len).await {
+                Ok(n) => reply.written(n.min(u64::from(u32::MAX)) as u32),
+                Err(e) => reply.error(err(&e)),
+            }
+        });
+    }
+}
+
+/// Classic Unix permission check of `mask` for `uid`/`gid` on `a`.
+fn permitted(a: &pb::Attr, uid: u32, gid: u32, mask: AccessFlags) -> bool {
+    if mask == AccessFlags::F_OK {
+        return true;
+    }
+    let mode = a.mode;
+    if uid == 0 {
+        // Root may do anything but execute a file no one may execute.
+        return !mask.contains(AccessFlags::X_OK)
+            || mode & 0o111 != 0
+            || a.kind == pb::FileKind::Directory as i32;
+    }
+    let bits = if uid == a.uid {
+        (mode >> 6) & 7
+    } else if gid == a.gid {
+        (mode >> 3) & 7
+    } else {
+        mode & 7
+    };
+    let want = (if mask.contains(AccessFlags::R_OK) {
+        4
+    } else {
+        0
+    }) | (if mask.contains(AccessFlags::W_OK) {
+        2
+    } else {
+        0
+    }) | (if mask.contains(AccessFlags::X_OK) {
+        1
+    } else {
+        0
+    });
+    bits & want == want
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(mode: u32, uid: u32, gid: u32) -> pb::Attr {
+        pb::Attr {
+            mode,
+            uid,
+            gid,
+            kind: pb::FileKind::File as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn permission_bits_follow_owner_group_other() {
+        let a = attr(0o640, 10, 20);
+        assert!(permitted(&a, 10, 99, AccessFlags::R_OK | AccessFlags::W_OK));
+        assert!(permitted(&a, 11, 20, AccessFlags::R_OK));
+        assert!(!permitted(&a, 11, 20, AccessFlags::W_OK));
+        assert!(!permitted(&a, 11, 21, AccessFlags::R_OK));
+        assert!(permitted(&a, 0, 0, AccessFlags::W_OK));
+        assert!(!permitted(&a, 0, 0, AccessFlags::X_OK));
+    }
+
+    #[test]
+    fn timestamps_before_the_epoch_round_down() {
+        let t = to_timestamp(TimeOrNow::SpecificTime(
+            UNIX_EPOCH - Duration::from_millis(1500),
+        ));
+        assert_eq!((t.secs, t.nanos), (-2, 500_000_000));
+        let back = to_system_time(&Some(pb::Timestamp { secs: 5, nanos: 7 }));
+        assert_eq!(back, UNIX_EPOCH + Duration::new(5, 7));
+    }
+
+    #[test]
+    fn symlink_size_is_the_target_length() {
+        let a = pb::Attr {
+            kind: pb::FileKind::Symlink as i32,
+            symlink_target: "abc".into(),
+            ..Default::default()
+        };
+        assert_eq!(file_attr(&a, None).size, 3);
+    }
+}

@@ -1,0 +1,179 @@
+//! `bigfs-mount` configuration: one struct with documented defaults, read
+//! from TOML (`/etc/bigfs/mount.toml`) and overridden by `-o` options.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ClientConfig;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MountConfig {
+    /// Mount read-only (`-o ro`). Default false.
+    pub read_only: bool,
+    /// Let other users use the mount (`-o allow_other`). Default false.
+    pub allow_other: bool,
+    /// Let root use the mount (`-o allow_root`). Default false.
+    pub allow_root: bool,
+    /// Unmount when the daemon dies (`-o auto_unmount`). Default false.
+    pub auto_unmount: bool,
+    /// Kernel-side permission checks from mode, uid and gid
+    /// (`-o default_permissions`, on by default; `-o nodefault_permissions`
+    /// turns them off).
+    pub default_permissions: bool,
+    /// How long the kernel caches attributes, in ms (`-o attr_ttl_ms=N`).
+    /// Default 1000: short, so other mounts' changes show up quickly.
+    pub attr_ttl_ms: u64,
+    /// How long the kernel caches name lookups, in ms (`-o entry_ttl_ms=N`).
+    /// Default 1000.
+    pub entry_ttl_ms: u64,
+    /// Lease that keeps a file unlinked while open alive on the metadata
+    /// service, in ms, renewed every third of it. Default 60000.
+    pub open_lease_ms: u64,
+    /// Threads reading kernel requests (`-o threads=N`). Default 4.
+    pub threads: usize,
+    /// Source name shown in `mount` and `df` (`-o fsname=NAME`).
+    pub fsname: String,
+    /// The client library's settings: metadata address, cache and buffer
+    /// sizes (`-o cache_mb=N`, `-o write_buffer_mb=N`,
+    /// `-o readahead_chunks=N`), retry policy.
+    pub client: ClientConfig,
+}
+
+impl Default for MountConfig {
+    fn default() -> Self {
+        MountConfig {
+            read_only: false,
+            allow_other: false,
+            allow_root: false,
+            auto_unmount: false,
+            default_permissions: true,
+            attr_ttl_ms: 1000,
+            entry_ttl_ms: 1000,
+            open_lease_ms: 60_000,
+            threads: 4,
+            fsname: "bigfs".into(),
+            client: ClientConfig::default(),
+        }
+    }
+}
+
+/// Options `mount(8)` and fstab pass along that need nothing from us.
+const IGNORED: &[&str] = &[
+    "defaults",
+    "rw",
+    "dev",
+    "nodev",
+    "suid",
+    "nosuid",
+    "exec",
+    "noexec",
+    "atime",
+    "noatime",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "diratime",
+    "nodiratime",
+    "auto",
+    "noauto",
+    "user",
+    "nouser",
+    "users",
+    "_netdev",
+    "nofail",
+    "async",
+    "sync",
+    "lazytime",
+    "nolazytime",
+    "silent",
+    "loud",
+];
+
+impl MountConfig {
+    /// Applies one `-o` list ("ro,allow_other,cache_mb=512").
+    pub fn apply_options(&mut self, opts: &str) -> Result<(), String> {
+        for opt in opts.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            let (key, value) = match opt.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (opt, None),
+            };
+            let num = |v: Option<&str>| -> Result<u64, String> {
+                v.ok_or_else(|| format!("option {key} needs a value ({key}=N)"))?
+                    .parse::<u64>()
+                    .map_err(|_| {
+                        format!("option {key}: {:?} is not a whole number", v.unwrap_or(""))
+                    })
+            };
+            match key {
+                "ro" => self.read_only = true,
+                "rw" => self.read_only = false,
+                "allow_other" => self.allow_other = true,
+                "allow_root" => self.allow_root = true,
+                "auto_unmount" => self.auto_unmount = true,
+                "default_permissions" => self.default_permissions = true,
+                "nodefault_permissions" => self.default_permissions = false,
+                "attr_ttl_ms" => self.attr_ttl_ms = num(value)?,
+                "entry_ttl_ms" => self.entry_ttl_ms = num(value)?,
+                "threads" => self.threads = num(value)? as usize,
+                "cache_mb" => self.client.cache_bytes = num(value)? << 20,
+                "write_buffer_mb" => self.client.write_buffer_bytes = num(value)? << 20,
+                "readahead_chunks" => self.client.readahead_chunks = num(value)? as u32,
+                "metadata" => {
+                    self.client.metadata = value
+                        .ok_or("option metadata needs a value (metadata=HOST:PORT)")?
+                        .into()
+                }
+                "fsname" => self.fsname = value.ok_or("option fsname needs a value")?.into(),
+                k if IGNORED.contains(&k) || k.starts_with("x-") || k.starts_with("comment=") => {}
+                _ => return Err(format!("unknown mount option {opt:?}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the values; the message names the bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        self.client.validate()?;
+        if self.threads == 0 || self.threads > 64 {
+            return Err(format!("threads must be 1..=64, got {}", self.threads));
+        }
+        if self.open_lease_ms < 3000 {
+            return Err("open_lease_ms must be at least 3000".into());
+        }
+        if self.allow_other && self.allow_root {
+            return Err("allow_other and allow_root cannot be used together".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_set_fields_and_unknown_ones_are_refused() {
+        let mut c = MountConfig::default();
+        c.apply_options("ro,allow_other,cache_mb=16,_netdev,defaults,attr_ttl_ms=5")
+            .unwrap();
+        assert!(c.read_only && c.allow_other);
+        assert_eq!(c.client.cache_bytes, 16 << 20);
+        assert_eq!(c.attr_ttl_ms, 5);
+        let e = c.apply_options("bogus").unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+        let e = c.apply_options("cache_mb=lots").unwrap_err();
+        assert!(e.contains("cache_mb"), "{e}");
+    }
+
+    #[test]
+    fn toml_keys_are_checked() {
+        let e = toml::from_str::<MountConfig>("nonsense = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nonsense"), "{e}");
+        let c: MountConfig =
+            toml::from_str("threads = 8\n[client]\nmetadata = \"10.0.0.1:9400\"").unwrap();
+        assert_eq!(c.threads, 8);
+        assert_eq!(c.client.metadata, "10.0.0.1:9400");
+    }
+}

@@ -1,0 +1,149 @@
+//! Extended attributes: names with a namespace prefix, bounded values.
+
+use bigfs_proto::errno::{E2BIG, EEXIST, ENODATA, EOPNOTSUPP, ERANGE};
+use bigfs_proto::{MAX_XATTR_NAME_LEN, MAX_XATTR_VALUE_LEN};
+
+use crate::error::MetaError;
+use crate::state::{State, Time};
+
+/// `setxattr` flags, as in Linux.
+pub const XATTR_CREATE: u32 = 1;
+pub const XATTR_REPLACE: u32 = 2;
+
+/// Namespaces BigFS stores. POSIX ACLs ("system.posix_acl_*") are not
+/// supported, so "system." is refused and the kernel falls back to modes.
+const NAMESPACES: &[&str] = &["user.", "trusted.", "security."];
+
+/// Checks an attribute name.
+pub fn check_name(name: &str) -> Result<(), MetaError> {
+    if name.is_empty() || name.len() > MAX_XATTR_NAME_LEN {
+        return Err(MetaError::ns(
+            ERANGE,
+            format!("attribute name must be 1..={MAX_XATTR_NAME_LEN} bytes"),
+        ));
+    }
+    if !NAMESPACES
+        .iter()
+        .any(|p| name.starts_with(p) && name.len() > p.len())
+    {
+        return Err(MetaError::ns(
+            EOPNOTSUPP,
+            format!("attribute {name:?}: only user., trusted. and security. names are supported"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn set(
+    state: &mut State,
+    ino: u64,
+    name: &str,
+    value: &[u8],
+    flags: u32,
+    now: Time,
+) -> Result<(), MetaError> {
+    check_name(name)?;
+    if value.len() > MAX_XATTR_VALUE_LEN {
+        return Err(MetaError::ns(
+            E2BIG,
+            format!(
+                "attribute value is {} bytes, the limit is {MAX_XATTR_VALUE_LEN}",
+                value.len()
+            ),
+        ));
+    }
+    let inode = state.inode(ino)?;
+    let exists = inode.xattrs.contains_key(name);
+    if flags & XATTR_CREATE != 0 && exists {
+        return Err(MetaError::ns(EEXIST, format!("attribute {name:?} exists")));
+    }
+    if flags & XATTR_REPLACE != 0 && !exists {
+        return Err(MetaError::ns(ENODATA, format!("no attribute {name:?}")));
+    }
+    if let Some(i) = state.inodes.get_mut(&ino) {
+        i.xattrs.insert(name.to_string(), value.to_vec());
+        i.ctime = now;
+    }
+    Ok(())
+}
+
+pub(crate) fn remove(state: &mut State, ino: u64, name: &str, now: Time) -> Result<(), MetaError> {
+    check_name(name)?;
+    if !state.inode(ino)?.xattrs.contains_key(name) {
+        return Err(MetaError::ns(ENODATA, format!("no attribute {name:?}")));
+    }
+    if let Some(i) = state.inodes.get_mut(&ino) {
+        i.xattrs.remove(name);
+        i.ctime = now;
+    }
+    Ok(())
+}
+
+pub fn get<'a>(state: &'a State, ino: u64, name: &str) -> Result<&'a [u8], MetaError> {
+    check_name(name)?;
+    state
+        .inode(ino)?
+        .xattrs
+        .get(name)
+        .map(Vec::as_slice)
+        .ok_or_else(|| MetaError::ns(ENODATA, format!("no attribute {name:?}")))
+}
+
+pub fn list(state: &State, ino: u64) -> Result<Vec<String>, MetaError> {
+    Ok(state.inode(ino)?.xattrs.keys().cloned().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bigfs_proto::ROOT_INO;
+
+    fn errno(e: MetaError) -> i32 {
+        bigfs_proto::errno_of(&tonic::Status::from(e))
+    }
+
+    #[test]
+    fn set_get_list_remove_with_create_and_replace_flags() {
+        let mut s = State::new();
+        let t = Time::default();
+        set(&mut s, ROOT_INO, "user.a", b"1", 0, t).unwrap();
+        assert_eq!(get(&s, ROOT_INO, "user.a").unwrap(), b"1");
+        assert_eq!(
+            errno(set(&mut s, ROOT_INO, "user.a", b"2", XATTR_CREATE, t).unwrap_err()),
+            EEXIST
+        );
+        set(&mut s, ROOT_INO, "user.a", b"2", XATTR_REPLACE, t).unwrap();
+        assert_eq!(
+            errno(set(&mut s, ROOT_INO, "user.b", b"2", XATTR_REPLACE, t).unwrap_err()),
+            ENODATA
+        );
+        set(&mut s, ROOT_INO, "trusted.t", b"", 0, t).unwrap();
+        assert_eq!(list(&s, ROOT_INO).unwrap(), vec!["trusted.t", "user.a"]);
+        remove(&mut s, ROOT_INO, "user.a", t).unwrap();
+        assert_eq!(errno(get(&s, ROOT_INO, "user.a").unwrap_err()), ENODATA);
+        assert_eq!(
+            errno(remove(&mut s, ROOT_INO, "user.a", t).unwrap_err()),
+            ENODATA
+        );
+    }
+
+    #[test]
+    fn bad_names_and_oversize_values_are_refused() {
+        let mut s = State::new();
+        let t = Time::default();
+        assert_eq!(
+            errno(set(&mut s, ROOT_INO, "plain", b"", 0, t).unwrap_err()),
+            EOPNOTSUPP
+        );
+        assert_eq!(
+            errno(set(&mut s, ROOT_INO, "user.", b"", 0, t).unwrap_err()),
+            EOPNOTSUPP
+        );
+        let big = vec![0u8; MAX_XATTR_VALUE_LEN + 1];
+        assert_eq!(
+            errno(set(&mut s, ROOT_INO, "user.big", &big, 0, t).unwrap_err()),
+            E2BIG
+        );
+        assert!(list(&s, ROOT_INO).unwrap().is_empty());
+    }
+}
