@@ -24,7 +24,8 @@ start() {
   echo $! >"$HOME_DIR/metadata.pid"
   for i in 1 2 3; do
     "$BIN/bigfs-storage" --data-dir "$HOME_DIR/node-$i" --listen "127.0.0.1:$((META_PORT + 100 + i))" \
-      --metadata "$META" --node-id "node-$i" >>"$HOME_DIR/logs/node-$i.log" 2>&1 &
+      --metadata "$META" --node-id "node-$i" \
+      --admin-listen "127.0.0.1:$((META_PORT + 180 + i))" >>"$HOME_DIR/logs/node-$i.log" 2>&1 &
     echo $! >"$HOME_DIR/node-$i.pid"
   done
   for _ in $(seq 1 100); do

@@ -16,6 +16,7 @@ pub mod fuse_fs;
 pub mod layout;
 pub mod meta;
 pub mod metrics;
+pub mod metrics_http;
 pub mod mount_config;
 pub mod open_files;
 pub mod write_buffer;

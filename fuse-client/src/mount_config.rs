@@ -33,6 +33,10 @@ pub struct MountConfig {
     pub threads: usize,
     /// Source name shown in `mount` and `df` (`-o fsname=NAME`).
     pub fsname: String,
+    /// Address of this mount's HTTP endpoint (`/healthz`, `/metrics`:
+    /// transfers, retries, failovers, cache hits) (`-o admin_listen=ADDR`).
+    /// Default empty: off (several mounts on one host would collide).
+    pub admin_listen: String,
     /// The client library's settings: metadata address, cache and buffer
     /// sizes (`-o cache_mb=N`, `-o write_buffer_mb=N`,
     /// `-o readahead_chunks=N`), retry policy.
@@ -52,6 +56,7 @@ impl Default for MountConfig {
             open_lease_ms: 60_000,
             threads: 4,
             fsname: "bigfs".into(),
+            admin_listen: String::new(),
             client: ClientConfig::default(),
         }
     }
@@ -124,6 +129,11 @@ impl MountConfig {
                         .into()
                 }
                 "fsname" => self.fsname = value.ok_or("option fsname needs a value")?.into(),
+                "admin_listen" => {
+                    self.admin_listen = value
+                        .ok_or("option admin_listen needs a value (HOST:PORT)")?
+                        .into()
+                }
                 k if IGNORED.contains(&k) || k.starts_with("x-") || k.starts_with("comment=") => {}
                 _ => return Err(format!("unknown mount option {opt:?}")),
             }
@@ -139,6 +149,14 @@ impl MountConfig {
         }
         if self.open_lease_ms < 3000 {
             return Err("open_lease_ms must be at least 3000".into());
+        }
+        if !self.admin_listen.is_empty()
+            && self.admin_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(format!(
+                "admin_listen: {:?} is not HOST:PORT",
+                self.admin_listen
+            ));
         }
         if self.allow_other && self.allow_root {
             return Err("allow_other and allow_root cannot be used together".into());

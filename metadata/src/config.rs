@@ -32,6 +32,14 @@ pub struct Config {
     /// Commands between snapshots (the log is truncated at each).
     /// Default 10000: replay after a crash stays well under a second.
     pub snapshot_every: u64,
+    /// Address of the admin HTTP server (status page, `/metrics`, `/nodes`,
+    /// ...). Default `127.0.0.1:9480`; an empty string disables it.
+    pub admin_listen: String,
+    /// Log level or filter (`info`, `debug`, `bigfs_metadata=debug,info`).
+    /// Default `info`; the `RUST_LOG` environment variable overrides it.
+    pub log_level: String,
+    /// Failure reports kept for the status page and `/failures`. Default 200.
+    pub recent_failures: usize,
     /// When logged commands reach the disk: "interval" (default: every
     /// `log_sync_interval_ms` and whenever a client fsyncs; a killed process
     /// loses nothing, a power cut at most that interval) or "always" (an
@@ -54,6 +62,9 @@ impl Default for Config {
             down_after_ms: 20_000,
             heartbeat_interval_ms: 2_000,
             snapshot_every: 10_000,
+            admin_listen: "127.0.0.1:9480".into(),
+            log_level: "info".into(),
+            recent_failures: 200,
             log_sync: crate::store::LogSync::Interval,
             log_sync_interval_ms: 20,
             heal: crate::heal::HealConfig::default(),
@@ -110,7 +121,10 @@ impl Config {
         if self.snapshot_every == 0 {
             return Err("snapshot_every must be >= 1".into());
         }
-        self.heal.validate()
+        self.heal.validate()?;
+        bigfs_proto::daemon::parse_admin_listen(&self.admin_listen)?;
+        bigfs_proto::daemon::validate_log_level(&self.log_level)?;
+        Ok(())
     }
 }
 
@@ -160,8 +174,13 @@ mod tests {
         assert!(bad.validate().unwrap_err().contains("replication"));
         let bad = Config {
             down_after_ms: 1,
-            ..base
+            ..base.clone()
         };
         assert!(bad.validate().unwrap_err().contains("down_after_ms"));
+        let bad = Config {
+            admin_listen: "localhost".into(),
+            ..base
+        };
+        assert!(bad.validate().unwrap_err().contains("admin_listen"));
     }
 }

@@ -9,8 +9,11 @@ pub mod admin;
 pub mod chunks;
 pub mod config;
 pub mod error;
+pub mod failures;
+pub mod fsck;
 pub mod gc;
 pub mod heal;
+pub mod http;
 pub mod liveness;
 pub mod machine;
 pub mod namespace;
@@ -22,6 +25,7 @@ pub mod state;
 pub mod status;
 pub mod store;
 pub mod validate;
+pub mod views;
 pub mod worker;
 pub mod xattr;
 
@@ -31,6 +35,7 @@ use anyhow::Context;
 use bigfs_proto::MAX_MESSAGE_SIZE;
 use bigfs_proto::pb::admin_server::AdminServer;
 use bigfs_proto::pb::metadata_server::MetadataServer;
+use bigfs_proto::pb::ops_server::OpsServer;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -60,11 +65,35 @@ pub fn open_service(config: Config) -> anyhow::Result<MetadataService> {
 pub async fn serve(
     config: Config,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve_with_admin(config, listener, None, shutdown).await
+}
+
+/// As [`serve`], plus the admin HTTP server (status page, `/metrics`, ...)
+/// on `admin` when given. Tells systemd it is ready once both listen.
+pub async fn serve_with_admin(
+    config: Config,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let svc = tokio::task::spawn_blocking(move || open_service(config)).await??;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "metadata service listening");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let http_task = admin.map(|l| {
+        bigfs_proto::daemon::prometheus();
+        let mut rx = stop_rx.clone();
+        tokio::spawn(bigfs_proto::daemon::serve_http(
+            l,
+            http::router(svc.clone()),
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ))
+    });
+    bigfs_proto::daemon::notify_ready();
     let expiry = svc.clone();
     let orphan_task = tokio::spawn(async move {
         loop {
@@ -76,34 +105,44 @@ pub async fn serve(
     });
     let worker = worker::Worker::new(svc.clone());
     let admin = admin::AdminService::new(svc.clone(), worker.clone());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let worker_task = tokio::spawn(worker.run(stop_rx));
+    let worker_task = tokio::spawn(worker.run(stop_rx.clone()));
     let result = tonic::transport::Server::builder()
+        .layer(bigfs_proto::daemon::GrpcMetricsLayer)
         .add_service(
-            MetadataServer::new(svc)
+            MetadataServer::new(svc.clone())
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
         )
         .add_service(AdminServer::new(admin))
+        .add_service(OpsServer::new(svc))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
         .await;
-    orphan_task.abort();
     let _ = stop_tx.send(true);
     let _ = worker_task.await;
+    if let Some(t) = http_task {
+        let _ = t.await;
+    }
+    orphan_task.abort();
     result?;
     tracing::info!("metadata service stopped");
     Ok(())
 }
 
-/// Binds `config.listen` and serves until SIGINT or SIGTERM.
+/// Binds `config.listen` and `config.admin_listen` and serves until SIGINT
+/// or SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    serve(config, listener, shutdown_signal()).await
+    let admin_addr = bigfs_proto::daemon::parse_admin_listen(&config.admin_listen)
+        .map_err(anyhow::Error::msg)?;
+    let admin = bigfs_proto::daemon::bind_admin(admin_addr)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    serve_with_admin(config, listener, admin, shutdown_signal()).await
 }
 
 /// Completes on SIGINT or SIGTERM.

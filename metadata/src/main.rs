@@ -20,6 +20,12 @@ struct Args {
     /// gRPC listen address, e.g. 127.0.0.1:9400.
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Admin HTTP address (status page, /metrics); "" disables it.
+    #[arg(long)]
+    admin_listen: Option<String>,
+    /// Log level or filter, e.g. info or debug (RUST_LOG overrides it).
+    #[arg(long)]
+    log_level: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -33,13 +39,6 @@ fn main() -> ExitCode {
 }
 
 fn real_main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let args = Args::parse();
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
@@ -51,8 +50,15 @@ fn real_main() -> anyhow::Result<()> {
     if let Some(l) = args.listen {
         config.listen = l;
     }
+    if let Some(a) = args.admin_listen {
+        config.admin_listen = a;
+    }
+    if let Some(l) = args.log_level {
+        config.log_level = l;
+    }
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))?;
+    bigfs_proto::daemon::init_logging(&config.log_level);
     tokio::runtime::Runtime::new()?.block_on(bigfs_metadata::run(config))
 }

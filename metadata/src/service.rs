@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use crate::chunks;
 use crate::config::Config;
 use crate::error::MetaError;
+use crate::failures::{FailureLog, FailureReport};
 use crate::liveness::Liveness;
 use crate::machine::Core;
 use crate::namespace;
@@ -24,6 +25,7 @@ use crate::validate::{chunk_id, chunk_len, file_size, node_field};
 struct Inner {
     core: Mutex<Core>,
     live: Mutex<Liveness>,
+    failures: Mutex<FailureLog>,
     /// Makes the command log durable without taking the state lock.
     syncer: crate::store::Syncer,
     config: Config,
@@ -67,6 +69,7 @@ impl MetadataService {
             inner: Arc::new(Inner {
                 core: Mutex::new(Core::new(state, store)),
                 live: Mutex::new(live),
+                failures: Mutex::new(FailureLog::new(config.recent_failures)),
                 syncer,
                 config,
             }),
@@ -94,6 +97,21 @@ impl MetadataService {
         .await
         .map_err(|e| Status::internal(format!("metadata worker failed: {e}")))?;
         out.map_err(Status::from)
+    }
+
+    /// Runs `f` on a read-only view of the state, liveness, configuration
+    /// and recent failures (for the admin HTTP pages).
+    pub async fn inspect<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&State, &Liveness, &Config, &FailureLog) -> T + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        self.with(move |core, live, config| {
+            let failures = lock(&inner.failures)?;
+            Ok(f(&core.state, live, config, &failures))
+        })
+        .await
     }
 
     /// Frees open-but-unlinked inodes whose lease ran out (their client
@@ -556,6 +574,7 @@ impl Metadata for MetadataService {
         } else {
             chunk_id(&r.chunk_id)?.short()
         };
+        let inner = self.inner.clone();
         self.with(move |core, live, _| {
             // Only count known nodes, so a peer cannot grow the table.
             if !core.state.nodes.contains_key(&r.node_id) {
@@ -573,6 +592,16 @@ impl Metadata for MetadataService {
                     node: r.node_id.clone(),
                 })?;
             }
+            metrics::counter!("bigfs_metadata_failure_reports_total", "operation" => r.operation.clone())
+                .increment(1);
+            lock(&inner.failures)?.push(FailureReport {
+                at_ms: bigfs_proto::now_ms(),
+                node_id: r.node_id.clone(),
+                chunk: chunk.clone(),
+                operation: r.operation.clone(),
+                error: r.error.clone(),
+                reporter: r.reporter.clone(),
+            });
             tracing::warn!(
                 node = %r.node_id,
                 chunk = %chunk,

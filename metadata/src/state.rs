@@ -343,6 +343,12 @@ pub enum Command {
         /// Pending replicas the inventory shows present.
         confirmed: Vec<ChunkId>,
     },
+    /// Sets a chunk's reference count (`fsck --repair` fixing drift).
+    SetRefcount {
+        id: ChunkId,
+        refcount: u64,
+        now_ms: u64,
+    },
     /// Sets (flags: 1 create-only, 2 replace-only) an extended attribute.
     SetXattr {
         ino: u64,
@@ -502,6 +508,14 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
             confirmed,
         } => {
             chunks::register_node(state, node_id, address, *capacity, lost, confirmed);
+            Ok(Reply::Done)
+        }
+        Command::SetRefcount {
+            id,
+            refcount,
+            now_ms,
+        } => {
+            crate::fsck::set_refcount(state, *id, *refcount, *now_ms);
             Ok(Reply::Done)
         }
         Command::SetXattr {

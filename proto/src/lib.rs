@@ -9,5 +9,6 @@ pub mod pb {
 }
 
 pub mod common;
+pub mod daemon;
 
 pub use common::*;

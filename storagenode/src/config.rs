@@ -42,6 +42,12 @@ pub struct Config {
     pub scrub_bytes_per_sec: u64,
     /// Pause before each scrub pass. Default 3600000 ms (1 h).
     pub scrub_pause_ms: u64,
+    /// Address of the admin HTTP server (`/healthz`, `/metrics`). Default
+    /// `127.0.0.1:9580`; an empty string disables it.
+    pub admin_listen: String,
+    /// Log level or filter (`info`, `debug`, `bigfs_storagenode=debug,info`).
+    /// Default `info`; the `RUST_LOG` environment variable overrides it.
+    pub log_level: String,
 }
 
 impl Default for Config {
@@ -61,6 +67,8 @@ impl Default for Config {
             retry: RetryConfig::default(),
             scrub_bytes_per_sec: 16 * 1024 * 1024,
             scrub_pause_ms: 3_600_000,
+            admin_listen: "127.0.0.1:9580".into(),
+            log_level: "info".into(),
         }
     }
 }
@@ -145,6 +153,10 @@ impl Config {
         self.retry
             .validate()
             .map_err(|reason| ConfigError::invalid("retry", reason))?;
+        bigfs_proto::daemon::parse_admin_listen(&self.admin_listen)
+            .map_err(|reason| ConfigError::invalid("admin_listen", reason))?;
+        bigfs_proto::daemon::validate_log_level(&self.log_level)
+            .map_err(|reason| ConfigError::invalid("log_level", reason))?;
         Ok(())
     }
 }

@@ -12,6 +12,8 @@
 pub mod chunk_store;
 pub mod config;
 pub mod error;
+pub mod http;
+pub mod metrics;
 pub mod registration;
 pub mod replication;
 pub mod scrub;
@@ -38,7 +40,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-    serve(config, listener, shutdown_signal()).await
+    let admin_addr = bigfs_proto::daemon::parse_admin_listen(&config.admin_listen)
+        .map_err(anyhow::Error::msg)?;
+    let admin = bigfs_proto::daemon::bind_admin(admin_addr)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    serve_with_admin(config, listener, admin, shutdown_signal()).await
 }
 
 /// Runs a storage node on an already bound listener until `shutdown`
@@ -47,6 +54,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 pub async fn serve(
     config: Config,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve_with_admin(config, listener, None, shutdown).await
+}
+
+/// As [`serve`], plus the admin HTTP server (`/healthz`, `/metrics`) on
+/// `admin` when given. Tells systemd it is ready once both listen.
+pub async fn serve_with_admin(
+    config: Config,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
@@ -72,6 +90,17 @@ pub async fn serve(
     tracing::info!(node = %node_id, listen = %local, advertise = %config.advertise_addr(), "storage node serving");
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let admin_task = admin.map(|l| {
+        bigfs_proto::daemon::prometheus();
+        let mut rx = stop_rx.clone();
+        tokio::spawn(bigfs_proto::daemon::serve_http(
+            l,
+            http::router(store.clone(), node_id.clone()),
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ))
+    });
     let registration = Registration {
         node_id,
         advertise: config.advertise_addr(),
@@ -87,7 +116,9 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    bigfs_proto::daemon::notify_ready();
     let result = tonic::transport::Server::builder()
+        .layer(bigfs_proto::daemon::GrpcMetricsLayer)
         .add_service(server)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
@@ -95,6 +126,9 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let _ = registration_task.await;
     let _ = scrub_task.await;
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
     tracing::info!("storage node stopped");
     result.map_err(|e| anyhow::anyhow!("gRPC server failed: {e}"))
 }

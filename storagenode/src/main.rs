@@ -28,6 +28,12 @@ struct Args {
     /// host:port peers use to reach this node. Default: the listen address.
     #[arg(long)]
     advertise: Option<String>,
+    /// Admin HTTP address (/healthz, /metrics); "" disables it.
+    #[arg(long)]
+    admin_listen: Option<String>,
+    /// Log level or filter, e.g. info or debug (RUST_LOG overrides it).
+    #[arg(long)]
+    log_level: Option<String>,
 }
 
 fn load(args: Args) -> anyhow::Result<Config> {
@@ -50,19 +56,17 @@ fn load(args: Args) -> anyhow::Result<Config> {
     if let Some(v) = args.advertise {
         config.advertise = Some(v);
     }
+    if let Some(v) = args.admin_listen {
+        config.admin_listen = v;
+    }
+    if let Some(v) = args.log_level {
+        config.log_level = v;
+    }
     config.validate()?;
     Ok(config)
 }
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-
     let config = match load(Args::parse()) {
         Ok(c) => c,
         Err(e) => {
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    bigfs_proto::daemon::init_logging(&config.log_level);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -328,6 +328,8 @@ impl Storage for StorageService {
         let req = request.into_inner();
         let id = parse_id(&req.id)?;
         let data = Arc::new(req.data);
+        let len = data.len() as u64;
+        let kind = if req.is_replica { "replica" } else { "primary" };
         let reply = if req.is_replica {
             self.put_replica(id, data, req.primary_registers).await?
         } else {
@@ -343,6 +345,7 @@ impl Storage for StorageService {
                 .collect();
             self.put_primary(id, data, forward_to).await?
         };
+        crate::metrics::chunk_bytes("put", kind, len);
         Ok(Response::new(reply))
     }
 
@@ -353,6 +356,7 @@ impl Storage for StorageService {
         let req = request.into_inner();
         let id = parse_id(&req.id)?;
         let read = self.read(id, req.offset, req.len).await?;
+        crate::metrics::chunk_bytes("get", "client", read.data.len() as u64);
         Ok(Response::new(GetChunkReply {
             data: read.data,
             // A stored chunk is at most MAX_CHUNK_SIZE, which fits u32.

@@ -39,12 +39,16 @@ pub struct Node {
     pub id: String,
     pub addr: String,
     pub data_dir: PathBuf,
+    /// The node's admin HTTP address (`/healthz`, `/metrics`).
+    pub admin_addr: String,
     child: Option<Child>,
 }
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub meta_addr: String,
+    /// The metadata service's admin HTTP address (status page, `/nodes`, ...).
+    pub meta_admin_addr: String,
     meta_child: Option<Child>,
     pub nodes: Vec<Node>,
     meta_config: PathBuf,
@@ -83,6 +87,7 @@ impl Cluster {
         let mut c = Cluster {
             dir,
             meta_addr,
+            meta_admin_addr: format!("127.0.0.1:{}", free_port()),
             meta_child: None,
             nodes: Vec::new(),
             meta_config,
@@ -116,6 +121,8 @@ impl Cluster {
             .arg(&self.meta_addr)
             .arg("--config")
             .arg(&self.meta_config)
+            .arg("--admin-listen")
+            .arg(&self.meta_admin_addr)
             .env("RUST_LOG", "info")
             .stdout(self.log_file("metadata"))
             .stderr(self.log_file("metadata"))
@@ -171,6 +178,7 @@ impl Cluster {
             id: id.to_string(),
             addr,
             data_dir,
+            admin_addr: format!("127.0.0.1:{}", free_port()),
             child: None,
         });
         let i = self.nodes.len() - 1;
@@ -201,6 +209,8 @@ impl Cluster {
             .arg(&self.meta_addr)
             .arg("--node-id")
             .arg(&n.id)
+            .arg("--admin-listen")
+            .arg(&n.admin_addr)
             .env("RUST_LOG", "info")
             .stdout(log)
             .stderr(log2)
@@ -380,6 +390,89 @@ pub async fn read_file(client: &Client, path: &str) -> Vec<u8> {
         }
         out.extend_from_slice(&d);
     }
+}
+
+/// A plain HTTP/1.0 GET (the admin servers answer with a Content-Length
+/// body): the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, body.to_string()))
+}
+
+/// Parses Prometheus text format strictly enough to catch malformed output:
+/// every sample line is `name{labels} value` with a float value and a name
+/// declared by a `# TYPE` line. Returns (name with labels, value) pairs.
+pub fn parse_prometheus(text: &str) -> Result<Vec<(String, f64)>, String> {
+    let mut typed = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let name = parts.next().ok_or(format!("bad TYPE line {line:?}"))?;
+            let kind = parts.next().ok_or(format!("bad TYPE line {line:?}"))?;
+            if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
+                return Err(format!("bad metric type in {line:?}"));
+            }
+            typed.insert(name.to_string());
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .ok_or(format!("no value in {line:?}"))?;
+        let value: f64 = value
+            .parse()
+            .map_err(|_| format!("bad value in {line:?}"))?;
+        let name = series.split('{').next().unwrap_or_default();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        {
+            return Err(format!("bad metric name in {line:?}"));
+        }
+        if series.contains('{') && !series.ends_with('}') {
+            return Err(format!("unterminated labels in {line:?}"));
+        }
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .filter(|b| typed.contains(*b))
+            .unwrap_or(name);
+        if !typed.contains(base) {
+            return Err(format!("{name} has no # TYPE line"));
+        }
+        out.push((series.to_string(), value));
+    }
+    Ok(out)
+}
+
+/// Sum of the samples of `name` whose labels contain every `label=value`.
+pub fn metric_sum(samples: &[(String, f64)], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|(series, _)| {
+            series.split('{').next() == Some(name)
+                && labels
+                    .iter()
+                    .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|(_, v)| v)
+        .sum()
 }
 
 /// Client retry settings of test mounts: a short budget, so a read that no

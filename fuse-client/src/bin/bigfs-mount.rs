@@ -260,6 +260,21 @@ fn run_foreground(cfg: MountConfig, mountpoint: &Path) -> ExitCode {
     tracing::info!(mountpoint = %mountpoint.display(), metadata = %cfg.client.metadata, "mounted");
     notify_ready();
 
+    if !cfg.admin_listen.is_empty() {
+        match rt.block_on(tokio::net::TcpListener::bind(&cfg.admin_listen)) {
+            Ok(l) => {
+                rt.spawn(bigfs_client::metrics_http::serve(
+                    l,
+                    Arc::clone(&client),
+                    std::future::pending(),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(addr = %cfg.admin_listen, error = %e, "cannot serve mount metrics")
+            }
+        }
+    }
+
     // Keep files that are unlinked while open alive on the metadata service.
     let lease = Duration::from_millis(cfg.open_lease_ms);
     let renew_client = Arc::clone(&client);

@@ -15,6 +15,9 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+#[path = "bigfs/fsck.rs"]
+mod fsck;
+
 #[derive(Parser)]
 #[command(
     name = "bigfs",
@@ -93,6 +96,17 @@ enum AdminCmd {
     },
     /// Run NODE's pending repair entries now; reports successes and failures.
     Recover { node: String },
+    /// Check the namespace and chunk table against the nodes: missing
+    /// chunks and replicas, refcount drift, orphans. Exit 1 if problems remain.
+    Fsck {
+        /// Fix refcounts, drop replicas whose files are gone, copy
+        /// under-replicated chunks from a surviving copy.
+        #[arg(long)]
+        repair: bool,
+        /// Per-node probe deadline in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        probe_timeout_ms: u32,
+    },
     /// Move every chunk off NODE; it is never chosen for new data meanwhile.
     Decommission {
         node: String,
@@ -197,8 +211,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
 async fn admin(metadata: &str, cmd: &AdminCmd, json: bool) -> Result<(), Failure> {
     use bigfs_client::admin::{AdminConn, render_nodes, render_queue};
+    if let AdminCmd::Fsck {
+        repair,
+        probe_timeout_ms,
+    } = cmd
+    {
+        let cmd = fsck::AdminCmd::Fsck {
+            repair: *repair,
+            probe_timeout_ms: *probe_timeout_ms,
+        };
+        return fsck::run(metadata, &cmd, json).await.map_err(Failure::from);
+    }
     let mut conn = AdminConn::new(metadata)?;
     match cmd {
+        AdminCmd::Fsck { .. } => unreachable!("handled above"),
         AdminCmd::Nodes => print!("{}", render_nodes(&conn.nodes().await?, json)),
         AdminCmd::Queue { node, all, limit } => {
             print!(

@@ -1,0 +1,134 @@
+//! `bigfs admin ...`: operator commands that talk to the metadata service's
+//! Ops RPCs. `fsck` walks the namespace and the chunk table, checks every
+//! listed replica with its node, and with `--repair` fixes what it can.
+
+use anyhow::Context;
+use bigfs_proto::pb::{self, FsckProblemKind};
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum AdminCmd {
+    /// Check the namespace and chunk table against the nodes: missing
+    /// chunks and replicas, refcount drift, orphans. Exit 1 if problems remain.
+    Fsck {
+        /// Fix refcounts, drop replicas whose files are gone, copy
+        /// under-replicated chunks from a surviving copy.
+        #[arg(long)]
+        repair: bool,
+        /// Per-node probe deadline in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        probe_timeout_ms: u32,
+    },
+}
+
+fn kind_name(k: i32) -> &'static str {
+    match FsckProblemKind::try_from(k) {
+        Ok(FsckProblemKind::MissingChunk) => "missing-chunk",
+        Ok(FsckProblemKind::MissingReplica) => "missing-replica",
+        Ok(FsckProblemKind::RefcountDrift) => "refcount-drift",
+        Ok(FsckProblemKind::OrphanChunk) => "orphan-chunk",
+        Ok(FsckProblemKind::UnderReplicated) => "under-replicated",
+        Ok(FsckProblemKind::NodeUnreachable) => "node-unreachable",
+        Ok(FsckProblemKind::OrphanLayout) => "orphan-layout",
+        _ => "unknown",
+    }
+}
+
+/// Orphan chunks are garbage collection's normal work, not damage.
+fn is_damage(p: &pb::FsckProblem) -> bool {
+    p.kind != FsckProblemKind::OrphanChunk as i32 && !p.repaired
+}
+
+pub async fn run(metadata: &str, cmd: &AdminCmd, json: bool) -> anyhow::Result<()> {
+    let channel = bigfs_proto::channel(metadata)
+        .with_context(|| format!("bad metadata address {metadata:?}"))?;
+    let mut ops = pb::ops_client::OpsClient::new(channel);
+    match cmd {
+        AdminCmd::Fsck {
+            repair,
+            probe_timeout_ms,
+        } => {
+            let r = ops
+                .fsck(pb::FsckRequest {
+                    repair: *repair,
+                    probe_timeout_ms: *probe_timeout_ms,
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("fsck failed: {}", s.message()))?
+                .into_inner();
+            if json {
+                print_json(&r);
+            } else {
+                print_text(&r);
+            }
+            let remaining = r.problems.iter().filter(|p| is_damage(p)).count();
+            if remaining > 0 {
+                anyhow::bail!("{remaining} problems remain");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_text(r: &pb::FsckReply) {
+    println!(
+        "checked {} files, {} chunks, {} replicas",
+        r.files, r.chunks, r.replicas_checked
+    );
+    for p in &r.problems {
+        let mut line = format!("{:<17}", kind_name(p.kind));
+        if !p.chunk_id.is_empty() {
+            line.push_str(&format!(
+                " chunk {}",
+                &p.chunk_id[..p.chunk_id.len().min(12)]
+            ));
+        }
+        if !p.node_id.is_empty() {
+            line.push_str(&format!(" node {}", p.node_id));
+        }
+        line.push_str(&format!(": {}", p.detail));
+        if !p.paths.is_empty() {
+            line.push_str(&format!(" [{}]", p.paths.join(", ")));
+        }
+        if !p.repair.is_empty() {
+            let verdict = if p.repaired {
+                "repaired"
+            } else {
+                "not repaired"
+            };
+            line.push_str(&format!(" -> {verdict}: {}", p.repair));
+        }
+        println!("{line}");
+    }
+    if r.problems.is_empty() {
+        println!("no problems found");
+    } else {
+        println!("{} problems, {} repaired", r.problems.len(), r.repaired);
+    }
+}
+
+fn print_json(r: &pb::FsckReply) {
+    let problems: Vec<serde_json::Value> = r
+        .problems
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "kind": kind_name(p.kind),
+                "chunk": p.chunk_id,
+                "node": p.node_id,
+                "paths": p.paths,
+                "detail": p.detail,
+                "repaired": p.repaired,
+                "repair": p.repair,
+            })
+        })
+        .collect();
+    let v = serde_json::json!({
+        "files": r.files,
+        "chunks": r.chunks,
+        "replicas_checked": r.replicas_checked,
+        "repaired": r.repaired,
+        "problems": problems,
+    });
+    println!("{v}");
+}

@@ -1,0 +1,272 @@
+//! The admin HTTP servers on a live cluster: every endpoint answers with the
+//! right content, `/metrics` is Prometheus text whose counters move with
+//! traffic, a killed node shows as down, and the status page renders in
+//! headless Chromium.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use bigfs_tests::{
+    Cluster, http_get, metric_sum, parse_prometheus, random_bytes, read_file, write_file,
+};
+use serde_json::Value;
+
+fn get_json(addr: &str, path: &str) -> Value {
+    let (code, body) = http_get(addr, path).expect("GET");
+    assert_eq!(code, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path} is not JSON ({e}): {body}"))
+}
+
+fn metrics(addr: &str) -> Vec<(String, f64)> {
+    let (code, body) = http_get(addr, "/metrics").expect("GET /metrics");
+    assert_eq!(code, 200);
+    parse_prometheus(&body)
+        .unwrap_or_else(|e| panic!("/metrics of {addr} is not Prometheus text: {e}\n{body}"))
+}
+
+fn node_state(nodes: &Value, id: &str) -> String {
+    nodes
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|n| n["node_id"] == id)
+        .map(|n| n["state"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_endpoint_answers_and_a_killed_node_shows_as_down() {
+    let mut c = Cluster::start(3).await;
+    let meta = c.meta_admin_addr.clone();
+    let node1 = c.nodes[0].admin_addr.clone();
+
+    let before_meta = metrics(&meta);
+    let before_node = metrics(&node1);
+    c.cli_ok(&["mkdir", "/dir"]);
+    let client = c.client().await;
+    write_file(&client, "/dir/a", &random_bytes(5 << 20, 1)).await;
+    let reader = c.client().await;
+    assert_eq!(read_file(&reader, "/dir/a").await.len(), 5 << 20);
+
+    assert_eq!(
+        http_get(&meta, "/healthz").unwrap(),
+        (200, "ok\n".to_string())
+    );
+    let (code, body) = http_get(&node1, "/healthz").unwrap();
+    assert_eq!((code, body.as_str()), (200, "ok node-1\n"));
+
+    let nodes = get_json(&meta, "/nodes");
+    assert_eq!(nodes.as_array().unwrap().len(), 3);
+    for n in nodes.as_array().unwrap() {
+        assert_eq!(n["state"], "up", "{n}");
+        assert!(n["capacity"].as_u64().unwrap() > 0, "{n}");
+        assert!(n["last_heartbeat_ms_ago"].as_u64().unwrap() < 3000, "{n}");
+    }
+    let check = get_json(&meta, "/nodes/check");
+    assert!(
+        check
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["reachable"] == true),
+        "{check}"
+    );
+
+    let files = get_json(&meta, "/files");
+    assert_eq!(files["total"], 1);
+    let f = &files["files"][0];
+    assert_eq!(
+        (f["path"].as_str(), f["size"].as_u64(), f["chunks"].as_u64()),
+        (Some("/dir/a"), Some(5 << 20), Some(2))
+    );
+    assert_eq!(f["status"], "healthy");
+    assert_eq!(get_json(&meta, "/files?prefix=/other")["total"], 0);
+    assert_eq!(get_json(&meta, "/replication-queue")["length"], 0);
+    assert!(get_json(&meta, "/failures")["recent"].is_array());
+    let summary = get_json(&meta, "/summary");
+    assert_eq!(summary["files"], 1);
+    let (code, page) = http_get(&meta, "/").unwrap();
+    assert!(code == 200 && page.contains("<title>BigFS status</title>"));
+
+    // Counters moved with the traffic.
+    let after_meta = metrics(&meta);
+    let commits = |m: &[(String, f64)]| {
+        metric_sum(
+            m,
+            "bigfs_grpc_requests_total",
+            &[("method", "CommitLayout")],
+        )
+    };
+    assert!(
+        commits(&after_meta) > commits(&before_meta),
+        "CommitLayout not counted"
+    );
+    assert!(
+        metric_sum(
+            &after_meta,
+            "bigfs_grpc_request_duration_seconds_count",
+            &[("method", "GetLayout")]
+        ) > 0.0
+    );
+    assert_eq!(
+        metric_sum(&after_meta, "bigfs_nodes", &[("state", "up")]),
+        3.0
+    );
+    assert_eq!(metric_sum(&after_meta, "bigfs_files", &[]), 1.0);
+    let after_node = metrics(&node1);
+    let put =
+        |m: &[(String, f64)]| metric_sum(m, "bigfs_storage_chunk_bytes_total", &[("op", "put")]);
+    let got =
+        |m: &[(String, f64)]| metric_sum(m, "bigfs_storage_chunk_bytes_total", &[("op", "get")]);
+    assert!(
+        put(&after_node) > put(&before_node),
+        "node-1 put bytes did not move"
+    );
+    let total_get: f64 = c.nodes.iter().map(|n| got(&metrics(&n.admin_addr))).sum();
+    assert!(
+        total_get >= (5 << 20) as f64,
+        "reads not counted: {total_get}"
+    );
+    assert!(metric_sum(&after_node, "bigfs_storage_chunks", &[]) >= 2.0);
+
+    // Kill node-3: down on /nodes, unreachable on /nodes/check, chunks
+    // under-replicated on /files and /replication-queue.
+    c.kill_node(2);
+    c.wait_for(Duration::from_secs(15), "node-3 down on /nodes", || {
+        let meta = meta.clone();
+        async move { node_state(&get_json(&meta, "/nodes"), "node-3") == "down" }
+    })
+    .await;
+    let check = get_json(&meta, "/nodes/check");
+    let n3 = check
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["node_id"] == "node-3")
+        .unwrap()
+        .clone();
+    assert_eq!(n3["reachable"], false, "{n3}");
+    assert_eq!(
+        get_json(&meta, "/files")["files"][0]["status"],
+        "under_replicated"
+    );
+    let q = get_json(&meta, "/replication-queue");
+    assert_eq!(q["length"], 2, "{q}");
+    assert_eq!(
+        metric_sum(&metrics(&meta), "bigfs_under_replicated_chunks", &[]),
+        2.0
+    );
+}
+
+/// Chromium's binary, if installed.
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
+/// Runs headless Chromium on `url`: `--dump-dom` after the page's script
+/// ran, or a screenshot to `png`.
+fn headless(browser: &str, url: &str, png: Option<&Path>) -> String {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let mut cmd = Command::new(browser);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        "--window-size=1280,900",
+        // Let the page fetch /summary and render before the snapshot.
+        "--virtual-time-budget=3000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()));
+    match png {
+        Some(p) => cmd.arg(format!("--screenshot={}", p.display())),
+        None => cmd.arg("--dump-dom"),
+    };
+    let out = cmd.arg(url).output().expect("run chromium");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_status_page_shows_three_nodes_in_headless_chromium() {
+    let Some(browser) = chromium() else {
+        eprintln!("SKIPPED: chromium is not installed (scripts/install-deps.sh installs it)");
+        return;
+    };
+    let mut c = Cluster::start(3).await;
+    let client = c.client().await;
+    write_file(&client, "/report.bin", &random_bytes(9 << 20, 3)).await;
+    let url = format!("http://{}/", c.meta_admin_addr);
+
+    let dom = headless(browser, &url, None);
+    // Rendered rows only (the script holds the row template too).
+    assert_eq!(
+        dom.matches("<tr class=\"node\" data-node=\"node-").count(),
+        3,
+        "{dom}"
+    );
+    for id in ["node-1", "node-2", "node-3"] {
+        assert!(
+            dom.contains(&format!("data-node=\"{id}\" data-state=\"up\"")),
+            "{id} not up: {dom}"
+        );
+    }
+    assert!(dom.contains("healthy · 3/3 nodes up"), "{dom}");
+
+    // Kill node-3 and report a failure, as a client would.
+    c.kill_node(2);
+    let mut md = bigfs_proto::metadata_client(&c.meta_addr).expect("client");
+    md.report_failure(bigfs_proto::pb::ReportFailureRequest {
+        node_id: "node-3".into(),
+        chunk_id: vec![],
+        operation: "read".into(),
+        error: "connection refused".into(),
+        reporter: "status-page-test".into(),
+    })
+    .await
+    .expect("report failure");
+    c.wait_for(Duration::from_secs(15), "node-3 down", || async {
+        c.status()
+            .await
+            .nodes
+            .iter()
+            .any(|n| n.node_id == "node-3" && n.state == bigfs_proto::pb::NodeState::Down as i32)
+    })
+    .await;
+    let dom = headless(browser, &url, None);
+    assert!(
+        dom.contains("data-node=\"node-3\" data-state=\"down\""),
+        "{dom}"
+    );
+    assert!(dom.contains("degraded · 2/3 nodes up"), "{dom}");
+    assert!(
+        dom.contains("connection refused"),
+        "failure not shown: {dom}"
+    );
+
+    let png = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/status-page.png");
+    std::fs::create_dir_all(png.parent().unwrap()).expect("docs dir");
+    headless(browser, &url, Some(&png));
+    let bytes = std::fs::read(&png).expect("screenshot");
+    assert!(
+        bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000,
+        "screenshot is not a PNG"
+    );
+}
