@@ -15,7 +15,7 @@ rm -rf "$H"; mkdir -p "$H/logs" "$H/mnt"
 "$B/bigfs-metadata" --data-dir "$H/meta" --listen 127.0.0.1:9400 >"$H/logs/meta.log" 2>&1 &
 for i in 1 2 3; do
   "$B/bigfs-storage" --data-dir "$H/n$i" --listen "127.0.0.1:950$i" --metadata 127.0.0.1:9400 \
-    --node-id "n$i" >"$H/logs/n$i.log" 2>&1 &
+    --node-id "n$i" --admin-listen "127.0.0.1:958$i" >"$H/logs/n$i.log" 2>&1 &
 done
 for _ in $(seq 1 100); do
   [ "$("$B/bigfs" --metadata 127.0.0.1:9400 status --json 2>/dev/null | grep -o '"state":"up"' | wc -l)" -ge 3 ] && break

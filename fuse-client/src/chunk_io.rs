@@ -168,11 +168,16 @@ impl ChunkIo {
             .acquire()
             .await
             .map_err(|_| ClientError::Invalid("closed".into()))?;
-        // Healthy nodes first, in the metadata service's order.
+        // Healthy nodes first. Among them, start at a place the chunk id
+        // picks, so the reads of a file spread over every replica holder.
         let mut order: Vec<&Replica> = replicas
             .iter()
             .filter(|r| !self.penalized(&r.node_id))
             .collect();
+        if !order.is_empty() {
+            let start = usize::from(id.0[0]) % order.len();
+            order.rotate_left(start);
+        }
         order.extend(replicas.iter().filter(|r| self.penalized(&r.node_id)));
         let n = order.len() as u32;
         let mut last_error = String::new();

@@ -490,11 +490,21 @@ impl FileHandle {
                 }
             }
         }
-        let sequential = offset == st.last_read_end || offset == 0;
+        // Sequential enough: the kernel's own read-ahead sends reads a little
+        // out of order, so anything near where the last read ended counts.
+        let sequential = offset == 0 || offset.abs_diff(st.last_read_end) <= 2 * cs;
         st.last_read_end = end;
         let layout = st.layout.clone();
         drop(st);
 
+        // Start the read-ahead first, so it overlaps this read's fetches.
+        if sequential && let Some(layout) = layout {
+            for idx in last + 1..=last + u64::from(self.readahead) {
+                if let Some(c) = layout.chunks.get(&idx) {
+                    self.io.prefetch(c.id, c.replicas.clone());
+                }
+            }
+        }
         let fetched =
             futures::future::join_all(remote.iter().map(|(_, c)| self.io.fetch(c.id, &c.replicas)))
                 .await;
@@ -502,13 +512,6 @@ impl FileHandle {
             let data = data?;
             let used = &data[..(c.len as usize).min(data.len())];
             copy_range(&mut out, offset, end, idx * cs, used);
-        }
-        if sequential && let Some(layout) = layout {
-            for idx in last + 1..=last + u64::from(self.readahead) {
-                if let Some(c) = layout.chunks.get(&idx) {
-                    self.io.prefetch(c.id, c.replicas.clone());
-                }
-            }
         }
         Ok(out)
     }

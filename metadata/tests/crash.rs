@@ -11,6 +11,9 @@ fn spawn(dir: &std::path::Path, port: u16) -> Child {
         .arg(dir)
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
+        // No admin HTTP port: it could collide with another cluster here.
+        .arg("--admin-listen")
+        .arg("")
         .env("RUST_LOG", "warn")
         .stderr(Stdio::null())
         .spawn()

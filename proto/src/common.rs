@@ -287,6 +287,13 @@ pub fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// HTTP/2 flow-control window per stream: two chunks in flight without
+/// waiting for a window update.
+pub const STREAM_WINDOW: u32 = 8 * 1024 * 1024;
+
+/// HTTP/2 flow-control window per connection (several streams at once).
+pub const CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
+
 /// A lazily connecting gRPC channel to `addr` ("host:port" or a URL).
 pub fn channel(addr: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     let url = if addr.contains("://") {
@@ -298,8 +305,8 @@ pub fn channel(addr: &str) -> Result<tonic::transport::Channel, tonic::transport
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .http2_adaptive_window(true)
-        .initial_stream_window_size(Some(8 * 1024 * 1024))
-        .initial_connection_window_size(Some(32 * 1024 * 1024))
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
         .connect_lazy())
 }
 

