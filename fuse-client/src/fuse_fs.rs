@@ -421,8 +421,14 @@ impl Filesystem for BigFs {
         let lease = self.cfg.open_lease_ms;
         self.reply_empty(reply, async move {
             // A file this mount still has open keeps its data until closed.
-            let ino = client.lookup(parent.0, &name).await?.ino;
-            let keep = open.is_open(ino);
+            // Only a file open here needs a lease; skip the lookup when
+            // nothing is open.
+            let ino = if open.any_open() {
+                client.lookup(parent.0, &name).await?.ino
+            } else {
+                0
+            };
+            let keep = ino != 0 && open.is_open(ino);
             client
                 .unlink_keeping(parent.0, &name, if keep { lease } else { 0 })
                 .await?;
@@ -488,11 +494,15 @@ impl Filesystem for BigFs {
         let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
         self.reply_empty(reply, async move {
-            let replaced = client
-                .lookup(newparent.0, &new_name)
-                .await
-                .ok()
-                .map(|a| a.ino);
+            let replaced = if open.any_open() {
+                client
+                    .lookup(newparent.0, &new_name)
+                    .await
+                    .ok()
+                    .map(|a| a.ino)
+            } else {
+                None
+            };
             let keep = replaced.is_some_and(|ino| open.is_open(ino));
             client
                 .rename(pb::RenameRequest {

@@ -74,6 +74,14 @@ impl OpenFiles {
         t.by_ino.get(&ino).map(|s| Arc::clone(&s.handle))
     }
 
+    /// Whether any file is open here (if not, no removal needs a lease).
+    pub fn any_open(&self) -> bool {
+        self.tables
+            .lock()
+            .map(|t| !t.by_ino.is_empty())
+            .unwrap_or(true)
+    }
+
     pub fn is_open(&self, ino: u64) -> bool {
         self.tables
             .lock()
