@@ -7,7 +7,8 @@ use tonic::transport::Channel;
 
 use crate::error::{ClientError, Result};
 
-fn node_state(state: i32) -> &'static str {
+/// The lower-case name of a node state, as the CLI and pages print it.
+pub fn node_state(state: i32) -> &'static str {
     match pb::NodeState::try_from(state) {
         Ok(pb::NodeState::Up) => "up",
         Ok(pb::NodeState::Suspect) => "suspect",

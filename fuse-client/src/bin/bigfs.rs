@@ -258,7 +258,7 @@ async fn admin(metadata: &str, cmd: &AdminCmd, json: bool) -> Result<(), Failure
         }
         AdminCmd::Decommission { node, cancel } => {
             let r = conn.decommission(node, *cancel).await?;
-            let state = state_name(r.state);
+            let state = bigfs_client::admin::node_state(r.state);
             if json {
                 println!(
                     "{}",
@@ -606,16 +606,6 @@ fn human(bytes: u64) -> String {
     }
 }
 
-fn state_name(state: i32) -> &'static str {
-    match pb::NodeState::try_from(state) {
-        Ok(pb::NodeState::Up) => "up",
-        Ok(pb::NodeState::Suspect) => "suspect",
-        Ok(pb::NodeState::Down) => "down",
-        Ok(pb::NodeState::Decommissioned) => "decommissioned",
-        _ => "unknown",
-    }
-}
-
 async fn status(client: &Client, json: bool) -> Result<(), Failure> {
     let s = client.status().await?;
     if json {
@@ -623,7 +613,7 @@ async fn status(client: &Client, json: bool) -> Result<(), Failure> {
             .nodes
             .iter()
             .map(|n| {
-                serde_json::json!({"node_id": n.node_id, "address": n.address, "state": state_name(n.state),
+                serde_json::json!({"node_id": n.node_id, "address": n.address, "state": bigfs_client::admin::node_state(n.state),
                 "capacity": n.capacity, "used": n.used, "chunks": n.chunk_count,
                 "last_heartbeat_ms_ago": n.last_heartbeat_ms_ago, "failures": n.failures})
             })
@@ -648,7 +638,7 @@ async fn status(client: &Client, json: bool) -> Result<(), Failure> {
             "{:<16} {:<22} {:<8} {:>10} {:>10} {:>8} {:>9}",
             n.node_id,
             n.address,
-            state_name(n.state),
+            bigfs_client::admin::node_state(n.state),
             human(n.used),
             human(n.capacity),
             n.chunk_count,
