@@ -32,7 +32,63 @@ pub struct BigFs {
     client: Arc<Client>,
     rt: tokio::runtime::Handle,
     open: Arc<OpenFiles>,
+    dirs: Arc<DirListings>,
     cfg: MountConfig,
+}
+
+/// Directory listings of open directory handles. The kernel reads a
+/// directory a few dozen entries per call; fetching the listing once per
+/// `opendir` (and again at a rewind to offset 0) keeps that to one round of
+/// RPCs instead of one per call.
+#[derive(Default)]
+pub struct DirListings {
+    next_fh: std::sync::atomic::AtomicU64,
+    by_fh: std::sync::Mutex<std::collections::HashMap<u64, Arc<Vec<pb::DirEntry>>>>,
+}
+
+impl DirListings {
+    fn open(&self) -> u64 {
+        self.next_fh
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1
+    }
+
+    fn release(&self, fh: u64) {
+        if let Ok(mut m) = self.by_fh.lock() {
+            m.remove(&fh);
+        }
+    }
+
+    /// The listing of `ino` for handle `fh`: fetched at offset 0 (a fresh
+    /// read or a rewind), reused after.
+    async fn get(
+        &self,
+        client: &Client,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+    ) -> Result<Arc<Vec<pb::DirEntry>>, ClientError> {
+        if offset > 0
+            && let Some(l) = self.by_fh.lock().ok().and_then(|m| m.get(&fh).cloned())
+        {
+            return Ok(l);
+        }
+        let listing = Arc::new(client.readdir_all(ino).await?);
+        if fh != 0
+            && let Ok(mut m) = self.by_fh.lock()
+        {
+            m.insert(fh, Arc::clone(&listing));
+        }
+        Ok(listing)
+    }
+}
+
+/// The entries after kernel offset `offset` (1 = ".", 2 = "..", then
+/// metadata cookie + 2); listings are in cookie order.
+fn entries_after(listing: &[pb::DirEntry], offset: u64) -> &[pb::DirEntry] {
+    let after = offset.saturating_sub(2);
+    let start = listing.partition_point(|e| e.cookie <= after);
+    &listing[start..]
 }
 
 fn err(e: &ClientError) -> Errno {
@@ -125,6 +181,7 @@ impl BigFs {
             client,
             rt,
             open: Arc::new(OpenFiles::default()),
+            dirs: Arc::new(DirListings::default()),
             cfg,
         }
     }
@@ -705,15 +762,32 @@ impl Filesystem for BigFs {
         });
     }
 
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.opened(Fh(self.dirs.open()), FopenFlags::empty());
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: Fh,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.dirs.release(fh.0);
+        reply.ok();
+    }
+
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: Fh,
+        fh: Fh,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
         let client = Arc::clone(&self.client);
+        let dirs = Arc::clone(&self.dirs);
         self.spawn(async move {
             // Offsets: 1 = ".", 2 = "..", then metadata cookie + 2.
             if offset < 1 && reply.add(ino, 1, FileType::Directory, ".") {
@@ -722,22 +796,16 @@ impl Filesystem for BigFs {
             if offset < 2 && reply.add(ino, 2, FileType::Directory, "..") {
                 return reply.ok();
             }
-            let mut cookie = offset.saturating_sub(2);
-            loop {
-                let page = match client.readdir(ino.0, cookie, 512).await {
-                    Ok(p) => p,
-                    Err(e) => return reply.error(err(&e)),
-                };
-                for e in &page.entries {
-                    if reply.add(INodeNo(e.ino), e.cookie + 2, file_type(e.kind), &e.name) {
-                        return reply.ok();
-                    }
-                    cookie = e.cookie;
-                }
-                if page.eof || page.entries.is_empty() {
-                    return reply.ok();
+            let listing = match dirs.get(&client, ino.0, fh.0, offset).await {
+                Ok(l) => l,
+                Err(e) => return reply.error(err(&e)),
+            };
+            for e in entries_after(&listing, offset) {
+                if reply.add(INodeNo(e.ino), e.cookie + 2, file_type(e.kind), &e.name) {
+                    break;
                 }
             }
+            reply.ok();
         });
     }
 
@@ -745,12 +813,13 @@ impl Filesystem for BigFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: Fh,
+        fh: Fh,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
         let client = Arc::clone(&self.client);
         let open = Arc::clone(&self.open);
+        let dirs = Arc::clone(&self.dirs);
         let ttl = self.entry_ttl();
         self.spawn(async move {
             if offset < 2 {
@@ -765,37 +834,30 @@ impl Filesystem for BigFs {
                     return reply.ok();
                 }
             }
-            let mut cookie = offset.saturating_sub(2);
-            loop {
-                let page = match client.readdir(ino.0, cookie, 512).await {
-                    Ok(p) => p,
-                    Err(e) => return reply.error(err(&e)),
+            let listing = match dirs.get(&client, ino.0, fh.0, offset).await {
+                Ok(l) => l,
+                Err(e) => return reply.error(err(&e)),
+            };
+            for e in entries_after(&listing, offset) {
+                let Some(a) = &e.attr else { continue };
+                let size = match open.by_ino(e.ino) {
+                    Some(h) => h.pending_size().await,
+                    None => None,
                 };
-                for e in &page.entries {
-                    let Some(a) = &e.attr else { continue };
-                    let size = match open.by_ino(e.ino) {
-                        Some(h) => h.pending_size().await,
-                        None => None,
-                    };
-                    if reply.add(
-                        INodeNo(e.ino),
-                        e.cookie + 2,
-                        &e.name,
-                        &ttl,
-                        &file_attr(a, size),
-                        Generation(0),
-                    ) {
-                        return reply.ok();
-                    }
-                    cookie = e.cookie;
-                }
-                if page.eof || page.entries.is_empty() {
-                    return reply.ok();
+                if reply.add(
+                    INodeNo(e.ino),
+                    e.cookie + 2,
+                    &e.name,
+                    &ttl,
+                    &file_attr(a, size),
+                    Generation(0),
+                ) {
+                    break;
                 }
             }
+            reply.ok();
         });
     }
-
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: Fh, _datasync: bool, reply: ReplyEmpty) {
         let client = Arc::clone(&self.client);
         self.reply_empty(reply, async move { client.sync().await });
@@ -1103,6 +1165,20 @@ mod tests {
         assert_eq!((t.secs, t.nanos), (-2, 500_000_000));
         let back = to_system_time(&Some(pb::Timestamp { secs: 5, nanos: 7 }));
         assert_eq!(back, UNIX_EPOCH + Duration::new(5, 7));
+    }
+
+    #[test]
+    fn entries_after_continues_past_the_cookie() {
+        let e = |cookie| pb::DirEntry {
+            cookie,
+            ..Default::default()
+        };
+        let listing = vec![e(3), e(7), e(9)];
+        assert_eq!(entries_after(&listing, 0).len(), 3);
+        assert_eq!(entries_after(&listing, 2).len(), 3);
+        assert_eq!(entries_after(&listing, 5).len(), 2); // after cookie 3
+        assert_eq!(entries_after(&listing, 9).len(), 1); // after cookie 7
+        assert!(entries_after(&listing, 11).is_empty());
     }
 
     #[test]
