@@ -168,6 +168,26 @@ pub fn file_attr(a: &pb::Attr, size: Option<u64>) -> FileAttr {
     }
 }
 
+/// A create request for `name` in `parent`, owned by the caller of `req`.
+fn new_inode(
+    req: &Request,
+    parent: INodeNo,
+    name: String,
+    kind: pb::FileKind,
+    mode: u32,
+) -> pb::CreateRequest {
+    pb::CreateRequest {
+        parent: parent.0,
+        name,
+        kind: kind as i32,
+        mode: mode & 0o7777,
+        uid: req.uid(),
+        gid: req.gid(),
+        symlink_target: String::new(),
+        exclusive: true,
+    }
+}
+
 /// Names travel as UTF-8; anything else is refused with EINVAL.
 fn name_of(name: &OsStr) -> Result<String, Errno> {
     std::str::from_utf8(name.as_bytes())
@@ -432,16 +452,7 @@ impl Filesystem for BigFs {
             return;
         }
         let client = Arc::clone(&self.client);
-        let r = pb::CreateRequest {
-            parent: parent.0,
-            name,
-            kind: pb::FileKind::File as i32,
-            mode: mode & !umask & 0o7777,
-            uid: req.uid(),
-            gid: req.gid(),
-            symlink_target: String::new(),
-            exclusive: true,
-        };
+        let r = new_inode(req, parent, name, pb::FileKind::File, mode & !umask);
         self.reply_entry(reply, async move { client.create(r).await });
     }
 
@@ -457,16 +468,7 @@ impl Filesystem for BigFs {
         writable_or_reply!(self, reply);
         let name = name_or_reply!(name, reply);
         let client = Arc::clone(&self.client);
-        let r = pb::CreateRequest {
-            parent: parent.0,
-            name,
-            kind: pb::FileKind::Directory as i32,
-            mode: mode & !umask & 0o7777,
-            uid: req.uid(),
-            gid: req.gid(),
-            symlink_target: String::new(),
-            exclusive: true,
-        };
+        let r = new_inode(req, parent, name, pb::FileKind::Directory, mode & !umask);
         self.reply_entry(reply, async move { client.create(r).await });
     }
 
@@ -516,14 +518,8 @@ impl Filesystem for BigFs {
         let target = name_or_reply!(target.as_os_str(), reply);
         let client = Arc::clone(&self.client);
         let r = pb::CreateRequest {
-            parent: parent.0,
-            name,
-            kind: pb::FileKind::Symlink as i32,
-            mode: 0o777,
-            uid: req.uid(),
-            gid: req.gid(),
             symlink_target: target,
-            exclusive: true,
+            ..new_inode(req, parent, name, pb::FileKind::Symlink, 0o777)
         };
         self.reply_entry(reply, async move { client.create(r).await });
     }
@@ -1001,14 +997,8 @@ impl Filesystem for BigFs {
         let open = Arc::clone(&self.open);
         let ttl = self.entry_ttl();
         let r = pb::CreateRequest {
-            parent: parent.0,
-            name,
-            kind: pb::FileKind::File as i32,
-            mode: mode & !umask & 0o7777,
-            uid: req.uid(),
-            gid: req.gid(),
-            symlink_target: String::new(),
             exclusive: flags & libc::O_EXCL != 0,
+            ..new_inode(req, parent, name, pb::FileKind::File, mode & !umask)
         };
         self.spawn(async move {
             let attr = match client.create(r).await {
