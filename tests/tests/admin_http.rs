@@ -261,7 +261,11 @@ async fn the_status_page_shows_three_nodes_in_headless_chromium() {
         "failure not shown: {dom}"
     );
 
-    let png = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/status-page.png");
+    // The screenshot goes to the cluster's temp dir; set BIGFS_SCREENSHOT to
+    // a path (e.g. docs/status-page.png) to keep it.
+    let png = std::env::var_os("BIGFS_SCREENSHOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| c.dir.path().join("status-page.png"));
     std::fs::create_dir_all(png.parent().unwrap()).expect("docs dir");
     headless(browser, &url, Some(&png));
     let bytes = std::fs::read(&png).expect("screenshot");
