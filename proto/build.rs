@@ -11,6 +11,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     files.sort();
     let fds = protox::compile(&files, ["proto"])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Chunk payloads as `bytes::Bytes`: a primary forwards one buffer to
+    // every replica without copying it, and decoding can share the frame.
+    tonic_prost_build::configure()
+        .bytes(".bigfs.PutChunkRequest.data")
+        .bytes(".bigfs.GetChunkReply.data")
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -214,7 +214,8 @@ impl ChunkIo {
                     }
                     self.metrics.record_op(attempts, true);
                     self.metrics.add_read(data.len() as u64);
-                    let data = Arc::new(data);
+                    // Zero-copy when the decoded frame is not shared.
+                    let data = Arc::new(Vec::from(data));
                     self.cache.insert(id, Arc::clone(&data));
                     return Ok(data);
                 }
@@ -300,7 +301,7 @@ impl ChunkIo {
                     .collect();
                 let req = pb::PutChunkRequest {
                     id: id.to_vec(),
-                    data: data.to_vec(),
+                    data: bigfs_proto::shared_bytes(&data),
                     is_replica: false,
                     forward_to,
                     primary_registers: false,

@@ -20,12 +20,14 @@ fn spawn(dir: &std::path::Path, port: u16) -> Child {
         .unwrap()
 }
 
+/// A free port below the ephemeral range, so no outgoing connection can
+/// take it between the check and the server's bind.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let start = 20_000 + (std::process::id() % 10_000) as u16;
+    (0..10_000u16)
+        .map(|i| 20_000 + (start - 20_000 + i) % 10_000)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port below 30000")
 }
 
 async fn client(

@@ -287,6 +287,19 @@ pub fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// A shared chunk buffer as `Bytes` without copying it: every request that
+/// carries the chunk (a retry, a forward to each replica) points at the
+/// same memory.
+pub fn shared_bytes(data: &std::sync::Arc<Vec<u8>>) -> bytes::Bytes {
+    struct Shared(std::sync::Arc<Vec<u8>>);
+    impl AsRef<[u8]> for Shared {
+        fn as_ref(&self) -> &[u8] {
+            self.0.as_slice()
+        }
+    }
+    bytes::Bytes::from_owner(Shared(std::sync::Arc::clone(data)))
+}
+
 /// HTTP/2 flow-control window per stream: two chunks in flight without
 /// waiting for a window update.
 pub const STREAM_WINDOW: u32 = 8 * 1024 * 1024;

@@ -136,7 +136,7 @@ impl Replicator {
             let mut client = client.clone();
             let req = PutChunkRequest {
                 id: id.to_vec(),
-                data: data.as_ref().clone(),
+                data: bigfs_proto::shared_bytes(data),
                 is_replica: true,
                 forward_to: Vec::new(),
                 primary_registers,

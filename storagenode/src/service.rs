@@ -327,7 +327,8 @@ impl Storage for StorageService {
     ) -> Result<Response<PutChunkReply>, Status> {
         let req = request.into_inner();
         let id = parse_id(&req.id)?;
-        let data = Arc::new(req.data);
+        // Zero-copy when the decoded frame is not shared.
+        let data = Arc::new(Vec::from(req.data));
         let len = data.len() as u64;
         let kind = if req.is_replica { "replica" } else { "primary" };
         let reply = if req.is_replica {
@@ -358,7 +359,7 @@ impl Storage for StorageService {
         let read = self.read(id, req.offset, req.len).await?;
         crate::metrics::chunk_bytes("get", "client", read.data.len() as u64);
         Ok(Response::new(GetChunkReply {
-            data: read.data,
+            data: read.data.into(),
             // A stored chunk is at most MAX_CHUNK_SIZE, which fits u32.
             stored_len: read.stored_len.min(u32::MAX as u64) as u32,
         }))

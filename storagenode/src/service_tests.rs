@@ -258,7 +258,7 @@ fn replica(node_id: &str, address: &str) -> ReplicaLocation {
 fn upload(data: &[u8]) -> PutChunkRequest {
     PutChunkRequest {
         id: ChunkId::of(data).to_vec(),
-        data: data.to_vec(),
+        data: data.to_vec().into(),
         is_replica: false,
         ..Default::default()
     }
@@ -335,7 +335,7 @@ async fn put_with_a_bad_hash_is_refused_and_nothing_is_registered() {
     let a = start_node("a", &md.addr).await;
 
     let mut req = upload(b"real bytes");
-    req.data = b"other bytes".to_vec();
+    req.data = b"other bytes".to_vec().into();
     let err = client(&a.addr).put_chunk(req.clone()).await.unwrap_err();
     assert_eq!(err.code(), Code::DataLoss, "{err}");
     let id = ChunkId::from_slice(&req.id).unwrap();
@@ -344,7 +344,7 @@ async fn put_with_a_bad_hash_is_refused_and_nothing_is_registered() {
 
     let bad_id = PutChunkRequest {
         id: vec![1, 2, 3],
-        data: b"x".to_vec(),
+        data: b"x".to_vec().into(),
         is_replica: false,
         ..Default::default()
     };

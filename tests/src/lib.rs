@@ -28,11 +28,24 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// A port nothing listens on, below the kernel's ephemeral range.
+///
+/// A port from `bind(":0")` is an ephemeral one: between picking it and the
+/// server binding it, any outgoing connection on the machine may take it.
+/// Ports under 32768 are never handed out for outgoing connections, and a
+/// per-process counter keeps the tests of one binary from picking the same.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 200) * 50;
+    for _ in 0..12_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (20_000 + (base - 20_000 + n) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000")
 }
 
 pub struct Node {

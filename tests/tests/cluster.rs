@@ -272,7 +272,7 @@ async fn bad_input_gets_a_clear_status_and_servers_keep_serving() {
     let err = node
         .put_chunk(pb::PutChunkRequest {
             id: wrong.to_vec(),
-            data: data.clone(),
+            data: data.clone().into(),
             is_replica: false,
             ..Default::default()
         })
@@ -310,7 +310,7 @@ async fn bad_input_gets_a_clear_status_and_servers_keep_serving() {
     let err = node
         .put_chunk(pb::PutChunkRequest {
             id: ChunkId::of(&big).to_vec(),
-            data: big,
+            data: big.into(),
             is_replica: false,
             ..Default::default()
         })

@@ -388,7 +388,7 @@ async fn a_thousand_deleted_files_and_orphan_uploads_are_collected_and_live_chun
         let id = ChunkId::of(&data);
         s.put_chunk(pb::PutChunkRequest {
             id: id.to_vec(),
-            data,
+            data: data.into(),
             is_replica: false,
             ..Default::default()
         })
