@@ -27,7 +27,7 @@ pub struct ChunkIo {
     pub cache: ChunkCache,
     pub metrics: TransferMetrics,
     retry: RetryConfig,
-    pool: Mutex<HashMap<String, StorageClient<Channel>>>,
+    pool: bigfs_proto::StoragePool,
     transfers: Semaphore,
     /// Nodes that failed recently, until when they are tried last.
     penalty: Mutex<HashMap<String, Instant>>,
@@ -44,7 +44,7 @@ impl ChunkIo {
             cache: ChunkCache::new(cfg.cache_bytes),
             metrics: TransferMetrics::default(),
             retry: cfg.retry.clone(),
-            pool: Mutex::new(HashMap::new()),
+            pool: bigfs_proto::StoragePool::default(),
             transfers: Semaphore::new(cfg.parallel_transfers),
             penalty: Mutex::new(HashMap::new()),
             penalty_for: Duration::from_millis(cfg.node_penalty_ms),
@@ -54,19 +54,10 @@ impl ChunkIo {
     }
 
     fn storage(&self, address: &str) -> Result<StorageClient<Channel>> {
-        let mut pool = self
-            .pool
-            .lock()
-            .map_err(|_| ClientError::Invalid("pool poisoned".into()))?;
-        if let Some(c) = pool.get(address) {
-            return Ok(c.clone());
-        }
-        let c = bigfs_proto::storage_client(address).map_err(|e| ClientError::Connect {
+        self.pool.get(address).map_err(|e| ClientError::Connect {
             addr: address.into(),
             message: e.to_string(),
-        })?;
-        pool.insert(address.to_string(), c.clone());
-        Ok(c)
+        })
     }
 
     fn penalized(&self, node: &str) -> bool {

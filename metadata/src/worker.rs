@@ -4,7 +4,7 @@
 //! `Storage.ReplicateChunk`; the target confirms its replica), and runs both
 //! phases of garbage collection ([`crate::gc`]). Stops on shutdown.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -51,7 +51,7 @@ pub struct Worker {
     running: Mutex<Running>,
     done_tx: mpsc::UnboundedSender<Finished>,
     done_rx: Mutex<mpsc::UnboundedReceiver<Finished>>,
-    clients: Mutex<HashMap<String, pb::storage_client::StorageClient<tonic::transport::Channel>>>,
+    clients: bigfs_proto::StoragePool,
 }
 
 fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -122,7 +122,7 @@ impl Worker {
             running: Mutex::new((BTreeSet::new(), BTreeMap::new())),
             done_tx,
             done_rx: Mutex::new(done_rx),
-            clients: Mutex::new(HashMap::new()),
+            clients: bigfs_proto::StoragePool::default(),
         })
     }
 
@@ -149,14 +149,9 @@ impl Worker {
         &self,
         addr: &str,
     ) -> Result<pb::storage_client::StorageClient<tonic::transport::Channel>, Status> {
-        let mut c = guard(&self.clients);
-        if let Some(s) = c.get(addr) {
-            return Ok(s.clone());
-        }
-        let s = bigfs_proto::storage_client(addr)
-            .map_err(|e| Status::invalid_argument(format!("bad node address {addr:?}: {e}")))?;
-        c.insert(addr.to_string(), s.clone());
-        Ok(s)
+        self.clients
+            .get(addr)
+            .map_err(|e| Status::invalid_argument(format!("bad node address {addr:?}: {e}")))
     }
 
     /// Records finished copies: success, or a failure with backoff.

@@ -333,6 +333,35 @@ pub fn metadata_client(
         .max_encoding_message_size(MAX_MESSAGE_SIZE))
 }
 
+/// Storage clients by node address, one connection each, shared by every
+/// caller that talks to storage nodes (clients, peers, the repair worker).
+#[derive(Default)]
+pub struct StoragePool {
+    clients: std::sync::Mutex<
+        std::collections::HashMap<
+            String,
+            pb::storage_client::StorageClient<tonic::transport::Channel>,
+        >,
+    >,
+}
+
+impl StoragePool {
+    /// The client for `address`, connecting lazily on first use.
+    pub fn get(
+        &self,
+        address: &str,
+    ) -> Result<pb::storage_client::StorageClient<tonic::transport::Channel>, tonic::transport::Error>
+    {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(address) {
+            return Ok(c.clone());
+        }
+        let c = storage_client(address)?;
+        clients.insert(address.to_string(), c.clone());
+        Ok(c)
+    }
+}
+
 /// A Storage client with BigFS's message limits.
 pub fn storage_client(
     addr: &str,

@@ -1,9 +1,8 @@
 //! Talking to peers and to the metadata service: retries with backoff,
 //! pushes of a chunk to a replica, and failure reports.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bigfs_proto::pb::metadata_client::MetadataClient;
 use bigfs_proto::pb::storage_client::StorageClient;
@@ -73,7 +72,7 @@ pub struct Replicator {
     node_id: String,
     retry: RetryConfig,
     metadata: MetadataClient<Channel>,
-    peers: Arc<Mutex<HashMap<String, StorageClient<Channel>>>>,
+    peers: Arc<bigfs_proto::StoragePool>,
 }
 
 impl Replicator {
@@ -82,7 +81,7 @@ impl Replicator {
             node_id,
             retry,
             metadata,
-            peers: Arc::new(Mutex::new(HashMap::new())),
+            peers: Arc::new(bigfs_proto::StoragePool::default()),
         }
     }
 
@@ -100,14 +99,9 @@ impl Replicator {
 
     /// A client for a peer's Storage service, reusing its connection.
     fn peer(&self, address: &str) -> Result<StorageClient<Channel>, Status> {
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = peers.get(address) {
-            return Ok(c.clone());
-        }
-        let client = bigfs_proto::storage_client(address)
-            .map_err(|e| Status::invalid_argument(format!("bad peer address {address:?}: {e}")))?;
-        peers.insert(address.to_string(), client.clone());
-        Ok(client)
+        self.peers
+            .get(address)
+            .map_err(|e| Status::invalid_argument(format!("bad peer address {address:?}: {e}")))
     }
 
     /// Stores `data` on `target` as a replica (it confirms to metadata
