@@ -299,6 +299,24 @@ impl FileHandle {
         Ok(data.len())
     }
 
+    /// Sends one layout commit: these chunk references, size at least `size`,
+    /// mtime now.
+    async fn send_commit(&self, chunks: Vec<pb::ChunkRef>, size: u64) -> Result<pb::AttrReply> {
+        let req = pb::CommitLayoutRequest {
+            ino: self.ino,
+            chunks,
+            size,
+            mtime: Some(now_timestamp()),
+        };
+        self.io
+            .meta
+            .call("commit layout", |mut c| {
+                let r = req.clone();
+                async move { c.commit_layout(r).await }
+            })
+            .await
+    }
+
     /// Commits every uploaded chunk and the size in one metadata command.
     async fn commit(&self, st: &mut HandleState) -> Result<()> {
         if st.done.is_empty() && !st.needs_commit {
@@ -315,21 +333,7 @@ impl FileHandle {
                     len: u.data.len() as u32,
                 })
                 .collect();
-            let req = pb::CommitLayoutRequest {
-                ino: self.ino,
-                chunks,
-                size: st.size,
-                mtime: Some(now_timestamp()),
-            };
-            let outcome = self
-                .io
-                .meta
-                .call("commit layout", |mut c| {
-                    let r = req.clone();
-                    async move { c.commit_layout(r).await }
-                })
-                .await;
-            match outcome {
+            match self.send_commit(chunks, st.size).await {
                 Ok(reply) => {
                     st.done.clear();
                     st.needs_commit = false;
@@ -424,20 +428,7 @@ impl FileHandle {
     pub async fn commit_shared(&self, chunks: Vec<pb::ChunkRef>, size: u64) -> Result<()> {
         self.flush().await?;
         let mut st = self.state.lock().await;
-        let req = pb::CommitLayoutRequest {
-            ino: self.ino,
-            chunks,
-            size,
-            mtime: Some(now_timestamp()),
-        };
-        let reply = self
-            .io
-            .meta
-            .call("commit layout", |mut c| {
-                let r = req.clone();
-                async move { c.commit_layout(r).await }
-            })
-            .await?;
+        let reply = self.send_commit(chunks, size).await?;
         st.size = st.size.max(size);
         st.layout = None;
         st.last_attr = reply.attr;
