@@ -3,7 +3,9 @@
 //! Chunks are immutable and named by their hash, so a cached chunk can never
 //! be stale: the cache needs no invalidation.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+
+use bytes::Bytes;
 
 use bigfs_proto::ChunkId;
 use lru::LruCache;
@@ -14,7 +16,7 @@ pub struct ChunkCache {
 }
 
 struct Inner {
-    lru: LruCache<ChunkId, Arc<Vec<u8>>>,
+    lru: LruCache<ChunkId, Bytes>,
     bytes: u64,
 }
 
@@ -29,7 +31,7 @@ impl ChunkCache {
         }
     }
 
-    pub fn get(&self, id: &ChunkId) -> Option<Arc<Vec<u8>>> {
+    pub fn get(&self, id: &ChunkId) -> Option<Bytes> {
         self.inner.lock().ok()?.lru.get(id).cloned()
     }
 
@@ -43,7 +45,7 @@ impl ChunkCache {
 
     /// Inserts verified bytes, evicting the least recently used chunks.
     /// A chunk larger than the whole cache is not kept.
-    pub fn insert(&self, id: ChunkId, data: Arc<Vec<u8>>) {
+    pub fn insert(&self, id: ChunkId, data: Bytes) {
         let len = data.len() as u64;
         if len > self.capacity {
             return;
@@ -78,10 +80,10 @@ mod tests {
         let a = ChunkId::of(b"a");
         let b = ChunkId::of(b"b");
         let d = ChunkId::of(b"d");
-        c.insert(a, Arc::new(vec![0; 4]));
-        c.insert(b, Arc::new(vec![0; 4]));
+        c.insert(a, Bytes::from(vec![0; 4]));
+        c.insert(b, Bytes::from(vec![0; 4]));
         assert!(c.get(&a).is_some()); // a is now most recent
-        c.insert(d, Arc::new(vec![0; 4]));
+        c.insert(d, Bytes::from(vec![0; 4]));
         assert_eq!(c.bytes(), 8);
         assert!(c.contains(&a));
         assert!(!c.contains(&b));
@@ -91,7 +93,7 @@ mod tests {
     #[test]
     fn a_chunk_larger_than_the_cache_is_not_kept() {
         let c = ChunkCache::new(3);
-        c.insert(ChunkId::of(b"x"), Arc::new(vec![0; 4]));
+        c.insert(ChunkId::of(b"x"), Bytes::from(vec![0; 4]));
         assert_eq!(c.bytes(), 0);
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bigfs_proto::pb::storage_client::StorageClient;
 use bigfs_proto::{ChunkId, RetryConfig, errno, pb};
+use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use tokio::sync::Semaphore;
@@ -20,7 +21,7 @@ use crate::layout::Replica;
 use crate::meta::Meta;
 use crate::metrics::TransferMetrics;
 
-type FetchFuture = Shared<BoxFuture<'static, Result<Arc<Vec<u8>>>>>;
+type FetchFuture = Shared<BoxFuture<'static, Result<Bytes>>>;
 
 pub struct ChunkIo {
     pub meta: Meta,
@@ -60,6 +61,22 @@ impl ChunkIo {
         })
     }
 
+    /// Asks a node that served corrupt bytes to read the chunk with its
+    /// own check, so it quarantines the copy and reports it for repair.
+    async fn node_checks(mut node: StorageClient<Channel>, id: ChunkId) {
+        let req = pb::GetChunkRequest {
+            id: id.to_vec(),
+            offset: 0,
+            len: 0,
+            caller_verifies: false,
+        };
+        if let Ok(resp) = node.get_chunk(req).await
+            && !id.matches(&resp.into_inner().data)
+        {
+            tracing::error!(chunk = %id.short(), "node served corrupt bytes even after its own check");
+        }
+    }
+
     fn penalized(&self, node: &str) -> bool {
         let now = Instant::now();
         self.penalty
@@ -95,11 +112,7 @@ impl ChunkIo {
 
     /// The verified bytes of chunk `id` (the whole stored chunk), from the
     /// cache or from the best replica.
-    pub async fn fetch(
-        self: &Arc<Self>,
-        id: ChunkId,
-        replicas: &[Replica],
-    ) -> Result<Arc<Vec<u8>>> {
+    pub async fn fetch(self: &Arc<Self>, id: ChunkId, replicas: &[Replica]) -> Result<Bytes> {
         if let Some(d) = self.cache.get(&id) {
             self.metrics.cache_hit();
             return Ok(d);
@@ -141,11 +154,7 @@ impl ChunkIo {
         });
     }
 
-    async fn fetch_uncached(
-        self: Arc<Self>,
-        id: ChunkId,
-        replicas: Vec<Replica>,
-    ) -> Result<Arc<Vec<u8>>> {
+    async fn fetch_uncached(self: Arc<Self>, id: ChunkId, replicas: Vec<Replica>) -> Result<Bytes> {
         if replicas.is_empty() {
             self.metrics.record_op(0, false);
             return Err(ClientError::unavailable(
@@ -180,6 +189,7 @@ impl ChunkIo {
                         id: id.to_vec(),
                         offset: 0,
                         len: 0,
+                        caller_verifies: true,
                     };
                     match tokio::time::timeout(self.retry.attempt_timeout(), c.get_chunk(req)).await
                     {
@@ -188,6 +198,10 @@ impl ChunkIo {
                             if id.matches(&data) {
                                 Ok(data)
                             } else {
+                                // The node did not hash it; asking again
+                                // with its own check quarantines the copy
+                                // and reports it to the metadata service.
+                                tokio::spawn(Self::node_checks(c, id));
                                 Err("hash mismatch: replica returned corrupt bytes".to_string())
                             }
                         }
@@ -205,9 +219,7 @@ impl ChunkIo {
                     }
                     self.metrics.record_op(attempts, true);
                     self.metrics.add_read(data.len() as u64);
-                    // Zero-copy when the decoded frame is not shared.
-                    let data = Arc::new(Vec::from(data));
-                    self.cache.insert(id, Arc::clone(&data));
+                    self.cache.insert(id, data.clone());
                     return Ok(data);
                 }
                 Err(e) => {

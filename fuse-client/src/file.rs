@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bigfs_proto::{ChunkId, errno, now_timestamp, pb};
+use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use crate::chunk_io::ChunkIo;
@@ -436,17 +437,21 @@ impl FileHandle {
     }
 
     /// Reads up to `len` bytes at `offset`; short only at end of file.
-    pub async fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+    /// Reads up to `len` bytes at `offset`. A read inside one stored chunk
+    /// is a slice of the cached chunk, not a copy.
+    pub async fn read(&self, offset: u64, len: usize) -> Result<Bytes> {
         let mut st = self.state.lock().await;
         if st.layout.is_none() && !st.has_pending() {
             self.layout(&mut st).await?;
         }
         let size = st.size;
         if offset >= size || len == 0 {
-            return Ok(Vec::new());
+            return Ok(Bytes::new());
         }
         let end = offset.saturating_add(len as u64).min(size);
-        let mut out = vec![0u8; (end - offset) as usize];
+        let out_len = (end - offset) as usize;
+        // Allocated (zeroed, for holes) only when pieces must be joined.
+        let mut out: Option<Vec<u8>> = None;
         let cs = self.chunk_size;
         let mut remote: Vec<(u64, LayoutChunk)> = Vec::new();
         let first = offset / cs;
@@ -472,7 +477,13 @@ impl FileHandle {
                 st.done.get(&idx).map(|u| u.data.as_slice())
             };
             match local {
-                Some(bytes) => copy_range(&mut out, offset, end, idx * cs, bytes),
+                Some(bytes) => copy_range(
+                    out.get_or_insert_with(|| vec![0u8; out_len]),
+                    offset,
+                    end,
+                    idx * cs,
+                    bytes,
+                ),
                 None => {
                     let layout = self.layout(&mut st).await?;
                     if let Some(c) = layout.chunks.get(&idx) {
@@ -499,12 +510,23 @@ impl FileHandle {
         let fetched =
             futures::future::join_all(remote.iter().map(|(_, c)| self.io.fetch(c.id, &c.replicas)))
                 .await;
+        if out.is_none()
+            && let [(idx, c)] = remote.as_slice()
+            && let Some(Ok(data)) = fetched.first()
+        {
+            let start = idx * cs;
+            let used = (c.len as usize).min(data.len()) as u64;
+            if start <= offset && end <= start + used {
+                return Ok(data.slice((offset - start) as usize..(end - start) as usize));
+            }
+        }
+        let mut out = out.unwrap_or_else(|| vec![0u8; out_len]);
         for ((idx, c), data) in remote.iter().zip(fetched) {
             let data = data?;
             let used = &data[..(c.len as usize).min(data.len())];
             copy_range(&mut out, offset, end, idx * cs, used);
         }
-        Ok(out)
+        Ok(Bytes::from(out))
     }
 }
 

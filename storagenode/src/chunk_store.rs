@@ -52,7 +52,16 @@ pub enum PutOutcome {
     AlreadyPresent,
 }
 
-/// A range read from a verified chunk.
+/// Whether a read checks the chunk's bytes against its id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Hash the whole chunk; a corrupt copy is quarantined.
+    Verify,
+    /// The reader checks the bytes itself (the client's end-to-end check).
+    CallerVerifies,
+}
+
+/// A range read from a chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkRead {
     pub data: Vec<u8>,
@@ -112,9 +121,24 @@ impl ChunkStore {
     /// Reads `len` bytes (0 = to the end) from `offset` of a chunk after
     /// verifying the whole chunk. A corrupt chunk is quarantined.
     pub async fn get(&self, id: ChunkId, offset: u64, len: u64) -> Result<ChunkRead, StoreError> {
+        self.read(id, offset, len, Check::Verify).await
+    }
+
+    /// Reads like [`get`](Self::get), but with `Check::CallerVerifies`
+    /// skips the SHA-256 pass: for readers that check the bytes themselves.
+    pub async fn read(
+        &self,
+        id: ChunkId,
+        offset: u64,
+        len: u64,
+        check: Check,
+    ) -> Result<ChunkRead, StoreError> {
         let inner = self.inner.clone();
         blocking(move || {
-            let mut data = inner.read_verified(id)?;
+            let mut data = match check {
+                Check::Verify => inner.read_verified(id)?,
+                Check::CallerVerifies => inner.read_unverified(id)?,
+            };
             let stored_len = data.len() as u64;
             if offset > stored_len {
                 return Err(StoreError::OutOfRange {
@@ -284,14 +308,19 @@ impl Inner {
         Ok(())
     }
 
-    fn read_verified(&self, id: ChunkId) -> Result<Vec<u8>, StoreError> {
+    fn read_unverified(&self, id: ChunkId) -> Result<Vec<u8>, StoreError> {
         let path = self.chunk_path(&id);
-        let data = match std::fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Err(StoreError::NotFound(id)),
-            Err(e) => return Err(StoreError::io(format!("reading {}", path.display()), e)),
-        };
+        match std::fs::read(&path) {
+            Ok(d) => Ok(d),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(StoreError::NotFound(id)),
+            Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    fn read_verified(&self, id: ChunkId) -> Result<Vec<u8>, StoreError> {
+        let data = self.read_unverified(id)?;
         if !id.matches(&data) {
+            let path = self.chunk_path(&id);
             self.quarantine(id, &path, data.len() as u64);
             return Err(StoreError::Corrupt(id));
         }

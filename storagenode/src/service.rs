@@ -15,7 +15,7 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tonic::{Request, Response, Status};
 
-use crate::chunk_store::{ChunkStore, PutOutcome};
+use crate::chunk_store::{Check, ChunkStore, PutOutcome};
 use crate::error::StoreError;
 use crate::replication::{Replicator, Target, with_retry};
 
@@ -68,14 +68,16 @@ impl StorageService {
         })
     }
 
-    /// Reads a verified chunk; a corrupt one is reported to metadata.
+    /// Reads a chunk (verified unless the caller checks it); a corrupt one
+    /// is reported to metadata.
     async fn read(
         &self,
         id: ChunkId,
         offset: u64,
         len: u64,
+        check: Check,
     ) -> Result<crate::chunk_store::ChunkRead, Status> {
-        match self.store.get(id, offset, len).await {
+        match self.store.read(id, offset, len, check).await {
             Ok(r) => Ok(r),
             Err(e @ StoreError::Corrupt(_)) => {
                 let msg = e.to_string();
@@ -356,7 +358,12 @@ impl Storage for StorageService {
     ) -> Result<Response<GetChunkReply>, Status> {
         let req = request.into_inner();
         let id = parse_id(&req.id)?;
-        let read = self.read(id, req.offset, req.len).await?;
+        let check = if req.caller_verifies {
+            Check::CallerVerifies
+        } else {
+            Check::Verify
+        };
+        let read = self.read(id, req.offset, req.len, check).await?;
         crate::metrics::chunk_bytes("get", "client", read.data.len() as u64);
         Ok(Response::new(GetChunkReply {
             data: read.data.into(),
@@ -401,7 +408,7 @@ impl Storage for StorageService {
             ));
         }
         let _permit = self.permit().await?;
-        let data = Arc::new(self.read(id, 0, 0).await?.data);
+        let data = Arc::new(self.read(id, 0, 0, Check::Verify).await?.data);
         let target = Target {
             node_id: req.target_node_id,
             address: req.target_address,

@@ -317,6 +317,7 @@ async fn primary_put_registers_pushes_to_the_designated_replica_and_answers_two_
             id: id.to_vec(),
             offset: 5,
             len: 10,
+            caller_verifies: false,
         })
         .await
         .unwrap()
@@ -455,11 +456,25 @@ async fn corrupt_chunk_read_is_data_loss_and_reported() {
     let id = ChunkId::of(&data);
     client(&a.addr).put_chunk(upload(&data)).await.unwrap();
     std::fs::write(chunk_file(&a, &id), b"rotten").unwrap();
+    // A caller that checks the bytes itself gets them unhashed.
+    let got = client(&a.addr)
+        .get_chunk(GetChunkRequest {
+            id: id.to_vec(),
+            offset: 0,
+            len: 0,
+            caller_verifies: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.data.as_ref(), b"rotten");
+    assert!(chunk_file(&a, &id).exists());
     let err = client(&a.addr)
         .get_chunk(GetChunkRequest {
             id: id.to_vec(),
             offset: 0,
             len: 0,
+            caller_verifies: false,
         })
         .await
         .unwrap_err();

@@ -229,19 +229,14 @@ async fn the_metadata_server_killed_and_restarted_keeps_every_answered_mutation(
     assert_eq!(read_file(&client, "/x/new").await, b"after restart");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_corrupted_chunk_file_is_detected_and_served_from_another_replica() {
-    let c = Cluster::start(3).await;
-    let client = c.client().await;
-    let data = random_bytes(CHUNK / 2, 50);
-    write_file(&client, "/c", &data).await;
-    let id = ChunkId::of(&data);
+/// Waits for the copies of `id` on all three nodes, then flips a byte in
+/// the copies on `nodes`.
+async fn corrupt_copies(c: &Cluster, id: ChunkId, nodes: std::ops::Range<usize>) {
     c.wait_for(Duration::from_secs(30), "3 copies on disk", || async {
         (0..3).all(|i| c.chunk_files(i).iter().any(|p| p.ends_with(id.to_hex())))
     })
     .await;
-    // Flip a byte in two of the three copies.
-    for i in 0..2 {
+    for i in nodes {
         let p = c
             .chunk_files(i)
             .into_iter()
@@ -251,6 +246,16 @@ async fn a_corrupted_chunk_file_is_detected_and_served_from_another_replica() {
         bytes[100] ^= 0xff;
         std::fs::write(&p, bytes).unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupted_chunk_file_is_detected_and_served_from_another_replica() {
+    let c = Cluster::start(3).await;
+    let client = c.client().await;
+    let data = random_bytes(CHUNK / 2, 50);
+    write_file(&client, "/c", &data).await;
+    // Flip a byte in two of the three copies.
+    corrupt_copies(&c, ChunkId::of(&data), 0..2).await;
     for _ in 0..3 {
         let fresh = c.client().await;
         assert!(
@@ -258,6 +263,40 @@ async fn a_corrupted_chunk_file_is_detected_and_served_from_another_replica() {
             "read returned corrupt bytes"
         );
     }
+}
+
+/// Nodes serve client reads without hashing (the client checks every
+/// byte); a copy the client finds corrupt is still quarantined, because the
+/// client then asks that node to read it with its own check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn corrupt_copies_a_client_finds_are_quarantined_and_the_read_fails() {
+    let c = Cluster::start(3).await;
+    let client = c.client().await;
+    let data = random_bytes(CHUNK / 2, 51);
+    write_file(&client, "/rotten", &data).await;
+    let id = ChunkId::of(&data);
+    corrupt_copies(&c, id, 0..3).await;
+    let fresh = c.client().await;
+    let attr = fresh.resolve("/rotten").await.unwrap();
+    let h = fresh.open_attr(&attr).unwrap();
+    let err = h.read(0, CHUNK).await.expect_err("every copy is corrupt");
+    assert!(err.to_string().contains("no replica could serve"), "{err}");
+    c.wait_for(
+        Duration::from_secs(30),
+        "every corrupt copy quarantined",
+        || async {
+            (0..3).all(|i| {
+                let in_quarantine = std::fs::read_dir(c.nodes[i].data_dir.join("quarantine"))
+                    .map(|d| {
+                        d.flatten()
+                            .any(|f| f.file_name().to_string_lossy().starts_with(&id.to_hex()))
+                    })
+                    .unwrap_or(false);
+                in_quarantine && !c.chunk_files(i).iter().any(|p| p.ends_with(id.to_hex()))
+            })
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -291,6 +330,7 @@ async fn bad_input_gets_a_clear_status_and_servers_keep_serving() {
             id: vec![1, 2, 3],
             offset: 0,
             len: 0,
+            caller_verifies: false,
         })
         .await
         .unwrap_err();
@@ -300,6 +340,7 @@ async fn bad_input_gets_a_clear_status_and_servers_keep_serving() {
             id: ChunkId::of(b"nope").to_vec(),
             offset: 0,
             len: 0,
+            caller_verifies: false,
         })
         .await
         .unwrap_err();
