@@ -107,7 +107,7 @@ fn main() -> ExitCode {
     if background {
         return spawn_background(&args, &mountpoint);
     }
-    run_foreground(cfg, &mountpoint)
+    run_foreground(cfg, &mountpoint, args.log_file.as_deref())
 }
 
 fn load_config(path: Option<&Path>) -> Result<MountConfig, String> {
@@ -157,10 +157,6 @@ fn spawn_background(args: &Args, mountpoint: &Path) -> ExitCode {
     let mut cmd = Command::new(exe);
     cmd.args(std::env::args_os().skip(1).filter(|a| a != "--background"))
         .arg("--foreground")
-        .env(
-            "BIGFS_MOUNT_LOG_TO_STDERR",
-            if args.log_file.is_some() { "0" } else { "1" },
-        )
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err_file);
@@ -197,15 +193,37 @@ fn spawn_background(args: &Args, mountpoint: &Path) -> ExitCode {
     }
 }
 
-fn run_foreground(cfg: MountConfig, mountpoint: &Path) -> ExitCode {
-    tracing_subscriber::fmt()
+/// Points file descriptor 2 at `path` (appending), so what the runtime
+/// writes to stderr lands in the daemon's log.
+fn stderr_to(path: &Path) {
+    use std::os::unix::io::AsRawFd;
+    if let Ok(f) = std::fs::OpenOptions::new().append(true).open(path) {
+        // SAFETY: dup2 onto fd 2 with a descriptor we own; `f` closes its
+        // own copy when dropped.
+        unsafe { libc::dup2(f.as_raw_fd(), 2) };
+    }
+}
+
+fn run_foreground(cfg: MountConfig, mountpoint: &Path, log_file: Option<&Path>) -> ExitCode {
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+        .with_ansi(false);
+    // The log goes to --log-file when given (a background daemon's stderr
+    // is only for the reason it failed to mount), else to stderr.
+    match log_file {
+        Some(p) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+        {
+            Ok(f) => logs.with_writer(std::sync::Mutex::new(f)).init(),
+            Err(e) => return fail(2, format!("log file {}: {e}", p.display())),
+        },
+        None => logs.with_writer(std::io::stderr).init(),
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("bigfs-io")
@@ -259,6 +277,10 @@ fn run_foreground(cfg: MountConfig, mountpoint: &Path) -> ExitCode {
     });
     tracing::info!(mountpoint = %mountpoint.display(), metadata = %cfg.client.metadata, "mounted");
     notify_ready();
+    // Mounted: from now on a panic message belongs in the log too.
+    if let Some(p) = log_file {
+        stderr_to(p);
+    }
 
     if !cfg.admin_listen.is_empty() {
         match rt.block_on(tokio::net::TcpListener::bind(&cfg.admin_listen)) {

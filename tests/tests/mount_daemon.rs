@@ -1,0 +1,96 @@
+//! `bigfs-mount` run the way fstab and a shell run it: detached with
+//! `--background`, logging to `--log-file`, serving Prometheus `/metrics`
+//! on `-o admin_listen`, and exiting when unmounted.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bigfs_tests::{
+    Cluster, TEST_MOUNT_CONFIG, bin, free_port, http_get, is_mounted, metric_sum, parse_prometheus,
+    random_bytes,
+};
+
+fn scrape(addr: &str) -> Vec<(String, f64)> {
+    let (code, body) = http_get(addr, "/metrics").expect("GET /metrics");
+    assert_eq!(code, 200, "{body}");
+    parse_prometheus(&body).unwrap_or_else(|e| panic!("not Prometheus text: {e}\n{body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_mount_logs_to_its_file_serves_metrics_and_exits_on_umount() {
+    let c = Cluster::start(3).await;
+    let base = c.dir.path();
+    let mnt = base.join("bg-mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let config = base.join("bg-mount.toml");
+    std::fs::write(&config, TEST_MOUNT_CONFIG).unwrap();
+    let log = base.join("bg-mount.log");
+    let admin = format!("127.0.0.1:{}", free_port());
+
+    // The command returns once the file system is mounted.
+    let out = Command::new(bin("bigfs-mount"))
+        .arg(&mnt)
+        .arg("--metadata")
+        .arg(&c.meta_addr)
+        .arg("--background")
+        .arg("--config")
+        .arg(&config)
+        .arg("--log-file")
+        .arg(&log)
+        .arg("-o")
+        .arg(format!("admin_listen={admin}"))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bigfs-mount");
+    assert!(
+        out.status.success(),
+        "bigfs-mount --background: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(is_mounted(&mnt), "not mounted when the command returned");
+
+    let data = random_bytes(5 << 20, 77);
+    std::fs::write(mnt.join("f"), &data).unwrap();
+    assert_eq!(std::fs::read(mnt.join("f")).unwrap(), data);
+
+    // The daemon's counters move with the traffic it carried.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let samples = loop {
+        match http_get(&admin, "/healthz") {
+            Ok((200, _)) => break scrape(&admin),
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            other => panic!("mount admin port {admin} never answered: {other:?}"),
+        }
+    };
+    let written = metric_sum(&samples, "bigfs_client_bytes_written_total", &[]);
+    assert!(written >= data.len() as f64, "bytes written {written}");
+    assert!(metric_sum(&samples, "bigfs_client_chunk_ops_total", &[]) >= 2.0);
+    assert_eq!(
+        metric_sum(&samples, "bigfs_client_chunk_ops_failed_total", &[]),
+        0.0
+    );
+
+    // Unmounting ends the daemon: its admin port closes.
+    let st = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http_get(&admin, "/healthz").is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "daemon still running after umount"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("mounted"),
+        "log file has no mount line:\n{text}"
+    );
+    assert!(!text.contains("ERROR"), "errors in the daemon log:\n{text}");
+}
