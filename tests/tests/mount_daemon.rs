@@ -94,3 +94,37 @@ async fn background_mount_logs_to_its_file_serves_metrics_and_exits_on_umount() 
     );
     assert!(!text.contains("ERROR"), "errors in the daemon log:\n{text}");
 }
+
+/// kill -9 of the daemon: whatever `close` or `fsync` acknowledged is on
+/// the cluster; a fresh mount reads it byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_daemon_loses_nothing_close_or_fsync_acknowledged() {
+    use std::io::Write;
+    let c = Cluster::start(3).await;
+    let mut m = bigfs_tests::Mount::new(&c, &[]);
+    let closed = random_bytes(3 << 20, 78);
+    std::fs::write(m.path().join("closed"), &closed).unwrap();
+    let synced = random_bytes(9 << 20, 79);
+    let mut open = std::fs::File::create(m.path().join("synced")).unwrap();
+    open.write_all(&synced).unwrap();
+    open.sync_all().unwrap();
+    // More bytes after the fsync: these may be lost, the synced ones not.
+    open.write_all(&random_bytes(1 << 20, 80)).unwrap();
+
+    let pid = m.pid().expect("daemon running") as libc::pid_t;
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    m.try_wait_exit(Duration::from_secs(10))
+        .expect("daemon still alive after SIGKILL");
+    drop(open);
+
+    let fresh = bigfs_tests::Mount::new(&c, &[]);
+    assert!(std::fs::read(fresh.path().join("closed")).unwrap() == closed);
+    let got = std::fs::read(fresh.path().join("synced")).unwrap();
+    assert!(
+        got.len() >= synced.len(),
+        "synced file shrank to {}",
+        got.len()
+    );
+    assert!(got[..synced.len()] == synced[..], "fsync'd bytes differ");
+}
