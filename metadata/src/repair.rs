@@ -59,8 +59,9 @@ pub struct Plan {
     /// Entries whose target is gone or decommissioned.
     pub cancel: Vec<(ChunkId, String)>,
     /// Replicas to unlist and delete on their node: copies on a
-    /// decommissioned node that exist enough times elsewhere, and Pending
-    /// designations on nodes that are gone or decommissioned.
+    /// decommissioned node that exist enough times elsewhere, surplus
+    /// copies (more good ones than wanted), and Pending designations on
+    /// nodes that are gone or decommissioned.
     pub drain: Vec<(ChunkId, String)>,
 }
 
@@ -77,6 +78,22 @@ pub fn good_copies(chunk: &Chunk, nodes: &Nodes) -> usize {
                     .is_some_and(|v| v.presence == Presence::Up && !v.decommissioned)
         })
         .count()
+}
+
+/// `n` of the chunk's good copies to drop: those on the nodes with the
+/// least free space (then by node id, so every pass picks the same).
+fn surplus<'a>(chunk: &'a Chunk, nodes: &'a Nodes, n: usize) -> impl Iterator<Item = String> + 'a {
+    let mut good: Vec<(u64, &String)> = chunk
+        .replicas
+        .iter()
+        .filter(|(_, s)| **s == ReplicaStatus::Available)
+        .filter_map(|(node, _)| {
+            let v = nodes.get(node)?;
+            (v.presence == Presence::Up && !v.decommissioned).then_some((v.free, node))
+        })
+        .collect();
+    good.sort();
+    good.into_iter().take(n).map(|(_, node)| node.clone())
 }
 
 /// The best node to copy `chunk` from: an Available replica on a node that
@@ -177,6 +194,16 @@ pub fn plan<R: Rng + ?Sized>(
             for n in decommissioned_copies {
                 out.drain.push((*id, n));
             }
+        }
+        // More good copies than wanted (a node came back after its copies
+        // were made again elsewhere): the copies on the fullest nodes go.
+        // Never while a copy of this chunk is queued or still landing.
+        let settled = !by_chunk.contains_key(id)
+            && !c.replicas.values().any(|s| *s == ReplicaStatus::Pending);
+        if settled && good > wanted {
+            out.drain
+                .extend(surplus(c, nodes, good - wanted).map(|n| (*id, n)));
+            continue;
         }
         let missing = wanted.saturating_sub(counted);
         if missing == 0 {

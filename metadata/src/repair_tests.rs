@@ -140,6 +140,52 @@ fn queued_copies_count_and_a_decommissioned_node_is_drained_once_copies_exist() 
 }
 
 #[test]
+fn surplus_copies_go_from_the_fullest_node_once_nothing_is_in_flight() {
+    let full = NodeView {
+        free: 1 << 20,
+        ..up()
+    };
+    let four = chunk(&[("a", AV), ("b", AV), ("c", AV), ("d", AV)]);
+    let mut s = state_with(vec![(id(1), four.clone())], &["a", "b", "c", "d"]);
+    let n = nodes(&[("a", up()), ("b", full), ("c", up()), ("d", up())]);
+    let mut rng = StdRng::seed_from_u64(5);
+    let p = plan(&s, &n, 3, 0, 1000, &mut rng);
+    assert_eq!(
+        p.drain,
+        vec![(id(1), "b".into())],
+        "the fullest node's copy"
+    );
+    assert!(p.enqueue.is_empty());
+    assert_eq!(
+        plan(&s, &n, 2, 0, 1000, &mut rng).drain.len(),
+        2,
+        "two surplus copies at replication 2"
+    );
+
+    // A copy of the chunk still landing: nothing is dropped yet.
+    let mut landing = four.clone();
+    landing.replicas.insert("e".into(), ReplicaStatus::Pending);
+    s.chunks.insert(id(1), landing);
+    let n5 = nodes(&[
+        ("a", up()),
+        ("b", up()),
+        ("c", up()),
+        ("d", up()),
+        ("e", up()),
+    ]);
+    assert!(plan(&s, &n5, 3, 0, 1000, &mut rng).drain.is_empty());
+
+    // A copy on a node that is away does not count: no surplus.
+    s.chunks.insert(id(1), four);
+    let away = NodeView {
+        presence: Presence::Away,
+        ..up()
+    };
+    let n = nodes(&[("a", up()), ("b", up()), ("c", up()), ("d", away)]);
+    assert_eq!(plan(&s, &n, 3, 0, 1000, &mut rng), Plan::default());
+}
+
+#[test]
 fn due_jobs_respect_backoff_and_the_per_node_limit() {
     let mut s = state_with(
         vec![

@@ -179,6 +179,21 @@ async fn a_killed_node_is_healed_back_to_three_copies_while_io_goes_on_and_acros
     assert_eq!(s.lost, 0);
     assert!(s.repair_completed > 0);
     verify(&c, &files).await;
+
+    // The killed node comes back with copies that were made again
+    // elsewhere meanwhile: the surplus goes, from the table and the disks.
+    c.start_node(0);
+    let mut live = BTreeSet::new();
+    for (path, _) in &files {
+        live.extend(chunk_ids(&c, path).await);
+    }
+    c.wait_for(
+        Duration::from_secs(60),
+        "three copies of every chunk, no more",
+        || async { healed(&c).await && live.iter().all(|id| on_disk(&c, id).len() == 3) },
+    )
+    .await;
+    verify(&c, &files).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
