@@ -133,7 +133,11 @@ fn plan(state: &State, live: &crate::liveness::Liveness) -> Plan {
 }
 
 /// Asks `address` which of `ids` it holds; `Err` when it does not answer.
-async fn probe(address: &str, ids: &[ChunkId], timeout: Duration) -> Result<Vec<bool>, String> {
+pub(crate) async fn probe(
+    address: &str,
+    ids: &[ChunkId],
+    timeout: Duration,
+) -> Result<Vec<bool>, String> {
     let mut client = bigfs_proto::storage_client(address).map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(ids.len());
     for batch in ids.chunks(PROBE_BATCH) {

@@ -50,6 +50,13 @@ pub struct HealConfig {
     pub gc_batch: usize,
     /// DeleteChunk calls in flight. Default 32.
     pub gc_parallel: usize,
+    /// Every this long, each Up node is asked (HasChunks) whether it still
+    /// holds the copies listed for it; a copy whose file is gone is
+    /// unlisted and made again elsewhere. At most `audit_batch` copies per
+    /// node per pass, continuing where the last pass stopped. Default
+    /// 600000 ms (10 min); 0 turns it off.
+    pub audit_interval_ms: u64,
+    pub audit_batch: usize,
 }
 
 impl Default for HealConfig {
@@ -71,6 +78,8 @@ impl Default for HealConfig {
             gc_grace_ms: 600_000,
             gc_batch: 2_000,
             gc_parallel: 32,
+            audit_interval_ms: 600_000,
+            audit_batch: 65_536,
         }
     }
 }
@@ -85,6 +94,9 @@ impl HealConfig {
         }
         if self.gc_batch == 0 || self.gc_parallel == 0 {
             return Err("heal.gc_batch and heal.gc_parallel must be > 0".into());
+        }
+        if self.audit_batch == 0 {
+            return Err("heal.audit_batch must be > 0".into());
         }
         self.retry.validate().map_err(|e| format!("heal.{e}"))
     }

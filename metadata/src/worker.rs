@@ -21,7 +21,7 @@ use crate::liveness::Liveness;
 use crate::machine::Core;
 use crate::repair::{self, Job, NodeView, Nodes, Presence};
 use crate::service::MetadataService;
-use crate::state::{Command, State};
+use crate::state::{Command, ReplicaStatus, State};
 
 /// A copy to run, with the addresses it needs.
 #[derive(Debug, Clone)]
@@ -52,7 +52,13 @@ pub struct Worker {
     done_tx: mpsc::UnboundedSender<Finished>,
     done_rx: Mutex<mpsc::UnboundedReceiver<Finished>>,
     clients: bigfs_proto::StoragePool,
+    /// Replica audit: when the last pass ran, and per node the last chunk
+    /// id checked (the next pass goes on after it).
+    audit: Mutex<(Option<Instant>, BTreeMap<String, ChunkId>)>,
 }
+
+/// One node's share of an audit pass: its address and the ids to check.
+type AuditWork = Vec<(String, String, Vec<ChunkId>)>;
 
 fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -123,6 +129,7 @@ impl Worker {
             done_tx,
             done_rx: Mutex::new(done_rx),
             clients: bigfs_proto::StoragePool::default(),
+            audit: Mutex::new((None, BTreeMap::new())),
         })
     }
 
@@ -413,7 +420,106 @@ impl Worker {
                 });
             });
         }
-        self.sweep(sweep).await
+        self.sweep(sweep).await?;
+        self.audit_if_due().await
+    }
+
+    /// Every `heal.audit_interval_ms`: asks each Up node whether it still
+    /// holds the copies listed as Available on it. A copy whose file is gone
+    /// (deleted or lost behind the cluster's back) is unlisted, and repair
+    /// makes it again elsewhere. A listed copy was registered only once its
+    /// file was durable, and every deletion unlists it first, so "absent"
+    /// here means lost.
+    async fn audit_if_due(&self) -> Result<(), Status> {
+        let h = &self.svc.config().heal;
+        let (interval, batch) = (h.audit_interval_ms, h.audit_batch);
+        let cursors = {
+            let mut a = guard(&self.audit);
+            let now = Instant::now();
+            if interval == 0
+                || a.0
+                    .is_some_and(|t| now - t < Duration::from_millis(interval))
+            {
+                return Ok(());
+            }
+            a.0 = Some(now);
+            a.1.clone()
+        };
+        let started = self.started;
+        let work: AuditWork = self
+            .svc
+            .with(move |core, live, config| {
+                let nodes = node_views(&core.state, live, config, started, Instant::now());
+                let mut per_node: BTreeMap<&String, Vec<ChunkId>> = BTreeMap::new();
+                for (id, c) in &core.state.chunks {
+                    for (n, st) in &c.replicas {
+                        if *st == ReplicaStatus::Available
+                            && nodes.get(n).is_some_and(|v| v.presence == Presence::Up)
+                        {
+                            per_node.entry(n).or_default().push(*id);
+                        }
+                    }
+                }
+                // Chunk ids come sorted (a BTreeMap): continue after the
+                // cursor, from the start once the end is reached.
+                Ok(per_node
+                    .into_iter()
+                    .map(|(n, ids)| {
+                        let from = cursors
+                            .get(n)
+                            .map_or(0, |after| ids.partition_point(|i| i <= after));
+                        let from = if from >= ids.len() { 0 } else { from };
+                        let take = ids[from..].iter().take(batch).copied().collect();
+                        (n.clone(), address(&core.state, n), take)
+                    })
+                    .collect())
+            })
+            .await?;
+        let timeout = h.retry.attempt_timeout();
+        let probes = work.into_iter().map(|(node, addr, ids)| async move {
+            let present = crate::fsck::probe(&addr, &ids, timeout).await;
+            (node, ids, present)
+        });
+        let mut missing = Vec::new();
+        for (node, ids, present) in futures::future::join_all(probes).await {
+            let present = match present {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(node = %node, error = %e, "replica audit: node did not answer");
+                    continue;
+                }
+            };
+            if let Some(last) = ids.last() {
+                guard(&self.audit).1.insert(node.clone(), *last);
+            }
+            for (id, here) in ids.iter().zip(present) {
+                if !here {
+                    missing.push((*id, node.clone()));
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.svc
+            .with(move |core, _, _| {
+                for (id, node) in missing {
+                    let still_listed = core
+                        .state
+                        .chunks
+                        .get(&id)
+                        .is_some_and(|c| c.replicas.get(&node) == Some(&ReplicaStatus::Available));
+                    if !still_listed {
+                        continue;
+                    }
+                    tracing::warn!(chunk = %id.short(), node = %node, "replica audit: the node no longer has this copy; unlisted, it will be made again");
+                    if let Err(e) = core.execute(Command::RemoveReplica { id, node }) {
+                        tracing::warn!(error = %e, "unlisting a lost replica failed");
+                    }
+                }
+                Ok(())
+            })
+            .await
     }
 
     /// Phase two of garbage collection: DeleteChunk on each node.

@@ -489,3 +489,32 @@ async fn a_decommissioned_node_is_drained_under_load_and_every_file_reads_back()
     write_files(&client, "after", 3, 100_000, 8).await;
     assert!(c.chunk_files(1).is_empty());
 }
+
+/// A copy deleted behind the cluster's back (no restart, no fsck) is
+/// noticed by the replica audit and made again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chunk_file_deleted_on_a_running_node_is_noticed_and_copied_again() {
+    let config = "chunk_size = 65536\n[heal]\ninterval_ms = 200\naudit_interval_ms = 500\n";
+    let c = Cluster::start_with(4, config).await;
+    let client = c.client().await;
+    let files = write_files(&client, "a", 3, 300_000, 7).await;
+    c.wait_for(Duration::from_secs(30), "initial replication", || {
+        healed(&c)
+    })
+    .await;
+    let ids = chunk_ids(&c, "/a1").await;
+    let id = ids[ids.len() / 2];
+    let holders = on_disk(&c, &id);
+    assert_eq!(holders.len(), 3);
+    std::fs::remove_file(chunk_path(&c, holders[0], &id)).unwrap();
+    c.wait_for(
+        Duration::from_secs(30),
+        "the lost copy made again",
+        || async {
+            let now = on_disk(&c, &id);
+            now.len() == 3 && healed(&c).await
+        },
+    )
+    .await;
+    verify(&c, &files).await;
+}
