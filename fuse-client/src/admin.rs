@@ -85,6 +85,16 @@ impl AdminConn {
         let r = self.client.decommission(req).await;
         Ok(r.map_err(|s| rpc_error("decommission", s))?.into_inner())
     }
+
+    /// Forgets a stopped node that holds nothing any more.
+    pub async fn remove_node(&mut self, node: &str) -> Result<()> {
+        let req = pb::NodeRequest {
+            node_id: node.to_string(),
+        };
+        let r = self.client.remove_node(req).await;
+        r.map_err(|s| rpc_error("remove node", s))?;
+        Ok(())
+    }
 }
 
 /// `admin nodes` as text or JSON.

@@ -131,4 +131,43 @@ impl Admin for AdminService {
             .await
             .map(Response::new)
     }
+
+    async fn remove_node(
+        &self,
+        request: Request<pb::NodeRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let node = request.into_inner().node_id;
+        node_field("node_id", &node)?;
+        self.svc
+            .with(move |core, live, _| {
+                if !core.state.nodes.contains_key(&node) {
+                    return Err(MetaError::NotFound(format!(
+                        "node {node:?} is not registered"
+                    )));
+                }
+                // A running node would only register again.
+                let now = std::time::Instant::now();
+                if live.state(&node, false, now) != NodeState::Down {
+                    return Err(MetaError::FailedPrecondition(format!(
+                        "node {node} is still running: move its data off with \
+                         `bigfs admin decommission {node}`, stop it, then remove it"
+                    )));
+                }
+                let (replicas_left, trash_left) = drain_progress(&core.state, &node);
+                if replicas_left > 0 || trash_left > 0 {
+                    return Err(MetaError::FailedPrecondition(format!(
+                        "node {node} still holds {replicas_left} listed replicas and \
+                         {trash_left} copies to delete; wait for the drain to finish"
+                    )));
+                }
+                core.execute(Command::Heal(HealCommand::RemoveNode {
+                    node: node.clone(),
+                }))?;
+                live.remove(&node);
+                tracing::info!(node = %node, "node removed");
+                Ok(pb::Empty {})
+            })
+            .await
+            .map(Response::new)
+    }
 }

@@ -207,6 +207,9 @@ pub enum HealCommand {
     TrashDone { items: Vec<(String, ChunkId)> },
     /// Decommission a node (or take it back).
     Decommission { node: String, on: bool },
+    /// Forget a node (the admin checked it holds nothing); its finished
+    /// queue entries go with it.
+    RemoveNode { node: String },
 }
 
 fn refcount_zero_past(c: &crate::state::Chunk, now_ms: u64, grace_ms: u64) -> bool {
@@ -394,6 +397,13 @@ pub fn apply(state: &mut State, cmd: &HealCommand) -> Result<(), MetaError> {
                 )));
             };
             n.decommissioned = *on;
+        }
+        HealCommand::RemoveNode { node } => {
+            state.nodes.remove(node);
+            state
+                .heal
+                .queue
+                .retain(|(_, target), e| target != node && e.source != *node);
         }
     }
     Ok(())

@@ -48,6 +48,11 @@ impl Liveness {
         s.failures
     }
 
+    /// Forgets a removed node.
+    pub fn remove(&mut self, node: &str) {
+        self.nodes.remove(node);
+    }
+
     pub fn get(&self, node: &str) -> Option<&Soft> {
         self.nodes.get(node)
     }

@@ -454,7 +454,7 @@ async fn a_thousand_deleted_files_and_orphan_uploads_are_collected_and_live_chun
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_decommissioned_node_is_drained_under_load_and_every_file_reads_back() {
-    let c = Cluster::start_with(4, HEAL).await;
+    let mut c = Cluster::start_with(4, HEAL).await;
     let client = c.client().await;
     let mut files = write_files(&client, "f", 20, 200_000, 7).await;
     c.wait_for(Duration::from_secs(30), "initial replication", || {
@@ -488,6 +488,28 @@ async fn a_decommissioned_node_is_drained_under_load_and_every_file_reads_back()
     // New data never lands on it.
     write_files(&client, "after", 3, 100_000, 8).await;
     assert!(c.chunk_files(1).is_empty());
+
+    // Drained, it can be forgotten, but only once it is stopped.
+    let out = c.cli(&["admin", "remove-node", "node-2"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("still running"), "{err}");
+    c.kill_node(1);
+    c.wait_for(Duration::from_secs(30), "node-2 removed", || async {
+        c.cli(&["admin", "remove-node", "node-2"]).status.success()
+    })
+    .await;
+    let nodes: serde_json::Value =
+        serde_json::from_str(&c.cli_ok(&["--json", "admin", "nodes"])).unwrap();
+    let ids: Vec<&str> = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{nodes}");
+    assert!(!ids.contains(&"node-2"), "{nodes}");
+    verify(&c, &files).await;
 }
 
 /// A copy deleted behind the cluster's back (no restart, no fsck) is

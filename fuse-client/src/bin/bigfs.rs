@@ -114,6 +114,9 @@ enum AdminCmd {
         #[arg(long)]
         cancel: bool,
     },
+    /// Forget NODE for good once it is stopped and holds nothing (after a
+    /// decommission has drained it).
+    RemoveNode { node: String },
 }
 
 /// An error with the exit code it deserves.
@@ -270,6 +273,14 @@ async fn admin(metadata: &str, cmd: &AdminCmd, json: bool) -> Result<(), Failure
                     "{node}: {state}; {} replicas and {} deletions left to drain",
                     r.replicas_left, r.trash_left
                 );
+            }
+        }
+        AdminCmd::RemoveNode { node } => {
+            conn.remove_node(node).await?;
+            if json {
+                println!("{}", serde_json::json!({"node_id": node, "removed": true}));
+            } else {
+                println!("{node}: removed");
             }
         }
     }
