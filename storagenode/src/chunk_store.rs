@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use bigfs_proto::{ChunkId, MAX_CHUNK_SIZE};
+use bytes::Bytes;
 
 use crate::error::StoreError;
 
@@ -107,7 +108,7 @@ impl ChunkStore {
 
     /// Verifies `data` hashes to `id`, then stores it durably. A chunk
     /// already present is not rewritten.
-    pub async fn put(&self, id: ChunkId, data: Arc<Vec<u8>>) -> Result<PutOutcome, StoreError> {
+    pub async fn put(&self, id: ChunkId, data: Bytes) -> Result<PutOutcome, StoreError> {
         if data.len() > MAX_CHUNK_SIZE as usize {
             return Err(StoreError::TooLarge {
                 id,
@@ -466,11 +467,13 @@ fn write_durably(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let mut file = match direct {
         Some(mut f) => {
             // An aligned copy of the bulk: O_DIRECT reads from memory
-            // aligned to the block size.
-            let mut buf = vec![0u8; aligned + DIRECT_ALIGN];
+            // aligned to the block size. Filled by the copy itself, with
+            // no zeroing pass first.
+            let mut buf: Vec<u8> = Vec::with_capacity(aligned + DIRECT_ALIGN);
             let shift = buf.as_ptr().align_offset(DIRECT_ALIGN);
-            let window = &mut buf[shift..shift + aligned];
-            window.copy_from_slice(&data[..aligned]);
+            buf.resize(shift, 0);
+            buf.extend_from_slice(&data[..aligned]);
+            let window = &buf[shift..];
             match f.write_all(window) {
                 Ok(()) => {
                     // Back to buffered I/O for the tail.
@@ -575,9 +578,9 @@ mod tests {
         (dir, s)
     }
 
-    fn chunk(seed: &str) -> (ChunkId, Arc<Vec<u8>>) {
+    fn chunk(seed: &str) -> (ChunkId, Bytes) {
         let data = seed.repeat(100).into_bytes();
-        (ChunkId::of(&data), Arc::new(data))
+        (ChunkId::of(&data), Bytes::from(data))
     }
 
     #[tokio::test]
@@ -714,7 +717,7 @@ mod tests {
         let (_d, s) = store().await;
         let data: Vec<u8> = (0..=255u8).collect();
         let id = ChunkId::of(&data);
-        s.put(id, Arc::new(data.clone())).await.unwrap();
+        s.put(id, Bytes::from(data.clone())).await.unwrap();
         assert_eq!(s.get(id, 10, 5).await.unwrap().data, data[10..15]);
         assert_eq!(s.get(id, 250, 100).await.unwrap().data, data[250..]);
         assert_eq!(s.get(id, 200, 0).await.unwrap().data, data[200..]);
@@ -728,7 +731,7 @@ mod tests {
         let (_d, s) = store().await;
         let data = vec![0u8; MAX_CHUNK_SIZE as usize + 1];
         let id = ChunkId::of(&data);
-        let err = s.put(id, Arc::new(data)).await.unwrap_err();
+        let err = s.put(id, Bytes::from(data)).await.unwrap_err();
         assert_eq!(
             tonic::Status::from(err).code(),
             tonic::Code::InvalidArgument

@@ -8,6 +8,7 @@ use bigfs_proto::pb::metadata_client::MetadataClient;
 use bigfs_proto::pb::storage_client::StorageClient;
 use bigfs_proto::pb::{PutChunkRequest, ReportFailureRequest};
 use bigfs_proto::{ChunkId, RetryConfig};
+use bytes::Bytes;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -106,12 +107,7 @@ impl Replicator {
 
     /// Stores `data` on `target` as a replica (it confirms to metadata
     /// itself), retrying per the retry policy.
-    pub async fn push(
-        &self,
-        target: &Target,
-        id: ChunkId,
-        data: &Arc<Vec<u8>>,
-    ) -> Result<(), Status> {
+    pub async fn push(&self, target: &Target, id: ChunkId, data: &Bytes) -> Result<(), Status> {
         self.push_with(target, id, data, false).await
     }
 
@@ -121,7 +117,7 @@ impl Replicator {
         &self,
         target: &Target,
         id: ChunkId,
-        data: &Arc<Vec<u8>>,
+        data: &Bytes,
         primary_registers: bool,
     ) -> Result<(), Status> {
         let client = self.peer(&target.address)?;
@@ -130,7 +126,7 @@ impl Replicator {
             let mut client = client.clone();
             let req = PutChunkRequest {
                 id: id.to_vec(),
-                data: bigfs_proto::shared_bytes(data),
+                data: data.clone(),
                 is_replica: true,
                 forward_to: Vec::new(),
                 primary_registers,
@@ -146,7 +142,7 @@ impl Replicator {
         &self,
         target: Target,
         id: ChunkId,
-        data: Arc<Vec<u8>>,
+        data: Bytes,
     ) -> Result<String, String> {
         self.forward_or_report(target, id, data, false).await
     }
@@ -157,7 +153,7 @@ impl Replicator {
         &self,
         target: Target,
         id: ChunkId,
-        data: Arc<Vec<u8>>,
+        data: Bytes,
         primary_registers: bool,
     ) -> Result<String, String> {
         match self.push_with(&target, id, &data, primary_registers).await {

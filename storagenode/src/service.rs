@@ -10,6 +10,7 @@ use bigfs_proto::pb::{
     GetChunkRequest, HasChunksReply, HasChunksRequest, PutChunkReply, PutChunkRequest,
     RegisterChunkRequest, ReplicateChunkRequest,
 };
+use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -58,7 +59,7 @@ impl StorageService {
     }
 
     /// Stores a chunk, turning a store error into a status.
-    async fn store_chunk(&self, id: ChunkId, data: &Arc<Vec<u8>>) -> Result<PutOutcome, Status> {
+    async fn store_chunk(&self, id: ChunkId, data: &Bytes) -> Result<PutOutcome, Status> {
         if data.is_empty() {
             return Err(Status::invalid_argument(format!("chunk {id} has no data")));
         }
@@ -99,7 +100,7 @@ impl StorageService {
     async fn put_replica(
         &self,
         id: ChunkId,
-        data: Arc<Vec<u8>>,
+        data: Bytes,
         primary_registers: bool,
     ) -> Result<PutChunkReply, Status> {
         let _permit = self.permit().await?;
@@ -139,7 +140,7 @@ impl StorageService {
     async fn put_primary(
         &self,
         id: ChunkId,
-        data: Arc<Vec<u8>>,
+        data: Bytes,
         forward_to: Vec<Target>,
     ) -> Result<PutChunkReply, Status> {
         let permit = self.permit().await?;
@@ -329,8 +330,7 @@ impl Storage for StorageService {
     ) -> Result<Response<PutChunkReply>, Status> {
         let req = request.into_inner();
         let id = parse_id(&req.id)?;
-        // Zero-copy when the decoded frame is not shared.
-        let data = Arc::new(Vec::from(req.data));
+        let data = req.data;
         let len = data.len() as u64;
         let kind = if req.is_replica { "replica" } else { "primary" };
         let reply = if req.is_replica {
@@ -408,7 +408,7 @@ impl Storage for StorageService {
             ));
         }
         let _permit = self.permit().await?;
-        let data = Arc::new(self.read(id, 0, 0, Check::Verify).await?.data);
+        let data = Bytes::from(self.read(id, 0, 0, Check::Verify).await?.data);
         let target = Target {
             node_id: req.target_node_id,
             address: req.target_address,

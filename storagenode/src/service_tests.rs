@@ -508,7 +508,7 @@ async fn registration_sends_the_inventory_and_deletes_unlisted_chunks() {
         )
         .await
         .unwrap();
-        store.put(id, Arc::new(data)).await.unwrap();
+        store.put(id, bytes::Bytes::from(data)).await.unwrap();
         let path = store.chunk_path(&id);
         let old = std::time::SystemTime::now() - Duration::from_secs(3600);
         std::fs::File::options()
