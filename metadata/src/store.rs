@@ -59,6 +59,13 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, MetaError> 
 }
 
 fn io(context: &str, e: std::io::Error) -> MetaError {
+    // A full disk is the operator's to fix, and the client's errno is
+    // ENOSPC, not a generic I/O error.
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        return MetaError::ResourceExhausted(format!(
+            "the metadata disk is full ({context}: {e}); free space on it"
+        ));
+    }
     MetaError::Store(format!("{context}: {e}"))
 }
 
