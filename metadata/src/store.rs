@@ -263,7 +263,13 @@ impl Store {
         if self.since_snapshot < self.snapshot_every {
             return Ok(());
         }
-        self.snapshot(state)
+        let r = self.snapshot(state);
+        if r.is_err() {
+            // Not again at every command (a full disk would make each one
+            // encode the whole state): after another tenth of the interval.
+            self.since_snapshot = self.snapshot_every - (self.snapshot_every / 10).max(1);
+        }
+        r
     }
 
     /// Writes a snapshot of `state` (covering every appended command) in
