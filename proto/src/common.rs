@@ -307,6 +307,10 @@ pub const STREAM_WINDOW: u32 = 8 * 1024 * 1024;
 /// HTTP/2 flow-control window per connection (several streams at once).
 pub const CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
 
+/// Largest HTTP/2 frame a peer may send us: a 4 MiB chunk in 4 frames
+/// instead of 256 of the default 16 KiB.
+pub const MAX_FRAME_SIZE: u32 = 1024 * 1024;
+
 /// A lazily connecting gRPC channel to `addr` ("host:port" or a URL).
 pub fn channel(addr: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     let url = if addr.contains("://") {
@@ -317,9 +321,9 @@ pub fn channel(addr: &str) -> Result<tonic::transport::Channel, tonic::transport
     Ok(tonic::transport::Endpoint::from_shared(url)?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
-        .http2_adaptive_window(true)
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        .max_frame_size(Some(MAX_FRAME_SIZE))
         .connect_lazy())
 }
 

@@ -122,6 +122,7 @@ pub async fn serve_with_admin(
         // every upload wait on dozens of window updates.
         .initial_stream_window_size(Some(bigfs_proto::STREAM_WINDOW))
         .initial_connection_window_size(Some(bigfs_proto::CONNECTION_WINDOW))
+        .max_frame_size(Some(bigfs_proto::MAX_FRAME_SIZE))
         .layer(bigfs_proto::daemon::GrpcMetricsLayer)
         .add_service(server)
         .serve_with_incoming_shutdown(incoming, shutdown)
