@@ -21,6 +21,7 @@ use fuser::{
 
 use crate::client::Client;
 use crate::error::ClientError;
+use crate::fresh_inodes::FreshInodes;
 use crate::mount_config::MountConfig;
 use crate::open_files::OpenFiles;
 
@@ -33,6 +34,7 @@ pub struct BigFs {
     rt: tokio::runtime::Handle,
     open: Arc<OpenFiles>,
     dirs: Arc<DirListings>,
+    fresh: Arc<FreshInodes>,
     cfg: MountConfig,
 }
 
@@ -202,6 +204,7 @@ impl BigFs {
             rt,
             open: Arc::new(OpenFiles::default()),
             dirs: Arc::new(DirListings::default()),
+            fresh: Arc::new(FreshInodes::new(Duration::from_millis(cfg.attr_ttl_ms))),
             cfg,
         }
     }
@@ -903,6 +906,7 @@ impl Filesystem for BigFs {
         let name = name_or_reply!(name, reply);
         let client = Arc::clone(&self.client);
         let value = value.to_vec();
+        self.fresh.forget(ino.0);
         self.reply_empty(reply, async move {
             client.set_xattr(ino.0, &name, value, flags).await
         });
@@ -910,6 +914,10 @@ impl Filesystem for BigFs {
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let name = name_or_reply!(name, reply);
+        if self.fresh.has_no_xattrs(ino.0) {
+            reply.error(Errno::NO_XATTR);
+            return;
+        }
         let client = Arc::clone(&self.client);
         self.spawn(async move {
             match client.get_xattr(ino.0, &name).await {
@@ -948,6 +956,7 @@ impl Filesystem for BigFs {
         writable_or_reply!(self, reply);
         let name = name_or_reply!(name, reply);
         let client = Arc::clone(&self.client);
+        self.fresh.forget(ino.0);
         self.reply_empty(
             reply,
             async move { client.remove_xattr(ino.0, &name).await },
@@ -1000,11 +1009,18 @@ impl Filesystem for BigFs {
             exclusive: flags & libc::O_EXCL != 0,
             ..new_inode(req, parent, name, pb::FileKind::File, mode & !umask)
         };
+        let fresh = Arc::clone(&self.fresh);
         self.spawn(async move {
+            let exclusive = r.exclusive;
             let attr = match client.create(r).await {
                 Ok(a) => a,
                 Err(e) => return reply.error(err(&e)),
             };
+            // Made just now (a non-exclusive create may have found a file
+            // another mount made, which could carry attributes).
+            if exclusive || attr.size == 0 {
+                fresh.created(attr.ino);
+            }
             let handle = match client.open_attr(&attr) {
                 Ok(h) => h,
                 Err(e) => return reply.error(err(&e)),
