@@ -112,3 +112,105 @@ async fn fifos_sockets_and_device_nodes_are_created_listed_and_work() {
     }
     assert_eq!(std::fs::read_dir(m.path()).unwrap().count(), 0);
 }
+
+/// Runs `argv` as `uid`:`gid` (no supplementary groups) and returns its
+/// stderr if it failed, None if it succeeded.
+fn as_user(uid: u32, gid: u32, argv: &[&dyn AsRef<std::ffi::OsStr>]) -> Option<String> {
+    use std::os::unix::process::CommandExt;
+    let mut c = std::process::Command::new(argv[0]);
+    for a in &argv[1..] {
+        c.arg(a);
+    }
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = c
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run a command as another user");
+    (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::symlink_metadata(p).unwrap().mode() & 0o7777
+}
+
+const DENIED: &str = "Permission denied"; // EACCES
+const NOT_PERMITTED: &str = "Operation not permitted"; // EPERM
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_users_meet_unix_permissions_sticky_dirs_and_set_id_rules() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Cluster::start(3).await;
+    let m = Mount::new(&c, &["allow_other"]);
+    let p = |s: &str| m.path().join(s);
+    let set_mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let (alice, bob) = (65534, 65533);
+
+    // A sticky, world-writable directory: everyone creates, only the owner
+    // of a file (or of the directory) removes or renames it.
+    std::fs::create_dir(p("tmp")).unwrap();
+    set_mode(&p("tmp"), 0o1777);
+    assert_eq!(as_user(alice, alice, &[&"touch", &p("tmp/a")]), None);
+    let err = as_user(bob, bob, &[&"rm", &"-f", &p("tmp/a")]).expect("bob removed alice's file");
+    assert!(err.contains(NOT_PERMITTED) || err.contains(DENIED), "{err}");
+    let err = as_user(bob, bob, &[&"mv", &p("tmp/a"), &p("tmp/b")]).expect("bob renamed it");
+    assert!(err.contains(NOT_PERMITTED) || err.contains(DENIED), "{err}");
+    assert_eq!(as_user(alice, alice, &[&"rm", &p("tmp/a")]), None);
+
+    // Search permission on every path component.
+    std::fs::create_dir(p("closed")).unwrap();
+    std::fs::write(p("closed/f"), b"x").unwrap();
+    set_mode(&p("closed/f"), 0o666);
+    set_mode(&p("closed"), 0o644);
+    let err = as_user(alice, alice, &[&"cat", &p("closed/f")]).expect("read through a 0644 dir");
+    assert!(err.contains(DENIED), "{err}");
+    set_mode(&p("closed"), 0o755);
+    assert_eq!(as_user(alice, alice, &[&"cat", &p("closed/f")]), None);
+
+    // Only the owner changes the mode; only root gives a file away; the
+    // owner may change its group to one of its own groups.
+    std::fs::write(p("mine"), b"x").unwrap();
+    std::os::unix::fs::chown(p("mine"), Some(alice), Some(alice)).unwrap();
+    let err = as_user(bob, bob, &[&"chmod", &"600", &p("mine")]).expect("chmod by a stranger");
+    assert!(err.contains(NOT_PERMITTED), "{err}");
+    let err = as_user(alice, alice, &[&"chown", &bob.to_string(), &p("mine")])
+        .expect("chown to another user");
+    assert!(err.contains(NOT_PERMITTED), "{err}");
+    assert_eq!(as_user(alice, alice, &[&"chmod", &"640", &p("mine")]), None);
+    assert_eq!(mode(&p("mine")), 0o640);
+
+    // A non-member setting set-group-ID on a file loses the bit silently.
+    std::os::unix::fs::chown(p("mine"), Some(alice), Some(0)).unwrap();
+    assert_eq!(
+        as_user(alice, alice, &[&"chmod", &"2755", &p("mine")]),
+        None
+    );
+    assert_eq!(mode(&p("mine")), 0o755);
+
+    // A write by someone else clears set-user-ID and set-group-ID.
+    std::fs::write(p("suid"), b"x").unwrap();
+    set_mode(&p("suid"), 0o6777);
+    let append = format!("echo y >> {}", p("suid").display());
+    assert_eq!(as_user(alice, alice, &[&"sh", &"-c", &append]), None);
+    assert_eq!(mode(&p("suid")), 0o777);
+
+    // Timestamps: anyone who may write sets "now"; only the owner sets a
+    // chosen time.
+    set_mode(&p("suid"), 0o666);
+    assert_eq!(as_user(alice, alice, &[&"touch", &p("suid")]), None);
+    let err = as_user(alice, alice, &[&"touch", &"-d", &"2001-01-01", &p("suid")])
+        .expect("a stranger set an explicit mtime");
+    assert!(err.contains(NOT_PERMITTED), "{err}");
+}
