@@ -164,6 +164,7 @@ impl Client {
             gid: current_gid(),
             symlink_target: String::new(),
             exclusive,
+            rdev: 0,
         })
         .await
     }
@@ -178,6 +179,7 @@ impl Client {
             gid: current_gid(),
             symlink_target: String::new(),
             exclusive: true,
+            rdev: 0,
         })
         .await
     }

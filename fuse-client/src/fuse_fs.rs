@@ -133,6 +133,10 @@ fn file_type(kind: i32) -> FileType {
     match pb::FileKind::try_from(kind) {
         Ok(pb::FileKind::Directory) => FileType::Directory,
         Ok(pb::FileKind::Symlink) => FileType::Symlink,
+        Ok(pb::FileKind::Fifo) => FileType::NamedPipe,
+        Ok(pb::FileKind::Socket) => FileType::Socket,
+        Ok(pb::FileKind::CharDevice) => FileType::CharDevice,
+        Ok(pb::FileKind::BlockDevice) => FileType::BlockDevice,
         _ => FileType::RegularFile,
     }
 }
@@ -164,7 +168,7 @@ pub fn file_attr(a: &pb::Attr, size: Option<u64>) -> FileAttr {
         nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        rdev: a.rdev,
         blksize: IO_BLOCK,
         flags: 0,
     }
@@ -187,6 +191,20 @@ fn new_inode(
         gid: req.gid(),
         symlink_target: String::new(),
         exclusive: true,
+        rdev: 0,
+    }
+}
+
+/// The kind of node `mknod` makes for the file type bits of `mode`; None
+/// for a type no file system can hold (the kernel refuses those first).
+fn mknod_kind(mode: u32) -> Option<pb::FileKind> {
+    match mode & libc::S_IFMT {
+        0 | libc::S_IFREG => Some(pb::FileKind::File),
+        libc::S_IFIFO => Some(pb::FileKind::Fifo),
+        libc::S_IFSOCK => Some(pb::FileKind::Socket),
+        libc::S_IFCHR => Some(pb::FileKind::CharDevice),
+        libc::S_IFBLK => Some(pb::FileKind::BlockDevice),
+        _ => None,
     }
 }
 
@@ -442,20 +460,20 @@ impl Filesystem for BigFs {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
         writable_or_reply!(self, reply);
         let name = name_or_reply!(name, reply);
-        let fmt = mode & libc::S_IFMT;
-        if fmt != 0 && fmt != libc::S_IFREG {
-            // Only regular files live in BigFS; device nodes, FIFOs and
-            // sockets belong on a local file system.
-            reply.error(Errno::EPERM);
+        let Some(kind) = mknod_kind(mode) else {
+            reply.error(Errno::EINVAL);
             return;
-        }
+        };
         let client = Arc::clone(&self.client);
-        let r = new_inode(req, parent, name, pb::FileKind::File, mode & !umask);
+        let r = pb::CreateRequest {
+            rdev,
+            ..new_inode(req, parent, name, kind, mode & !umask)
+        };
         self.reply_entry(reply, async move { client.create(r).await });
     }
 

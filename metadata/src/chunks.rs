@@ -4,11 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bigfs_proto::ChunkId;
-use bigfs_proto::errno::{EINVAL, EISDIR};
 
 use crate::error::MetaError;
 use crate::namespace::MAX_FILE_SIZE;
-use crate::state::{Chunk, ChunkRef, Kind, Node, ReplicaStatus, State, Time};
+use crate::state::{Chunk, ChunkRef, Node, ReplicaStatus, State, Time};
 
 /// One reference less; a chunk reaching zero starts its grace period.
 pub(crate) fn release(state: &mut State, id: ChunkId, now_ms: u64) {
@@ -73,13 +72,7 @@ pub(crate) fn commit_layout(
     now: Time,
 ) -> Result<(), MetaError> {
     let inode = state.inode(ino)?;
-    match inode.kind {
-        Kind::File => {}
-        Kind::Directory => {
-            return Err(MetaError::ns(EISDIR, format!("inode {ino} is a directory")));
-        }
-        Kind::Symlink => return Err(MetaError::ns(EINVAL, format!("inode {ino} is a symlink"))),
-    }
+    crate::namespace::holds_data(inode.kind, ino)?;
     if size > MAX_FILE_SIZE {
         return Err(MetaError::InvalidArgument(format!(
             "size {size} exceeds {MAX_FILE_SIZE}"

@@ -27,6 +27,8 @@ pub struct NewInode<'a> {
     pub gid: u32,
     pub symlink_target: &'a str,
     pub exclusive: bool,
+    /// Device number (device nodes only).
+    pub rdev: u32,
     pub chunk_size: u32,
     pub replication: u32,
 }
@@ -215,6 +217,7 @@ pub(crate) fn create(state: &mut State, req: &NewInode<'_>, now: Time) -> Result
             parent: req.parent,
             allocated: 0,
             xattrs: Default::default(),
+            rdev: if req.kind.is_device() { req.rdev } else { 0 },
         },
     );
     if is_dir {
@@ -225,6 +228,19 @@ pub(crate) fn create(state: &mut State, req: &NewInode<'_>, now: Time) -> Result
     Ok(ino)
 }
 
+/// Only regular files have a size and a layout: EISDIR for a directory,
+/// EINVAL for a symlink or a special file.
+pub(crate) fn holds_data(kind: Kind, ino: u64) -> Result<(), MetaError> {
+    match kind {
+        Kind::File => Ok(()),
+        Kind::Directory => Err(MetaError::ns(EISDIR, format!("inode {ino} is a directory"))),
+        other => Err(MetaError::ns(
+            EINVAL,
+            format!("inode {ino} is a {other:?}, not a regular file"),
+        )),
+    }
+}
+
 pub(crate) fn set_attr(
     state: &mut State,
     ino: u64,
@@ -233,15 +249,7 @@ pub(crate) fn set_attr(
 ) -> Result<(), MetaError> {
     let inode = state.inode(ino)?;
     if let Some(size) = ch.size {
-        match inode.kind {
-            Kind::File => {}
-            Kind::Directory => {
-                return Err(MetaError::ns(EISDIR, format!("inode {ino} is a directory")));
-            }
-            Kind::Symlink => {
-                return Err(MetaError::ns(EINVAL, format!("inode {ino} is a symlink")));
-            }
-        }
+        holds_data(inode.kind, ino)?;
         if size > MAX_FILE_SIZE {
             return Err(MetaError::ns(
                 bigfs_proto::errno::EFBIG,

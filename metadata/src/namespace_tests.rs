@@ -34,6 +34,7 @@ fn create(
             String::new()
         },
         exclusive,
+        rdev: 0,
         chunk_size: 100,
         replication: 2,
         now: t(10),
@@ -241,6 +242,81 @@ fn create_checks_names_parents_and_existing_entries() {
     let a = s.attr(l).unwrap();
     assert_eq!((a.symlink_target.as_str(), a.size), ("target", 6));
     assert_eq!(s.attr(f).unwrap().chunk_size, 100);
+}
+
+#[test]
+fn special_files_keep_their_kind_and_device_number_and_hold_no_data() {
+    use bigfs_proto::pb::FileKind;
+    let mut s = State::new();
+    let node = |s: &mut State, name: &str, kind: Kind, rdev: u32| {
+        let cmd = Command::Create {
+            parent: ROOT_INO,
+            name: name.into(),
+            kind,
+            mode: 0o640,
+            uid: 7,
+            gid: 8,
+            symlink_target: String::new(),
+            exclusive: true,
+            rdev,
+            chunk_size: 100,
+            replication: 2,
+            now: t(10),
+        };
+        match apply(s, &cmd) {
+            Ok(crate::state::Reply::Ino(i)) => Ok(i),
+            Ok(crate::state::Reply::Done) => panic!("create returned no inode"),
+            Err(e) => Err(e),
+        }
+    };
+    let fifo = node(&mut s, "p", Kind::Fifo, 0).unwrap();
+    let sock = node(&mut s, "s", Kind::Socket, 0).unwrap();
+    let chr = node(&mut s, "c", Kind::CharDevice, 0x0102).unwrap();
+    let blk = node(&mut s, "b", Kind::BlockDevice, 0x0304).unwrap();
+    let a = s.attr(fifo).unwrap();
+    assert_eq!(
+        (a.kind, a.mode, a.uid, a.gid, a.size, a.nlink, a.rdev),
+        (FileKind::Fifo as i32, 0o640, 7, 8, 0, 1, 0)
+    );
+    assert_eq!(s.attr(sock).unwrap().kind, FileKind::Socket as i32);
+    let a = s.attr(chr).unwrap();
+    assert_eq!((a.kind, a.rdev), (FileKind::CharDevice as i32, 0x0102));
+    let a = s.attr(blk).unwrap();
+    assert_eq!((a.kind, a.rdev), (FileKind::BlockDevice as i32, 0x0304));
+    // Only device nodes keep a device number.
+    let fifo2 = node(&mut s, "p2", Kind::Fifo, 0x0506).unwrap();
+    assert_eq!(s.attr(fifo2).unwrap().rdev, 0);
+    // An existing name is EEXIST whatever the kinds, even non-exclusive.
+    refused(&mut s, EEXIST, |s| node(s, "p", Kind::Fifo, 0).map(|_| ()));
+    refused(&mut s, EEXIST, |s| {
+        create(s, ROOT_INO, "c", Kind::File, false).map(|_| ())
+    });
+    // No size and no layout.
+    refused(&mut s, EINVAL, |s| {
+        apply(
+            s,
+            &Command::SetAttr {
+                ino: fifo,
+                mode: None,
+                uid: None,
+                gid: None,
+                size: Some(1),
+                atime: None,
+                mtime: None,
+                now: t(20),
+            },
+        )
+        .map(|_| ())
+    });
+    refused(&mut s, EINVAL, |s| commit(s, chr, &[], 0));
+    // Links, renames and unlinks work as for files.
+    link(&mut s, fifo, ROOT_INO, "p-link").unwrap();
+    assert_eq!(s.attr(fifo).unwrap().nlink, 2);
+    rename(&mut s, ROOT_INO, "p-link", ROOT_INO, "b", false, false).unwrap();
+    assert!(s.inode(blk).is_err(), "the replaced device node is freed");
+    unlink(&mut s, ROOT_INO, "b").unwrap();
+    unlink(&mut s, ROOT_INO, "p").unwrap();
+    assert!(s.inode(fifo).is_err());
 }
 
 #[test]

@@ -93,6 +93,7 @@ mod tests {
                 gid: 0,
                 symlink_target: String::new(),
                 exclusive: true,
+                rdev: 0,
                 chunk_size: 1 << 20,
                 replication: 1,
                 now: t(0),

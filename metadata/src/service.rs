@@ -257,7 +257,7 @@ impl Metadata for MetadataService {
     ) -> Result<Response<pb::AttrReply>, Status> {
         let r = request.into_inner();
         let kind = Kind::from_pb(r.kind).ok_or_else(|| {
-            MetaError::InvalidArgument(format!("kind {} is not file, directory or symlink", r.kind))
+            MetaError::InvalidArgument(format!("kind {} is not a known file kind", r.kind))
         })?;
         let config = &self.inner.config;
         self.execute_attr(Command::Create {
@@ -269,6 +269,7 @@ impl Metadata for MetadataService {
             gid: r.gid,
             symlink_target: r.symlink_target,
             exclusive: r.exclusive,
+            rdev: r.rdev,
             chunk_size: config.chunk_size,
             replication: config.replication,
             now: Time::now(),

@@ -54,6 +54,11 @@ pub enum Kind {
     File,
     Directory,
     Symlink,
+    // Special files: attributes and a name, never data.
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
 }
 
 impl Kind {
@@ -62,6 +67,10 @@ impl Kind {
             pb::FileKind::File => Some(Kind::File),
             pb::FileKind::Directory => Some(Kind::Directory),
             pb::FileKind::Symlink => Some(Kind::Symlink),
+            pb::FileKind::Fifo => Some(Kind::Fifo),
+            pb::FileKind::Socket => Some(Kind::Socket),
+            pb::FileKind::CharDevice => Some(Kind::CharDevice),
+            pb::FileKind::BlockDevice => Some(Kind::BlockDevice),
             pb::FileKind::Unspecified => None,
         }
     }
@@ -71,7 +80,16 @@ impl Kind {
             Kind::File => pb::FileKind::File,
             Kind::Directory => pb::FileKind::Directory,
             Kind::Symlink => pb::FileKind::Symlink,
+            Kind::Fifo => pb::FileKind::Fifo,
+            Kind::Socket => pb::FileKind::Socket,
+            Kind::CharDevice => pb::FileKind::CharDevice,
+            Kind::BlockDevice => pb::FileKind::BlockDevice,
         }
+    }
+
+    /// Whether a device number means anything for this kind.
+    pub fn is_device(self) -> bool {
+        matches!(self, Kind::CharDevice | Kind::BlockDevice)
     }
 }
 
@@ -99,6 +117,9 @@ pub struct Inode {
     /// Extended attributes, by full name ("user.x").
     #[serde(default)]
     pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// Device number of a device node (kernel encoding), else 0.
+    #[serde(default)]
+    pub rdev: u32,
 }
 
 impl Inode {
@@ -119,6 +140,7 @@ impl Inode {
             version: self.version,
             symlink_target: self.symlink_target.clone(),
             allocated: self.allocated,
+            rdev: self.rdev,
         }
     }
 }
@@ -223,6 +245,7 @@ impl State {
             parent: ROOT_INO,
             allocated: 0,
             xattrs: BTreeMap::new(),
+            rdev: 0,
         };
         State {
             inodes: BTreeMap::from([(ROOT_INO, root)]),
@@ -261,6 +284,9 @@ pub enum Command {
         gid: u32,
         symlink_target: String,
         exclusive: bool,
+        /// Device number of a new device node.
+        #[serde(default)]
+        rdev: u32,
         /// Chunk size and replication of a new file (cluster defaults).
         chunk_size: u32,
         replication: u32,
@@ -400,6 +426,7 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
             gid,
             symlink_target,
             exclusive,
+            rdev,
             chunk_size,
             replication,
             now,
@@ -414,6 +441,7 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
                 gid: *gid,
                 symlink_target,
                 exclusive: *exclusive,
+                rdev: *rdev,
                 chunk_size: *chunk_size,
                 replication: *replication,
             },

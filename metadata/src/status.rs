@@ -28,7 +28,7 @@ pub fn status(state: &State, live: &Liveness, config: &Config) -> pb::StatusRepl
         match inode.kind {
             Kind::Directory => r.directories += 1,
             Kind::File => r.files += 1,
-            Kind::Symlink => {}
+            Kind::Symlink | Kind::Fifo | Kind::Socket | Kind::CharDevice | Kind::BlockDevice => {}
         }
     }
     let mut listed: BTreeMap<&str, u64> = BTreeMap::new();

@@ -368,6 +368,7 @@ mod tests {
             gid: 1,
             symlink_target: String::new(),
             exclusive: true,
+            rdev: 0,
             chunk_size: 1 << 20,
             replication: 2,
             now: Time { secs: t, nanos: 0 },

@@ -406,6 +406,10 @@ fn kind_char(kind: i32) -> char {
     match pb::FileKind::try_from(kind) {
         Ok(pb::FileKind::Directory) => 'd',
         Ok(pb::FileKind::Symlink) => 'l',
+        Ok(pb::FileKind::Fifo) => 'p',
+        Ok(pb::FileKind::Socket) => 's',
+        Ok(pb::FileKind::CharDevice) => 'c',
+        Ok(pb::FileKind::BlockDevice) => 'b',
         _ => '-',
     }
 }
