@@ -59,16 +59,6 @@ fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    // Chunk buffers are megabytes, allocated and freed by many threads.
-    // glibc would otherwise raise its mmap threshold after the first free
-    // and serve them from per-thread heaps that do not shrink, so the
-    // daemon's RSS would grow well past its cache and buffer sizes. Mapped
-    // directly, a freed chunk goes back to the system at once.
-    // SAFETY: mallopt only sets allocator parameters; called before any
-    // other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-    }
     let args = Args::parse();
     let (source, mountpoint) = match args.positional.as_slice() {
         [m] => (None, PathBuf::from(m)),
