@@ -193,15 +193,12 @@ fn spawn_background(args: &Args, mountpoint: &Path) -> ExitCode {
     }
 }
 
-/// Points file descriptor 2 at `path` (appending), so what the runtime
-/// writes to stderr lands in the daemon's log.
-fn stderr_to(path: &Path) {
+/// Points file descriptor 2 at the log file, so what the runtime writes to
+/// stderr (a panic message) lands in the daemon's log.
+fn stderr_to(log: &std::fs::File) {
     use std::os::unix::io::AsRawFd;
-    if let Ok(f) = std::fs::OpenOptions::new().append(true).open(path) {
-        // SAFETY: dup2 onto fd 2 with a descriptor we own; `f` closes its
-        // own copy when dropped.
-        unsafe { libc::dup2(f.as_raw_fd(), 2) };
-    }
+    // SAFETY: dup2 onto fd 2 of a descriptor we own and keep open.
+    unsafe { libc::dup2(log.as_raw_fd(), 2) };
 }
 
 fn run_foreground(cfg: MountConfig, mountpoint: &Path, log_file: Option<&Path>) -> ExitCode {
@@ -213,17 +210,24 @@ fn run_foreground(cfg: MountConfig, mountpoint: &Path, log_file: Option<&Path>) 
         .with_ansi(false);
     // The log goes to --log-file when given (a background daemon's stderr
     // is only for the reason it failed to mount), else to stderr.
-    match log_file {
-        Some(p) => match std::fs::OpenOptions::new()
+    let log = match log_file.map(|p| {
+        std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(p)
-        {
-            Ok(f) => logs.with_writer(std::sync::Mutex::new(f)).init(),
-            Err(e) => return fail(2, format!("log file {}: {e}", p.display())),
-        },
-        None => logs.with_writer(std::io::stderr).init(),
-    }
+            .and_then(|f| Ok((f.try_clone()?, f)))
+            .map_err(|e| format!("log file {}: {e}", p.display()))
+    }) {
+        Some(Ok((writer, f))) => {
+            logs.with_writer(std::sync::Mutex::new(writer)).init();
+            Some(f)
+        }
+        Some(Err(e)) => return fail(2, e),
+        None => {
+            logs.with_writer(std::io::stderr).init();
+            None
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("bigfs-io")
@@ -278,8 +282,8 @@ fn run_foreground(cfg: MountConfig, mountpoint: &Path, log_file: Option<&Path>) 
     tracing::info!(mountpoint = %mountpoint.display(), metadata = %cfg.client.metadata, "mounted");
     notify_ready();
     // Mounted: from now on a panic message belongs in the log too.
-    if let Some(p) = log_file {
-        stderr_to(p);
+    if let Some(f) = &log {
+        stderr_to(f);
     }
 
     if !cfg.admin_listen.is_empty() {
