@@ -84,20 +84,7 @@ mod tests {
         .unwrap();
         let crate::state::Reply::Ino(ino) = apply(
             s,
-            &Command::Create {
-                parent: ROOT_INO,
-                name: "f".into(),
-                kind: Kind::File,
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                symlink_target: String::new(),
-                exclusive: true,
-                rdev: 0,
-                chunk_size: 1 << 20,
-                replication: 1,
-                now: t(0),
-            },
+            &Command::create_for_test(ROOT_INO, "f", Kind::File, t(0)),
         )
         .unwrap() else {
             panic!("create returned no inode")

@@ -414,6 +414,32 @@ pub enum Reply {
     Done,
 }
 
+#[cfg(test)]
+impl Command {
+    /// A `Create` for tests: mode 0o755 for a directory and 0o644 otherwise,
+    /// owner 0:0, exclusive, no device number, 1 MiB chunks, replication 2.
+    pub(crate) fn create_for_test(parent: u64, name: &str, kind: Kind, now: Time) -> Command {
+        Command::Create {
+            parent,
+            name: name.into(),
+            kind,
+            mode: if kind == Kind::Directory {
+                0o755
+            } else {
+                0o644
+            },
+            uid: 0,
+            gid: 0,
+            symlink_target: String::new(),
+            exclusive: true,
+            rdev: 0,
+            chunk_size: 1 << 20,
+            replication: 2,
+            now,
+        }
+    }
+}
+
 /// Applies one command. Deterministic; an `Err` leaves `state` unchanged.
 pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
     match cmd {

@@ -359,20 +359,7 @@ mod tests {
     use crate::state::{Kind, Time};
 
     fn mkdir(parent: u64, name: &str, t: i64) -> Command {
-        Command::Create {
-            parent,
-            name: name.into(),
-            kind: Kind::Directory,
-            mode: 0o755,
-            uid: 1,
-            gid: 1,
-            symlink_target: String::new(),
-            exclusive: true,
-            rdev: 0,
-            chunk_size: 1 << 20,
-            replication: 2,
-            now: Time { secs: t, nanos: 0 },
-        }
+        Command::create_for_test(parent, name, Kind::Directory, Time { secs: t, nanos: 0 })
     }
 
     fn run(store: &mut Store, state: &mut State, cmd: Command) {

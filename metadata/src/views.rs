@@ -460,34 +460,8 @@ mod tests {
     fn state_with_file() -> (State, ChunkId) {
         let mut s = State::new();
         for cmd in [
-            Command::Create {
-                parent: ROOT_INO,
-                name: "d".into(),
-                kind: Kind::Directory,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-                symlink_target: String::new(),
-                exclusive: true,
-                rdev: 0,
-                chunk_size: 1 << 20,
-                replication: 2,
-                now: Time::default(),
-            },
-            Command::Create {
-                parent: ROOT_INO + 1,
-                name: "f".into(),
-                kind: Kind::File,
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                symlink_target: String::new(),
-                exclusive: true,
-                rdev: 0,
-                chunk_size: 1 << 20,
-                replication: 2,
-                now: Time::default(),
-            },
+            Command::create_for_test(ROOT_INO, "d", Kind::Directory, Time::default()),
+            Command::create_for_test(ROOT_INO + 1, "f", Kind::File, Time::default()),
         ] {
             apply(&mut s, &cmd).unwrap();
         }
