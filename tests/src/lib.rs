@@ -245,6 +245,13 @@ impl Cluster {
         c.status(pb::Empty {}).await.expect("status").into_inner()
     }
 
+    /// Every referenced chunk has its Available copies on Up nodes, nothing
+    /// queued, nothing pending.
+    pub async fn healed(&self) -> bool {
+        let s = self.status().await;
+        s.under_replicated == 0 && s.lost == 0 && s.repair_pending == 0 && s.replicas_pending == 0
+    }
+
     /// Waits until at least `n` nodes are up.
     pub async fn wait_nodes_up(&self, n: usize) {
         self.wait_for(Duration::from_secs(30), "storage nodes up", || async {

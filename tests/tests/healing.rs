@@ -55,13 +55,6 @@ async fn verify(c: &Cluster, files: &Files) {
     }
 }
 
-/// Every referenced chunk has its 3 Available copies on Up nodes, nothing
-/// queued, nothing pending.
-async fn healed(c: &Cluster) -> bool {
-    let s = c.status().await;
-    s.under_replicated == 0 && s.lost == 0 && s.repair_pending == 0 && s.replicas_pending == 0
-}
-
 async fn chunk_ids(c: &Cluster, path: &str) -> Vec<ChunkId> {
     let mut m = bigfs_proto::metadata_client(&c.meta_addr).unwrap();
     let attr = m
@@ -142,7 +135,7 @@ async fn a_killed_node_is_healed_back_to_three_copies_while_io_goes_on_and_acros
     let client = c.client().await;
     let mut files = write_files(&client, "f", 24, 200_000, 1).await;
     c.wait_for(Duration::from_secs(30), "initial replication", || {
-        healed(&c)
+        c.healed()
     })
     .await;
     let held = c.chunk_files(0).len();
@@ -166,7 +159,7 @@ async fn a_killed_node_is_healed_back_to_three_copies_while_io_goes_on_and_acros
         "queue survives a metadata restart: {before} completed before, {after:?}"
     );
     c.wait_for(Duration::from_secs(90), "healed after the kill", || {
-        healed(&c)
+        c.healed()
     })
     .await;
     eprintln!(
@@ -190,7 +183,7 @@ async fn a_killed_node_is_healed_back_to_three_copies_while_io_goes_on_and_acros
     c.wait_for(
         Duration::from_secs(60),
         "three copies of every chunk, no more",
-        || async { healed(&c).await && live.iter().all(|id| on_disk(&c, id).len() == 3) },
+        || async { c.healed().await && live.iter().all(|id| on_disk(&c, id).len() == 3) },
     )
     .await;
     verify(&c, &files).await;
@@ -204,7 +197,7 @@ async fn a_node_stopped_during_writes_and_deletes_catches_up_and_resurrects_noth
     let client = c.client().await;
     let old = write_files(&client, "old", 10, 150_000, 2).await;
     c.wait_for(Duration::from_secs(30), "initial replication", || {
-        healed(&c)
+        c.healed()
     })
     .await;
     let mut deleted_ids = BTreeSet::new();
@@ -240,7 +233,7 @@ async fn a_node_stopped_during_writes_and_deletes_catches_up_and_resurrects_noth
     c.start_node(2);
     c.wait_for(Duration::from_secs(60), "node-3 caught up", || async {
         let s = c.status().await;
-        healed(&c).await && s.gc_backlog == 0
+        c.healed().await && s.gc_backlog == 0
     })
     .await;
     for id in &deleted_ids {
@@ -282,21 +275,21 @@ async fn two_nodes_killed_one_after_the_other_lose_no_file() {
     let client = c.client().await;
     let files = write_files(&client, "f", 16, 200_000, 4).await;
     c.wait_for(Duration::from_secs(30), "initial replication", || {
-        healed(&c)
+        c.healed()
     })
     .await;
     c.kill_node(0);
     c.wait_for(
         Duration::from_secs(60),
         "healed after the first kill",
-        || healed(&c),
+        || c.healed(),
     )
     .await;
     c.kill_node(1);
     c.wait_for(
         Duration::from_secs(60),
         "healed after the second kill",
-        || healed(&c),
+        || c.healed(),
     )
     .await;
     verify(&c, &files).await;
@@ -309,7 +302,7 @@ async fn scrubbing_finds_every_flipped_byte_and_repairs_it() {
     let client = c.client().await;
     let files = write_files(&client, "f", 12, 200_000, 5).await;
     c.wait_for(Duration::from_secs(30), "initial replication", || {
-        healed(&c)
+        c.healed()
     })
     .await;
     // Flip a byte in 3 chunk files per node, never two copies of one chunk.
@@ -344,7 +337,7 @@ async fn scrubbing_finds_every_flipped_byte_and_repairs_it() {
                     })
                     .unwrap_or(false)
             });
-            quarantined && healed(&c).await
+            quarantined && c.healed().await
         },
     )
     .await;
@@ -458,7 +451,7 @@ async fn a_decommissioned_node_is_drained_under_load_and_every_file_reads_back()
     let client = c.client().await;
     let mut files = write_files(&client, "f", 20, 200_000, 7).await;
     c.wait_for(Duration::from_secs(30), "initial replication", || {
-        healed(&c)
+        c.healed()
     })
     .await;
     assert!(!c.chunk_files(1).is_empty());
@@ -479,7 +472,7 @@ async fn a_decommissioned_node_is_drained_under_load_and_every_file_reads_back()
     })
     .await;
     c.wait_for(Duration::from_secs(30), "healed on the other nodes", || {
-        healed(&c)
+        c.healed()
     })
     .await;
     let nodes = c.cli_ok(&["admin", "nodes"]);
@@ -521,7 +514,7 @@ async fn a_chunk_file_deleted_on_a_running_node_is_noticed_and_copied_again() {
     let client = c.client().await;
     let files = write_files(&client, "a", 3, 300_000, 7).await;
     c.wait_for(Duration::from_secs(30), "initial replication", || {
-        healed(&c)
+        c.healed()
     })
     .await;
     let ids = chunk_ids(&c, "/a1").await;
@@ -534,7 +527,7 @@ async fn a_chunk_file_deleted_on_a_running_node_is_noticed_and_copied_again() {
         "the lost copy made again",
         || async {
             let now = on_disk(&c, &id);
-            now.len() == 3 && healed(&c).await
+            now.len() == 3 && c.healed().await
         },
     )
     .await;

@@ -18,11 +18,6 @@ pending_timeout_ms = 3000
 gc_grace_ms = 3000
 "#;
 
-async fn healed(c: &Cluster) -> bool {
-    let s = c.status().await;
-    s.under_replicated == 0 && s.lost == 0 && s.repair_pending == 0 && s.replicas_pending == 0
-}
-
 fn write_through(dir: &Path, name: &str, size: usize, seed: u64) -> (String, String) {
     let data = random_bytes(size, seed);
     let path = dir.join(name);
@@ -46,7 +41,7 @@ async fn a_node_killed_under_mounted_io_is_healed_and_every_file_reads_back() {
         })
         .collect();
     c.wait_for(Duration::from_secs(30), "initial replication", || {
-        healed(&c)
+        c.healed()
     })
     .await;
 
@@ -85,7 +80,7 @@ async fn a_node_killed_under_mounted_io_is_healed_and_every_file_reads_back() {
             .iter()
             .filter(|n| n.state == bigfs_proto::pb::NodeState::Up as i32)
             .count();
-        up == 3 && healed(&c).await
+        up == 3 && c.healed().await
     })
     .await;
     stop.store(true, Ordering::SeqCst);
