@@ -1,5 +1,5 @@
 use super::*;
-use crate::state::{Chunk, Command, Node, apply as apply_cmd};
+use crate::state::{Chunk, Command, apply as apply_cmd};
 
 fn id(n: u8) -> ChunkId {
     ChunkId([n; 32])
@@ -7,16 +7,7 @@ fn id(n: u8) -> ChunkId {
 
 fn state() -> State {
     let mut s = State::new();
-    for n in ["a", "b", "c", "d"] {
-        s.nodes.insert(
-            n.into(),
-            Node {
-                address: format!("{n}:1"),
-                capacity: 100,
-                decommissioned: false,
-            },
-        );
-    }
+    s.add_test_nodes(&["a", "b", "c", "d"], 100);
     s.chunks.insert(
         id(1),
         Chunk {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::state::{Chunk, Node};
+use crate::state::Chunk;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -33,16 +33,7 @@ fn chunk(replicas: &[(&str, ReplicaStatus)]) -> Chunk {
 
 fn state_with(chunks: Vec<(ChunkId, Chunk)>, names: &[&str]) -> State {
     let mut s = State::new();
-    for n in names {
-        s.nodes.insert(
-            n.to_string(),
-            Node {
-                address: format!("{n}:1"),
-                capacity: 1,
-                decommissioned: false,
-            },
-        );
-    }
+    s.add_test_nodes(names, 1);
     s.chunks.extend(chunks);
     s
 }

@@ -415,6 +415,23 @@ pub enum Reply {
 }
 
 #[cfg(test)]
+impl State {
+    /// Registers nodes named `names` (address "NAME:1") with `capacity`.
+    pub(crate) fn add_test_nodes(&mut self, names: &[&str], capacity: u64) {
+        for n in names {
+            self.nodes.insert(
+                n.to_string(),
+                Node {
+                    address: format!("{n}:1"),
+                    capacity,
+                    decommissioned: false,
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
 impl Command {
     /// A `Create` for tests: mode 0o755 for a directory and 0o644 otherwise,
     /// owner 0:0, exclusive, no device number, 1 MiB chunks, replication 2.

@@ -454,7 +454,7 @@ pub fn gauges(status: &pb::StatusReply, gc: &GcBacklog, queue_length: usize) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{Chunk, ChunkRef, Command, Node, Time, apply};
+    use crate::state::{Chunk, ChunkRef, Command, Time, apply};
     use std::time::Duration;
 
     fn state_with_file() -> (State, ChunkId) {
@@ -466,16 +466,7 @@ mod tests {
             apply(&mut s, &cmd).unwrap();
         }
         let id = ChunkId::of(b"x");
-        for n in ["a", "b"] {
-            s.nodes.insert(
-                n.into(),
-                Node {
-                    address: format!("{n}:1"),
-                    capacity: 100,
-                    decommissioned: false,
-                },
-            );
-        }
+        s.add_test_nodes(&["a", "b"], 100);
         s.chunks.insert(
             id,
             Chunk {
