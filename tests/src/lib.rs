@@ -15,6 +15,67 @@ use bigfs_client::{Client, ClientConfig};
 use bigfs_proto::{RetryConfig, pb};
 use sha2::{Digest, Sha256};
 
+/// Processes and mount points the harness started, so a test that runs past
+/// its deadline can take them down before the test binary exits.
+static TRACKED: std::sync::Mutex<(Vec<u32>, Vec<PathBuf>)> =
+    std::sync::Mutex::new((Vec::new(), Vec::new()));
+
+fn tracked() -> std::sync::MutexGuard<'static, (Vec<u32>, Vec<PathBuf>)> {
+    TRACKED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Records a child process for the deadline watchdog.
+pub fn track_child(child: &Child) {
+    tracked().0.push(child.id());
+}
+
+fn untrack_child(pid: u32) {
+    tracked().0.retain(|p| *p != pid);
+}
+
+/// A running test's time limit; dropping it (the test ended) disarms it.
+pub struct Deadline {
+    disarm: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        if let Some(tx) = self.disarm.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Fails the test (and its whole test binary, with exit status 1) if it is
+/// still running after `limit`: the watchdog prints which test ran over,
+/// kills every process the harness started, lazily unmounts its mounts and
+/// exits, so one hung FUSE call cannot block CI until the job's own limit.
+/// Put `let _deadline = deadline(Duration::from_secs(N));` first in every
+/// integration test.
+pub fn deadline(limit: Duration) -> Deadline {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("unnamed test")
+        .to_string();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(limit) != Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            return;
+        }
+        eprintln!("test {name} ran past its deadline of {limit:?}: killing its processes");
+        let (pids, mounts) = tracked().clone();
+        for pid in pids {
+            // SAFETY: kill(2) on a pid this process spawned.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+        for m in mounts {
+            let _ = Command::new("umount").arg("-l").arg(&m).status();
+        }
+        std::process::exit(1);
+    });
+    Deadline { disarm: Some(tx) }
+}
+
 /// Where cargo put the workspace binaries (next to this test's `deps/`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
@@ -141,6 +202,7 @@ impl Cluster {
             .stderr(self.log_file("metadata"))
             .spawn()
             .expect("spawn bigfs-metadata");
+        track_child(&child);
         self.meta_child = Some(child);
     }
 
@@ -149,6 +211,7 @@ impl Cluster {
         if let Some(mut c) = self.meta_child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            untrack_child(c.id());
         }
     }
 
@@ -229,6 +292,7 @@ impl Cluster {
             .stderr(log2)
             .spawn()
             .expect("spawn bigfs-storage");
+        track_child(&child);
         n.child = Some(child);
     }
 
@@ -237,6 +301,7 @@ impl Cluster {
         if let Some(mut c) = self.nodes[i].child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            untrack_child(c.id());
         }
     }
 
@@ -566,6 +631,8 @@ impl Mount {
             .stderr(log_file)
             .spawn()
             .expect("spawn bigfs-mount");
+        track_child(&child);
+        tracked().1.push(dir.clone());
         let mut m = Mount {
             dir,
             log,
@@ -611,6 +678,7 @@ impl Mount {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = child.try_wait().expect("wait bigfs-mount") {
+                untrack_child(child.id());
                 return s;
             }
             if Instant::now() > deadline {
@@ -632,6 +700,7 @@ impl Mount {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = child.try_wait().expect("wait bigfs-mount") {
+                untrack_child(child.id());
                 self.child = None;
                 return Some(s);
             }
@@ -692,9 +761,11 @@ impl Drop for Mount {
             }
             let _ = c.kill();
             let _ = c.wait();
+            untrack_child(c.id());
         }
         if is_mounted(&self.dir) {
             let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
         }
+        tracked().1.retain(|d| *d != self.dir);
     }
 }
