@@ -113,7 +113,7 @@ pub fn render_nodes(s: &pb::StatusReply, json: bool) -> String {
         return serde_json::json!({"nodes": nodes, "under_replicated": s.under_replicated,
             "lost": s.lost, "repair_pending": s.repair_pending, "repair_failed": s.repair_failed,
             "repair_completed": s.repair_completed, "gc_backlog": s.gc_backlog,
-            "gc_trash": s.gc_trash})
+            "gc_pending_bytes": s.gc_pending_bytes, "gc_trash": s.gc_trash})
         .to_string();
     }
     let mut out = format!(
@@ -144,13 +144,14 @@ pub fn render_nodes(s: &pb::StatusReply, json: bool) -> String {
 pub fn healing_line(s: &pb::StatusReply) -> String {
     format!(
         "healing: {} under-replicated, {} lost, repair queue {} ({} failed, {} completed), \
-         gc backlog {} chunks, trash {}\n",
+         gc backlog {} chunks ({} to free), trash {}\n",
         s.under_replicated,
         s.lost,
         s.repair_pending,
         s.repair_failed,
         s.repair_completed,
         s.gc_backlog,
+        human_bytes(s.gc_pending_bytes),
         s.gc_trash
     )
 }
@@ -196,4 +197,20 @@ pub fn render_queue(q: &pb::QueueReply, json: bool) -> String {
         ));
     }
     out
+}
+
+/// `bytes` in B, KiB, MiB, ... with one decimal.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }

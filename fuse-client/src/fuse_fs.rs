@@ -892,7 +892,13 @@ impl Filesystem for BigFs {
                     let (cap, used) =
                         live.fold((0u64, 0u64), |(c, u), n| (c + n.capacity, u + n.used));
                     let bsize = u64::from(IO_BLOCK);
-                    let free = cap.saturating_sub(used) / bsize;
+                    // Space garbage collection is about to free counts as
+                    // free: it comes back within seconds.
+                    let free = cap
+                        .saturating_sub(used)
+                        .saturating_add(s.gc_pending_bytes)
+                        .min(cap)
+                        / bsize;
                     let files = s.files + s.directories;
                     reply.statfs(
                         cap / bsize,

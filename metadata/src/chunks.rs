@@ -175,10 +175,11 @@ pub(crate) fn register_chunk(
         created_ms: now_ms,
         replicas: BTreeMap::new(),
     });
-    // A fresh upload of an unreferenced chunk restarts its grace period:
-    // a client is about to commit it.
+    // A fresh upload of an unreferenced chunk restarts its (upload) grace
+    // period: a client is about to commit it.
     if c.refcount == 0 {
         c.zero_since_ms = Some(now_ms);
+        c.created_ms = now_ms;
     }
     c.replicas
         .insert(node.to_string(), ReplicaStatus::Available);
@@ -196,19 +197,39 @@ pub(crate) fn register_chunk(
     Ok(())
 }
 
+/// A node says it holds a verified, durable copy of `id`. A designated
+/// (Pending) copy becomes Available. So does a copy nobody designated any
+/// more (its designation was cancelled or lost while the copy was in
+/// flight): a verified copy of a live chunk is worth keeping, and surplus
+/// copies are trimmed by repair planning. Refused while the chunk is being
+/// collected, or when the copy is in the node's trash (a deletion may be
+/// under way): the node then deletes its copy.
 pub(crate) fn confirm_replica(state: &mut State, id: ChunkId, node: &str) -> Result<(), MetaError> {
+    if !state.nodes.contains_key(node) {
+        return Err(MetaError::FailedPrecondition(format!(
+            "node {node:?} is not registered"
+        )));
+    }
+    let in_trash = state.heal.trash.contains(&(node.to_string(), id));
     let Some(c) = state.chunks.get_mut(&id) else {
         return Err(MetaError::NotFound(format!("chunk {id} is not registered")));
     };
+    if c.replicas.values().any(|s| *s == ReplicaStatus::Deleting) {
+        return Err(MetaError::FailedPrecondition(format!(
+            "chunk {id} is being deleted"
+        )));
+    }
     match c.replicas.get_mut(node) {
-        None => Err(MetaError::FailedPrecondition(format!(
-            "node {node:?} is not designated for chunk {id}"
-        ))),
-        Some(ReplicaStatus::Deleting) => Err(MetaError::FailedPrecondition(format!(
-            "chunk {id} is being deleted on node {node:?}"
-        ))),
         Some(s) => {
             *s = ReplicaStatus::Available;
+            Ok(())
+        }
+        None if in_trash => Err(MetaError::FailedPrecondition(format!(
+            "the copy of chunk {id} on node {node:?} is being deleted"
+        ))),
+        None => {
+            c.replicas
+                .insert(node.to_string(), ReplicaStatus::Available);
             Ok(())
         }
     }
@@ -268,7 +289,15 @@ pub fn reconcile(state: &State, node: &str, inventory: &[ChunkId]) -> Reconcilia
     let have: BTreeSet<ChunkId> = inventory.iter().copied().collect();
     let mut out = Reconciliation::default();
     for (id, c) in &state.chunks {
-        if c.replicas.contains_key(node) && !have.contains(id) {
+        // A Pending designation absent from the inventory is a copy that
+        // has not landed yet (the push or repair copy is still to come),
+        // not a lost one: dropping it here left its repair entry copying
+        // to a node that then refused the confirmation, for ever.
+        let listed = c
+            .replicas
+            .get(node)
+            .is_some_and(|s| *s != ReplicaStatus::Pending);
+        if listed && !have.contains(id) {
             out.lost.push(*id);
         }
     }
@@ -369,12 +398,71 @@ mod tests {
             Err(MetaError::NotFound(_))
         ));
         assert!(matches!(
-            confirm(&mut s, id(1), "c"),
+            confirm(&mut s, id(1), "zz"),
             Err(MetaError::FailedPrecondition(_))
         ));
         confirm(&mut s, id(1), "b").unwrap();
         confirm(&mut s, id(1), "b").unwrap();
         assert_eq!(s.chunks[&id(1)].replicas["b"], ReplicaStatus::Available);
+    }
+
+    #[test]
+    fn a_verified_copy_whose_designation_was_dropped_is_kept_unless_collected_or_trashed() {
+        let mut s = with_nodes();
+        register(&mut s, id(1), "a", &[]);
+        let confirm = |s: &mut State, n: &str| {
+            apply(
+                s,
+                &Command::ConfirmReplica {
+                    id: id(1),
+                    node: n.into(),
+                },
+            )
+        };
+        // Nobody designated c (any more): its verified copy is listed.
+        confirm(&mut s, "c").unwrap();
+        assert_eq!(s.chunks[&id(1)].replicas["c"], ReplicaStatus::Available);
+        // A copy in b's trash is not taken back.
+        s.heal.trash.insert(("b".into(), id(1)));
+        assert!(matches!(
+            confirm(&mut s, "b"),
+            Err(MetaError::FailedPrecondition(_))
+        ));
+        assert!(!s.chunks[&id(1)].replicas.contains_key("b"));
+        // Nor a copy of a chunk being collected.
+        s.heal.trash.clear();
+        s.chunks
+            .get_mut(&id(1))
+            .unwrap()
+            .replicas
+            .insert("a".into(), ReplicaStatus::Deleting);
+        assert!(matches!(
+            confirm(&mut s, "b"),
+            Err(MetaError::FailedPrecondition(_))
+        ));
+    }
+
+    #[test]
+    fn a_node_restart_keeps_the_pending_designations_its_inventory_lacks() {
+        // The root cause of repairs that never finished: a node that
+        // re-registered before a queued copy reached it lost its Pending
+        // designation, and every later copy was refused.
+        let mut s = with_nodes();
+        register(&mut s, id(1), "a", &["b"]);
+        let r = reconcile(&s, "b", &[]);
+        assert!(r.lost.is_empty(), "a copy still to come is not lost");
+        apply(
+            &mut s,
+            &Command::RegisterNode {
+                node_id: "b".into(),
+                address: "b:1".into(),
+                capacity: 100,
+                lost: r.lost,
+                confirmed: r.confirmed,
+            },
+        )
+        .unwrap();
+        assert_eq!(s.chunks[&id(1)].replicas["b"], ReplicaStatus::Pending);
     }
 
     #[test]

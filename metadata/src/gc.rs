@@ -1,7 +1,8 @@
 //! Garbage collection planning, two phases.
 //!
-//! 1. [`mark_candidates`]: chunks unreferenced for longer than the grace
-//!    period (deleted files, and orphans: uploaded but never committed).
+//! 1. [`mark_candidates`]: chunks unreferenced for longer than their grace
+//!    (see [`Grace`]: deleted or overwritten data goes after seconds,
+//!    uploads never committed after minutes).
 //!    The worker marks them with one `GcMark` command, which re-checks the
 //!    refcount, so a commit or dedup hit that won the race keeps its chunk.
 //! 2. [`deletions`]: Deleting replicas (and trash) on nodes that are up are
@@ -13,18 +14,17 @@
 
 use bigfs_proto::ChunkId;
 
+use crate::heal::Grace;
 use crate::repair::{Nodes, Presence};
 use crate::state::{ReplicaStatus, State};
 
 /// Chunks to mark Deleting now (at most `batch`).
-pub fn mark_candidates(state: &State, now_ms: u64, grace_ms: u64, batch: usize) -> Vec<ChunkId> {
+pub fn mark_candidates(state: &State, now_ms: u64, grace: Grace, batch: usize) -> Vec<ChunkId> {
     state
         .chunks
         .iter()
         .filter(|(_, c)| {
-            c.refcount == 0
-                && c.zero_since_ms
-                    .is_some_and(|z| z.saturating_add(grace_ms) <= now_ms)
+            grace.expired(c, now_ms)
                 && (c.replicas.values().any(|s| *s == ReplicaStatus::Available)
                     || c.replicas.values().all(|s| *s == ReplicaStatus::Pending))
         })

@@ -39,8 +39,47 @@ fn only_unreferenced_chunks_past_grace_are_marked() {
         .insert(id(3), chunk(2, None, &[("a", ReplicaStatus::Available)]));
     s.chunks
         .insert(id(4), chunk(0, Some(0), &[("a", ReplicaStatus::Deleting)]));
-    assert_eq!(mark_candidates(&s, 100, 50, 10), vec![id(1)]);
-    assert_eq!(mark_candidates(&s, 1000, 50, 1), vec![id(1)]);
+    let grace = |ms| Grace {
+        upload_ms: ms,
+        release_ms: ms,
+    };
+    assert_eq!(mark_candidates(&s, 100, grace(50), 10), vec![id(1)]);
+    assert_eq!(mark_candidates(&s, 1000, grace(50), 1), vec![id(1)]);
+}
+
+#[test]
+fn released_chunks_go_after_the_short_grace_and_fresh_uploads_after_the_long_one() {
+    let mut s = State::new();
+    // Uploaded at 0, released at 20 s.
+    let mut released = chunk(0, Some(20_000), &[("a", ReplicaStatus::Available)]);
+    released.created_ms = 0;
+    s.chunks.insert(id(1), released);
+    // Uploaded at 20 s, not committed yet.
+    let mut fresh = chunk(0, Some(20_000), &[("a", ReplicaStatus::Available)]);
+    fresh.created_ms = 20_000;
+    s.chunks.insert(id(2), fresh);
+    let grace = Grace {
+        upload_ms: 10_000,
+        release_ms: 100,
+    };
+    assert!(mark_candidates(&s, 20_050, grace, 10).is_empty());
+    assert_eq!(mark_candidates(&s, 20_100, grace, 10), vec![id(1)]);
+    assert_eq!(mark_candidates(&s, 30_000, grace, 10), vec![id(1), id(2)]);
+}
+
+#[test]
+fn a_nearly_full_cluster_collects_released_chunks_at_once() {
+    let config = crate::heal::HealConfig::default();
+    assert_eq!(
+        Grace::now(&config, 50, 100).release_ms,
+        config.gc_release_grace_ms
+    );
+    let urgent = Grace::now(&config, 5, 100);
+    assert_eq!(urgent.release_ms, 0);
+    assert_eq!(
+        urgent.upload_ms, config.gc_grace_ms,
+        "uploads keep their grace"
+    );
 }
 
 #[test]

@@ -42,10 +42,21 @@ pub struct HealConfig {
     /// entry Failed (a new one is planned with another target), and
     /// `attempt_timeout_ms` bounds one peer-to-peer copy.
     pub retry: RetryConfig,
-    /// An unreferenced chunk is collected this long after its refcount
-    /// reached zero (or after it was uploaded, for chunks never committed).
-    /// Must exceed any client write-back delay. Default 600000 ms (10 min).
+    /// A chunk uploaded but not (yet) committed by a layout is kept this
+    /// long after its upload: it must exceed any client write-back delay
+    /// between a chunk's upload and its layout commit. Default 600000 ms
+    /// (10 min).
     pub gc_grace_ms: u64,
+    /// A chunk whose last reference was dropped (file deleted, chunk
+    /// overwritten) is collected this long after: enough for a reader
+    /// holding the old layout to finish its read, and short, so that
+    /// overwrite-heavy work does not fill the disks with dead copies.
+    /// Default 30000 ms.
+    pub gc_release_grace_ms: u64,
+    /// When the Up nodes' free space falls under this percentage of their
+    /// capacity, released chunks are collected at once (no grace). Default
+    /// 10; 0 turns it off.
+    pub gc_urgent_free_percent: u8,
     /// Chunks marked for deletion per tick. Default 2000.
     pub gc_batch: usize,
     /// DeleteChunk calls in flight. Default 32.
@@ -76,6 +87,8 @@ impl Default for HealConfig {
                 attempt_timeout_ms: 60_000,
             },
             gc_grace_ms: 600_000,
+            gc_release_grace_ms: 30_000,
+            gc_urgent_free_percent: 10,
             gc_batch: 2_000,
             gc_parallel: 32,
             audit_interval_ms: 600_000,
@@ -94,6 +107,9 @@ impl HealConfig {
         }
         if self.gc_batch == 0 || self.gc_parallel == 0 {
             return Err("heal.gc_batch and heal.gc_parallel must be > 0".into());
+        }
+        if self.gc_urgent_free_percent > 100 {
+            return Err("heal.gc_urgent_free_percent must be at most 100".into());
         }
         if self.audit_batch == 0 {
             return Err("heal.audit_batch must be > 0".into());
@@ -188,8 +204,9 @@ pub enum HealCommand {
         reason: String,
         now_ms: u64,
     },
-    /// Phase one of garbage collection: chunks still unreferenced past the
-    /// grace period get their Available replicas marked Deleting. The
+    /// Phase one of garbage collection: chunks still unreferenced for
+    /// `grace_ms` (the release grace; the planner has checked the upload
+    /// grace) get their Available replicas marked Deleting. The
     /// refcount check and the marking are this one command, so a dedup hit
     /// or a layout commit either happened before (and the chunk is skipped)
     /// or sees Deleting (and is refused).
@@ -216,6 +233,38 @@ fn refcount_zero_past(c: &crate::state::Chunk, now_ms: u64, grace_ms: u64) -> bo
     c.refcount == 0
         && c.zero_since_ms
             .is_some_and(|z| z.saturating_add(grace_ms) <= now_ms)
+}
+
+/// The two grace periods of garbage collection, as one pass applies them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grace {
+    /// Since the chunk's (last) upload.
+    pub upload_ms: u64,
+    /// Since its refcount reached zero.
+    pub release_ms: u64,
+}
+
+impl Grace {
+    /// The graces now: no release grace when the cluster is nearly full.
+    pub fn now(config: &HealConfig, free: u64, capacity: u64) -> Grace {
+        let urgent = capacity > 0
+            && u128::from(free) * 100
+                < u128::from(capacity) * u128::from(config.gc_urgent_free_percent);
+        Grace {
+            upload_ms: config.gc_grace_ms,
+            release_ms: if urgent {
+                0
+            } else {
+                config.gc_release_grace_ms
+            },
+        }
+    }
+
+    /// Unreferenced and past both graces: garbage collection may take it.
+    pub fn expired(&self, c: &crate::state::Chunk, now_ms: u64) -> bool {
+        refcount_zero_past(c, now_ms, self.release_ms)
+            && c.created_ms.saturating_add(self.upload_ms) <= now_ms
+    }
 }
 
 /// Applies one healing command. Items that no longer fit the state are
@@ -419,7 +468,7 @@ fn drop_pending(state: &mut State, id: ChunkId, node: &str) {
 }
 
 /// Queue and garbage-collection counters for the Status reply.
-pub fn fill_status(state: &State, r: &mut pb::StatusReply, now_ms: u64, config: &HealConfig) {
+pub fn fill_status(state: &State, r: &mut pb::StatusReply, now_ms: u64, grace: Grace) {
     for e in state.heal.queue.values() {
         match e.status {
             RepairStatus::Pending | RepairStatus::InProgress => r.repair_pending += 1,
@@ -428,14 +477,15 @@ pub fn fill_status(state: &State, r: &mut pb::StatusReply, now_ms: u64, config: 
         }
     }
     r.repair_completed = state.heal.completed_total;
-    r.gc_backlog = state
-        .chunks
-        .values()
-        .filter(|c| {
-            refcount_zero_past(c, now_ms, config.gc_grace_ms)
-                || c.replicas.values().any(|s| *s == ReplicaStatus::Deleting)
-        })
-        .count() as u64;
+    for c in state.chunks.values() {
+        let deleting = c.replicas.values().any(|s| *s == ReplicaStatus::Deleting);
+        if grace.expired(c, now_ms) || deleting {
+            r.gc_backlog += 1;
+        }
+        if c.refcount == 0 || deleting {
+            r.gc_pending_bytes += u64::from(c.len) * c.replicas.len() as u64;
+        }
+    }
     r.gc_trash = state.heal.trash.len() as u64;
 }
 

@@ -70,6 +70,25 @@ impl Liveness {
         classify(elapsed, self.suspect_after, self.down_after)
     }
 
+    /// Free and total bytes of the nodes among `nodes` that are Up (and
+    /// not decommissioned) at `now`: the space new data can go to.
+    pub fn up_space<'a>(
+        &self,
+        nodes: impl IntoIterator<Item = (&'a String, bool)>,
+        now: Instant,
+    ) -> (u64, u64) {
+        nodes
+            .into_iter()
+            .filter(|(id, decommissioned)| self.state(id, *decommissioned, now) == NodeState::Up)
+            .filter_map(|(id, _)| self.nodes.get(id))
+            .fold((0u64, 0u64), |(free, cap), s| {
+                (
+                    free.saturating_add(s.capacity.saturating_sub(s.used)),
+                    cap.saturating_add(s.capacity),
+                )
+            })
+    }
+
     /// Free bytes as last reported, if the node was heard from.
     pub fn free(&self, node: &str) -> Option<u64> {
         self.nodes

@@ -56,8 +56,14 @@ pub type Nodes = BTreeMap<String, NodeView>;
 pub struct Plan {
     /// New copies (chunk, target, source), most endangered chunks first.
     pub enqueue: Vec<(ChunkId, String, String)>,
-    /// Entries whose target is gone or decommissioned.
-    pub cancel: Vec<(ChunkId, String)>,
+    /// Entries to give up, with why: the target is gone or
+    /// decommissioned, or the chunk is no longer referenced or is being
+    /// collected.
+    pub cancel: Vec<(ChunkId, String, &'static str)>,
+    /// Entries whose copy is already listed Available on the target (it
+    /// landed and was confirmed, e.g. by the node's inventory after a
+    /// restart): done.
+    pub done: Vec<(ChunkId, String)>,
     /// Replicas to unlist and delete on their node: copies on a
     /// decommissioned node that exist enough times elsewhere, surplus
     /// copies (more good ones than wanted), and Pending designations on
@@ -125,9 +131,21 @@ pub fn plan<R: Rng + ?Sized>(
 ) -> Plan {
     let mut out = Plan::default();
     let mut by_chunk: BTreeMap<ChunkId, Vec<(&String, &RepairEntry)>> = BTreeMap::new();
+    // Targets that recently failed for a chunk are not picked again until
+    // their Failed entry is pruned (`HISTORY_MS`): a copy that keeps
+    // failing on one node backs off there and goes elsewhere.
+    let mut failed: BTreeMap<ChunkId, Vec<&String>> = BTreeMap::new();
     for ((id, target), e) in &state.heal.queue {
         if e.status.is_active() {
-            by_chunk.entry(*id).or_default().push((target, e));
+            // An entry must match the chunk table, whatever crashed
+            // between the commands that keep them in step.
+            match settle(state.chunks.get(id), target) {
+                Settle::Keep => by_chunk.entry(*id).or_default().push((target, e)),
+                Settle::Done => out.done.push((*id, target.clone())),
+                Settle::Cancel(why) => out.cancel.push((*id, target.clone(), why)),
+            }
+        } else if e.status == RepairStatus::Failed {
+            failed.entry(*id).or_default().push(target);
         }
     }
     let candidates: Vec<Candidate> = nodes
@@ -155,13 +173,18 @@ pub fn plan<R: Rng + ?Sized>(
         let good = good_copies(c, nodes);
         let mut counted = 0usize;
         let mut queued: BTreeSet<&str> = BTreeSet::new();
-        for (target, _) in by_chunk.get(id).into_iter().flatten() {
+        for (target, e) in by_chunk.get(id).into_iter().flatten() {
             let v = view(target);
             if v.presence == Presence::Gone || v.decommissioned {
-                out.cancel.push((*id, (*target).clone()));
+                out.cancel
+                    .push((*id, (*target).clone(), "target gone or decommissioned"));
             } else {
                 counted += 1;
                 queued.insert(target.as_str());
+                if !c.replicas.contains_key(*target) {
+                    // Designate the target again, or its copy is refused.
+                    new.push((good, *id, (*target).clone(), e.source.clone()));
+                }
             }
         }
         let mut decommissioned_copies = Vec::new();
@@ -217,6 +240,7 @@ pub fn plan<R: Rng + ?Sized>(
             .keys()
             .cloned()
             .chain(queued.iter().map(|s| s.to_string()))
+            .chain(failed.get(id).into_iter().flatten().map(|s| s.to_string()))
             .collect();
         for t in placement::choose(&candidates, missing, u64::from(c.len), &exclude, rng) {
             new.push((good, *id, t, source.clone()));
@@ -226,6 +250,36 @@ pub fn plan<R: Rng + ?Sized>(
     new.sort_by_key(|(good, ..)| *good);
     out.enqueue = new.into_iter().map(|(_, i, t, s)| (i, t, s)).collect();
     out
+}
+
+/// What to do with an active queue entry, given its chunk's row.
+#[derive(Debug, PartialEq, Eq)]
+enum Settle {
+    /// Still to copy (the target is designated Pending).
+    Keep,
+    /// The copy is listed Available on the target already.
+    Done,
+    /// Nothing to copy any more.
+    Cancel(&'static str),
+}
+
+fn settle(chunk: Option<&Chunk>, target: &str) -> Settle {
+    let Some(c) = chunk else {
+        return Settle::Cancel("chunk no longer exists");
+    };
+    if c.replicas.values().any(|s| *s == ReplicaStatus::Deleting) {
+        return Settle::Cancel("chunk is being collected");
+    }
+    if c.refcount == 0 {
+        return Settle::Cancel("chunk is no longer referenced");
+    }
+    match c.replicas.get(target) {
+        Some(ReplicaStatus::Available) => Settle::Done,
+        // A designation that went missing is made again by `Enqueue`,
+        // which keeps the entry and its attempts.
+        Some(ReplicaStatus::Pending) | None => Settle::Keep,
+        Some(ReplicaStatus::Deleting) => Settle::Cancel("chunk is being collected"),
+    }
 }
 
 /// A queued copy ready to run.

@@ -230,3 +230,102 @@ fn due_jobs_respect_backoff_and_the_per_node_limit() {
     let n = nodes(&[("a", up()), ("b", up()), ("c", away)]);
     assert!(due_jobs(&s, &n, 1000, None, &running, &mut BTreeMap::new(), 5, 10).is_empty());
 }
+
+/// A state where chunk 1 (copies on a and b) has a queued copy to c.
+fn queued_to_c() -> State {
+    let mut s = state_with(
+        vec![(id(1), chunk(&[("a", AV), ("b", AV)]))],
+        &["a", "b", "c", "d"],
+    );
+    crate::heal::apply(
+        &mut s,
+        &crate::heal::HealCommand::Enqueue {
+            items: vec![(id(1), "c".into(), "a".into())],
+            now_ms: 0,
+        },
+    )
+    .unwrap();
+    s
+}
+
+fn four_up() -> Nodes {
+    nodes(&[("a", up()), ("b", up()), ("c", up()), ("d", up())])
+}
+
+#[test]
+fn a_queued_copy_whose_designation_vanished_is_designated_again_keeping_its_attempts() {
+    let mut s = queued_to_c();
+    let key = (id(1), "c".to_string());
+    s.heal.queue.get_mut(&key).unwrap().attempts = 2;
+    // What a crash between the queue and the chunk table left behind.
+    s.chunks.get_mut(&id(1)).unwrap().replicas.remove("c");
+    let p = plan(&s, &four_up(), 3, 0, 1000, &mut StdRng::seed_from_u64(7));
+    assert_eq!(p.enqueue, vec![(id(1), "c".into(), "a".into())]);
+    assert!(p.cancel.is_empty() && p.done.is_empty());
+    crate::heal::apply(
+        &mut s,
+        &crate::heal::HealCommand::Enqueue {
+            items: p.enqueue,
+            now_ms: 5,
+        },
+    )
+    .unwrap();
+    assert_eq!(s.chunks[&id(1)].replicas["c"], ReplicaStatus::Pending);
+    assert_eq!(s.heal.queue[&key].attempts, 2, "the entry is kept");
+    assert_eq!(
+        plan(&s, &four_up(), 3, 0, 1000, &mut StdRng::seed_from_u64(7)),
+        Plan::default(),
+        "consistent again"
+    );
+}
+
+#[test]
+fn queued_copies_already_listed_are_done_and_those_of_dead_chunks_cancelled() {
+    let mut s = queued_to_c();
+    s.chunks
+        .get_mut(&id(1))
+        .unwrap()
+        .replicas
+        .insert("c".into(), AV);
+    let p = plan(&s, &four_up(), 3, 0, 1000, &mut StdRng::seed_from_u64(8));
+    assert_eq!(p.done, vec![(id(1), "c".into())]);
+
+    let mut s = queued_to_c();
+    s.chunks.get_mut(&id(1)).unwrap().refcount = 0;
+    let p = plan(&s, &four_up(), 3, 0, 1000, &mut StdRng::seed_from_u64(8));
+    assert_eq!(
+        p.cancel,
+        vec![(id(1), "c".into(), "chunk is no longer referenced")]
+    );
+
+    let mut s = queued_to_c();
+    s.chunks.remove(&id(1));
+    let p = plan(&s, &four_up(), 3, 0, 1000, &mut StdRng::seed_from_u64(8));
+    assert_eq!(
+        p.cancel,
+        vec![(id(1), "c".into(), "chunk no longer exists")]
+    );
+}
+
+#[test]
+fn a_target_that_failed_a_chunk_is_not_picked_for_it_again() {
+    let mut s = queued_to_c();
+    crate::heal::apply(
+        &mut s,
+        &crate::heal::HealCommand::Finish {
+            outcomes: vec![crate::heal::RepairOutcome {
+                id: id(1),
+                target: "c".into(),
+                error: Some("disk full".into()),
+                next_try_ms: 0,
+                give_up: true,
+            }],
+            now_ms: 1,
+        },
+    )
+    .unwrap();
+    for seed in 0..20 {
+        let p = plan(&s, &four_up(), 3, 1, 1000, &mut StdRng::seed_from_u64(seed));
+        assert_eq!(p.enqueue, vec![(id(1), "d".into(), "a".into())]);
+    }
+}

@@ -58,7 +58,12 @@ pub fn status(state: &State, live: &Liveness, config: &Config) -> pb::StatusRepl
             }
         }
     }
-    crate::heal::fill_status(state, &mut r, bigfs_proto::now_ms(), &config.heal);
+    crate::heal::fill_status(
+        state,
+        &mut r,
+        bigfs_proto::now_ms(),
+        gc_grace(state, live, config),
+    );
     for (id, n) in &state.nodes {
         let soft = live.get(id);
         r.nodes.push(pb::NodeInfo {
@@ -78,4 +83,13 @@ pub fn status(state: &State, live: &Liveness, config: &Config) -> pb::StatusRepl
         });
     }
     r
+}
+
+/// The garbage collector's graces now (see [`crate::heal::Grace`]).
+pub fn gc_grace(state: &State, live: &Liveness, config: &Config) -> crate::heal::Grace {
+    let (free, capacity) = live.up_space(
+        state.nodes.iter().map(|(id, n)| (id, n.decommissioned)),
+        Instant::now(),
+    );
+    crate::heal::Grace::now(&config.heal, free, capacity)
 }

@@ -333,16 +333,45 @@ impl Worker {
                     h.pending_timeout_ms,
                     &mut rand::rng(),
                 );
-                if !plan.cancel.is_empty() {
+                if !plan.done.is_empty() {
                     tracing::info!(
-                        entries = plan.cancel.len(),
-                        "repair entries cancelled: target gone or decommissioned"
+                        entries = plan.done.len(),
+                        "repair entries done: the copy is listed on its target"
+                    );
+                    let outcomes = plan
+                        .done
+                        .into_iter()
+                        .map(|(id, target)| RepairOutcome {
+                            id,
+                            target,
+                            error: None,
+                            next_try_ms: now,
+                            give_up: false,
+                        })
+                        .collect();
+                    heal(
+                        core,
+                        HealCommand::Finish {
+                            outcomes,
+                            now_ms: now,
+                        },
+                    );
+                }
+                let mut cancel: BTreeMap<&str, Vec<(ChunkId, String)>> = BTreeMap::new();
+                for (id, target, why) in plan.cancel {
+                    cancel.entry(why).or_default().push((id, target));
+                }
+                for (why, items) in cancel {
+                    tracing::info!(
+                        entries = items.len(),
+                        reason = why,
+                        "repair entries cancelled"
                     );
                     heal(
                         core,
                         HealCommand::Cancel {
-                            items: plan.cancel,
-                            reason: "target gone or decommissioned".into(),
+                            items,
+                            reason: why.into(),
                             now_ms: now,
                         },
                     );
@@ -361,7 +390,8 @@ impl Worker {
                         },
                     );
                 }
-                let marks = gc::mark_candidates(&core.state, now, h.gc_grace_ms, h.gc_batch);
+                let grace = crate::status::gc_grace(&core.state, live, config);
+                let marks = gc::mark_candidates(&core.state, now, grace, h.gc_batch);
                 if !marks.is_empty() {
                     tracing::info!(
                         chunks = marks.len(),
@@ -372,7 +402,7 @@ impl Worker {
                         HealCommand::GcMark {
                             ids: marks,
                             now_ms: now,
-                            grace_ms: h.gc_grace_ms,
+                            grace_ms: grace.release_ms,
                         },
                     );
                 }

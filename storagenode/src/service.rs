@@ -104,7 +104,7 @@ impl StorageService {
         primary_registers: bool,
     ) -> Result<PutChunkReply, Status> {
         let _permit = self.permit().await?;
-        self.store_chunk(id, &data).await?;
+        let outcome = self.store_chunk(id, &data).await?;
         if primary_registers {
             tracing::debug!(chunk = %id.short(), "replica stored; the primary registers it");
             return Ok(PutChunkReply {
@@ -116,18 +116,33 @@ impl StorageService {
             id: id.to_vec(),
             node_id: self.node_id().to_string(),
         };
-        with_retry(self.replicator.retry(), "confirm replica", || {
+        let confirmed = with_retry(self.replicator.retry(), "confirm replica", || {
             let mut md = self.replicator.metadata();
             let req = req.clone();
             async move { md.confirm_replica(req).await }
         })
-        .await
-        .map_err(|s| {
-            Status::unavailable(format!(
+        .await;
+        if let Err(s) = confirmed {
+            // The metadata service does not want this copy (the chunk is
+            // unknown or being collected): a file written just now for it
+            // goes, rather than stay on disk unlisted until a restart.
+            let refused = matches!(
+                s.code(),
+                tonic::Code::FailedPrecondition | tonic::Code::NotFound
+            );
+            if refused && outcome == PutOutcome::Stored {
+                match self.store.delete(id).await {
+                    Ok(_) => tracing::info!(chunk = %id.short(), "unwanted copy removed"),
+                    Err(e) => {
+                        tracing::warn!(chunk = %id.short(), error = %e, "cannot remove an unwanted copy")
+                    }
+                }
+            }
+            return Err(Status::unavailable(format!(
                 "chunk {id} stored but not confirmed: {}",
                 s.message()
-            ))
-        })?;
+            )));
+        }
         tracing::debug!(chunk = %id.short(), "replica stored and confirmed");
         Ok(PutChunkReply {
             copies: 1,

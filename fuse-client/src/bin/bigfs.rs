@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use bigfs_client::admin::human_bytes as human;
 use bigfs_client::client::split_path;
 use bigfs_client::{Client, ClientConfig, ClientError};
 use bigfs_proto::pb;
@@ -604,21 +605,6 @@ async fn mv(client: &Client, from: &str, to: &str) -> Result<(), Failure> {
         })
         .await?;
     Ok(())
-}
-
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 async fn status(client: &Client, json: bool) -> Result<(), Failure> {
