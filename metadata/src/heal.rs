@@ -227,6 +227,10 @@ pub enum HealCommand {
     /// Forget a node (the admin checked it holds nothing); its finished
     /// queue entries go with it.
     RemoveNode { node: String },
+    /// Remove active entries whose copy is no longer needed (enough good
+    /// copies exist again, e.g. their node came back), with their target's
+    /// Pending designation. Not a failure, so not kept as Failed.
+    Unqueue { items: Vec<(ChunkId, String)> },
 }
 
 fn refcount_zero_past(c: &crate::state::Chunk, now_ms: u64, grace_ms: u64) -> bool {
@@ -446,6 +450,20 @@ pub fn apply(state: &mut State, cmd: &HealCommand) -> Result<(), MetaError> {
                 )));
             };
             n.decommissioned = *on;
+        }
+        HealCommand::Unqueue { items } => {
+            for (id, target) in items {
+                let key = (*id, target.clone());
+                if state
+                    .heal
+                    .queue
+                    .get(&key)
+                    .is_some_and(|e| e.status.is_active())
+                {
+                    state.heal.queue.remove(&key);
+                    drop_pending(state, *id, target);
+                }
+            }
         }
         HealCommand::RemoveNode { node } => {
             state.nodes.remove(node);

@@ -64,6 +64,9 @@ pub struct Plan {
     /// landed and was confirmed, e.g. by the node's inventory after a
     /// restart): done.
     pub done: Vec<(ChunkId, String)>,
+    /// Entries not started whose chunk has enough good copies again (the
+    /// node that held them came back): copying would only make a surplus.
+    pub unqueue: Vec<(ChunkId, String)>,
     /// Replicas to unlist and delete on their node: copies on a
     /// decommissioned node that exist enough times elsewhere, surplus
     /// copies (more good ones than wanted), and Pending designations on
@@ -173,7 +176,21 @@ pub fn plan<R: Rng + ?Sized>(
         let good = good_copies(c, nodes);
         let mut counted = 0usize;
         let mut queued: BTreeSet<&str> = BTreeSet::new();
-        for (target, e) in by_chunk.get(id).into_iter().flatten() {
+        let mut entries: Vec<&(&String, &RepairEntry)> =
+            by_chunk.get(id).into_iter().flatten().collect();
+        let mut unqueued: BTreeSet<&str> = BTreeSet::new();
+        if good >= wanted {
+            // Copies not started yet are not needed any more.
+            entries.retain(|(t, e)| {
+                let waiting = e.status == RepairStatus::Pending;
+                if waiting {
+                    out.unqueue.push((*id, (*t).clone()));
+                    unqueued.insert(t.as_str());
+                }
+                !waiting
+            });
+        }
+        for (target, e) in entries {
             let v = view(target);
             if v.presence == Presence::Gone || v.decommissioned {
                 out.cancel
@@ -196,13 +213,19 @@ pub fn plan<R: Rng + ?Sized>(
                     decommissioned_copies.push(n.clone())
                 }
                 ReplicaStatus::Available | ReplicaStatus::Deleting => {}
-                ReplicaStatus::Pending if queued.contains(n.as_str()) => {}
+                ReplicaStatus::Pending
+                    if queued.contains(n.as_str()) || unqueued.contains(n.as_str()) => {}
                 ReplicaStatus::Pending if v.presence == Presence::Gone || v.decommissioned => {
                     out.drain.push((*id, n.clone()));
                 }
                 ReplicaStatus::Pending => {
-                    counted += 1;
                     let stale = c.created_ms.saturating_add(pending_timeout_ms) <= now_ms;
+                    if stale && good >= wanted {
+                        // Its push never landed and no copy is missing.
+                        out.drain.push((*id, n.clone()));
+                        continue;
+                    }
+                    counted += 1;
                     if stale
                         && v.can_target()
                         && let Some(src) = pick_source(c, nodes, "")

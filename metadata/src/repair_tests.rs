@@ -329,3 +329,88 @@ fn a_target_that_failed_a_chunk_is_not_picked_for_it_again() {
         assert_eq!(p.enqueue, vec![(id(1), "d".into(), "a".into())]);
     }
 }
+
+#[test]
+fn waiting_copies_are_dropped_when_the_chunk_has_enough_copies_again() {
+    let mut s = queued_to_c();
+    // The node that held the third copy came back.
+    s.chunks
+        .get_mut(&id(1))
+        .unwrap()
+        .replicas
+        .insert("d".into(), AV);
+    let p = plan(&s, &four_up(), 3, 0, 1000, &mut StdRng::seed_from_u64(9));
+    assert_eq!(p.unqueue, vec![(id(1), "c".into())]);
+    assert!(
+        p.enqueue.is_empty() && p.drain.is_empty(),
+        "the dropped entry's designation is not queued again: {p:?}"
+    );
+    // Past the pending timeout too.
+    let p2 = plan(&s, &four_up(), 3, 5000, 1000, &mut StdRng::seed_from_u64(9));
+    assert_eq!(p2, p, "stable past the pending timeout");
+    crate::heal::apply(
+        &mut s,
+        &crate::heal::HealCommand::Unqueue { items: p.unqueue },
+    )
+    .unwrap();
+    assert!(s.heal.queue.is_empty());
+    assert!(
+        !s.chunks[&id(1)].replicas.contains_key("c"),
+        "designation dropped"
+    );
+
+    // A copy already running is left to finish.
+    let mut s = queued_to_c();
+    s.chunks
+        .get_mut(&id(1))
+        .unwrap()
+        .replicas
+        .insert("d".into(), AV);
+    crate::heal::apply(
+        &mut s,
+        &crate::heal::HealCommand::Start {
+            items: vec![(id(1), "c".into(), "a".into())],
+        },
+    )
+    .unwrap();
+    let p = plan(&s, &four_up(), 3, 0, 1000, &mut StdRng::seed_from_u64(9));
+    assert!(p.unqueue.is_empty());
+}
+
+#[test]
+fn a_stale_designation_is_dropped_when_no_copy_is_missing_and_queued_when_one_is() {
+    let mut s = state_with(
+        vec![(
+            id(1),
+            chunk(&[
+                ("a", AV),
+                ("b", AV),
+                ("c", AV),
+                ("d", ReplicaStatus::Pending),
+            ]),
+        )],
+        &["a", "b", "c", "d"],
+    );
+    let p = plan(
+        &s,
+        &four_up(),
+        3,
+        5000,
+        1000,
+        &mut StdRng::seed_from_u64(10),
+    );
+    assert_eq!(p.drain, vec![(id(1), "d".into())]);
+    assert!(p.enqueue.is_empty());
+    s.chunks.get_mut(&id(1)).unwrap().replicas.remove("c");
+    let p = plan(
+        &s,
+        &four_up(),
+        3,
+        5000,
+        1000,
+        &mut StdRng::seed_from_u64(10),
+    );
+    assert!(p.drain.is_empty());
+    assert_eq!(p.enqueue.len(), 1);
+    assert_eq!(p.enqueue[0].1, "d", "the stale designation gets its copy");
+}

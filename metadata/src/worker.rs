@@ -357,6 +357,18 @@ impl Worker {
                         },
                     );
                 }
+                if !plan.unqueue.is_empty() {
+                    tracing::info!(
+                        entries = plan.unqueue.len(),
+                        "repair entries dropped: their chunks have enough copies again"
+                    );
+                    heal(
+                        core,
+                        HealCommand::Unqueue {
+                            items: plan.unqueue,
+                        },
+                    );
+                }
                 let mut cancel: BTreeMap<&str, Vec<(ChunkId, String)>> = BTreeMap::new();
                 for (id, target, why) in plan.cancel {
                     cancel.entry(why).or_default().push((id, target));

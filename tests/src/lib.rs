@@ -305,6 +305,30 @@ impl Cluster {
         }
     }
 
+    /// Sends `signal` (e.g. SIGSTOP, SIGCONT) to storage node `i`, if it runs.
+    pub fn signal_node(&self, i: usize, signal: libc::c_int) {
+        if let Some(c) = &self.nodes[i].child {
+            send_signal(c, signal);
+        }
+    }
+
+    /// Sends `signal` to the metadata service, if it runs.
+    pub fn signal_metadata(&self, signal: libc::c_int) {
+        if let Some(c) = &self.meta_child {
+            send_signal(c, signal);
+        }
+    }
+
+    /// Whether storage node `i` was started and not killed since.
+    pub fn node_running(&self, i: usize) -> bool {
+        self.nodes[i].child.is_some()
+    }
+
+    /// Whether the metadata service was started and not killed since.
+    pub fn metadata_running(&self) -> bool {
+        self.meta_child.is_some()
+    }
+
     pub async fn status(&self) -> pb::StatusReply {
         let mut c = bigfs_proto::metadata_client(&self.meta_addr).expect("client");
         c.status(pb::Empty {}).await.expect("status").into_inner()
@@ -420,6 +444,12 @@ impl Drop for Cluster {
             ));
         }
     }
+}
+
+fn send_signal(child: &Child, signal: libc::c_int) {
+    // SAFETY: kill(2) on our own child's pid, which we have not waited for.
+    let r = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+    assert_eq!(r, 0, "kill({signal}) failed");
 }
 
 /// `len` pseudo-random bytes from `seed` (fast, reproducible).
@@ -708,6 +738,16 @@ impl Mount {
                 return None;
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the daemon with SIGKILL and waits for it; the mount point is
+    /// left behind (its calls fail with ENOTCONN) until the mount is dropped.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            untrack_child(c.id());
         }
     }
 
