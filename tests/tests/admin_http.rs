@@ -242,14 +242,7 @@ async fn the_status_page_shows_three_nodes_in_headless_chromium() {
     })
     .await
     .expect("report failure");
-    c.wait_for(Duration::from_secs(15), "node-3 down", || async {
-        c.status()
-            .await
-            .nodes
-            .iter()
-            .any(|n| n.node_id == "node-3" && n.state == bigfs_proto::pb::NodeState::Down as i32)
-    })
-    .await;
+    c.wait_node_down(2).await;
     let dom = headless(browser, &url, None);
     assert!(
         dom.contains("data-node=\"node-3\" data-state=\"down\""),

@@ -207,13 +207,7 @@ async fn a_node_stopped_during_writes_and_deletes_catches_up_and_resurrects_noth
     assert!(deleted_ids.iter().all(|id| on_disk(&c, id).contains(&2)));
 
     c.kill_node(2);
-    c.wait_for(Duration::from_secs(20), "node-3 down", || async {
-        let s = c.status().await;
-        s.nodes
-            .iter()
-            .any(|n| n.node_id == "node-3" && n.state == pb::NodeState::Down as i32)
-    })
-    .await;
+    c.wait_node_down(2).await;
     let new = write_files(&client, "new", 10, 150_000, 3).await;
     for (p, _) in &old[..5] {
         remove(&client, p).await;
