@@ -55,7 +55,9 @@ async fn verify(c: &Cluster, files: &Files) {
     }
 }
 
-async fn chunk_ids(c: &Cluster, path: &str) -> Vec<ChunkId> {
+/// The chunks of `path` with their Available replicas, as GetLayout lists
+/// them (on any node, Up or not).
+async fn layout(c: &Cluster, path: &str) -> Vec<pb::ChunkLocation> {
     let mut m = bigfs_proto::metadata_client(&c.meta_addr).unwrap();
     let attr = m
         .resolve_path(pb::ResolvePathRequest { path: path.into() })
@@ -64,16 +66,48 @@ async fn chunk_ids(c: &Cluster, path: &str) -> Vec<ChunkId> {
         .into_inner()
         .attr
         .unwrap();
-    let layout = m
-        .get_layout(pb::InodeRequest { ino: attr.ino })
+    m.get_layout(pb::InodeRequest { ino: attr.ino })
         .await
         .unwrap()
-        .into_inner();
-    layout
+        .into_inner()
         .chunks
+}
+
+fn location_id(l: &pb::ChunkLocation) -> ChunkId {
+    ChunkId::from_slice(&l.chunk.as_ref().unwrap().id).unwrap()
+}
+
+async fn chunk_ids(c: &Cluster, path: &str) -> Vec<ChunkId> {
+    layout(c, path).await.iter().map(location_id).collect()
+}
+
+/// Every chunk of `files` has the replication factor's count of Available
+/// copies on Up nodes in the chunk table, and each of those copies is a
+/// file on that node's disk.
+async fn fully_replicated(c: &Cluster, files: &Files) -> bool {
+    let s = c.status().await;
+    let up: BTreeSet<&str> = s
+        .nodes
         .iter()
-        .map(|l| ChunkId::from_slice(&l.chunk.as_ref().unwrap().id).unwrap())
-        .collect()
+        .filter(|n| n.state == pb::NodeState::Up as i32)
+        .map(|n| n.node_id.as_str())
+        .collect();
+    for (path, _) in files {
+        for l in layout(c, path).await {
+            let id = location_id(&l);
+            let copies: Vec<usize> = l
+                .replicas
+                .iter()
+                .filter(|r| up.contains(r.node_id.as_str()))
+                .filter_map(|r| c.nodes.iter().position(|n| n.id == r.node_id))
+                .filter(|&i| chunk_path(c, i, &id).exists())
+                .collect();
+            if copies.len() < s.default_replication as usize {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 fn chunk_path(c: &Cluster, node: usize, id: &ChunkId) -> PathBuf {
@@ -268,24 +302,31 @@ async fn two_nodes_killed_one_after_the_other_lose_no_file() {
     let mut c = Cluster::start_with(5, HEAL).await;
     let client = c.client().await;
     let files = write_files(&client, "f", 16, 200_000, 4).await;
-    c.wait_for(Duration::from_secs(30), "initial replication", || {
-        c.healed()
+    c.wait_for(Duration::from_secs(30), "initial replication", || async {
+        c.healed().await && fully_replicated(&c, &files).await
     })
     .await;
-    c.kill_node(0);
-    c.wait_for(
-        Duration::from_secs(60),
-        "healed after the first kill",
-        || c.healed(),
-    )
-    .await;
-    c.kill_node(1);
-    c.wait_for(
-        Duration::from_secs(60),
-        "healed after the second kill",
-        || c.healed(),
-    )
-    .await;
+    for killed in [0, 1] {
+        let held = c.chunk_files(killed).len() as u64;
+        assert!(held > 0, "{} holds chunks", c.nodes[killed].id);
+        let completed = c.status().await.repair_completed;
+        c.kill_node(killed);
+        // Until it is Down its copies still count: "healed" would hold at once.
+        c.wait_node_down(killed).await;
+        c.wait_for(
+            Duration::from_secs(60),
+            "every chunk copied again on the nodes still up",
+            || async { c.healed().await && fully_replicated(&c, &files).await },
+        )
+        .await;
+        // Each chunk the killed node held needed one new copy at least.
+        let made = c.status().await.repair_completed - completed;
+        assert!(
+            made >= held,
+            "{made} copies made for the {held} chunks of {}",
+            c.nodes[killed].id
+        );
+    }
     verify(&c, &files).await;
 }
 
