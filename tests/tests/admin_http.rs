@@ -46,6 +46,9 @@ async fn every_endpoint_answers_and_a_killed_node_shows_as_down() {
     c.cli_ok(&["mkdir", "/dir"]);
     let client = c.client().await;
     write_file(&client, "/dir/a", &random_bytes(5 << 20, 1)).await;
+    // The write was answered at the quorum of 2: let the third copies land.
+    c.wait_for(Duration::from_secs(30), "the third copies", || c.healed())
+        .await;
     let reader = c.client().await;
     assert_eq!(read_file(&reader, "/dir/a").await.len(), 5 << 20);
 
@@ -212,6 +215,8 @@ async fn the_status_page_shows_three_nodes_in_headless_chromium() {
     let mut c = Cluster::start(3).await;
     let client = c.client().await;
     write_file(&client, "/report.bin", &random_bytes(9 << 20, 3)).await;
+    c.wait_for(Duration::from_secs(30), "the third copies", || c.healed())
+        .await;
     let url = format!("http://{}/", c.meta_admin_addr);
 
     let dom = headless(browser, &url, None);

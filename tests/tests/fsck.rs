@@ -1,6 +1,8 @@
 //! `bigfs admin fsck`: finds a chunk file deleted behind the cluster's back,
 //! and `--repair` drops the dead replica record and copies the chunk again.
 
+use std::time::Duration;
+
 use bigfs_tests::{Cluster, random_bytes, write_file};
 
 fn fsck(c: &Cluster, repair: bool) -> (bool, serde_json::Value) {
@@ -33,6 +35,9 @@ async fn fsck_finds_a_chunk_deleted_behind_the_clusters_back_and_repair_fixes_it
     let c = Cluster::start(3).await;
     let client = c.client().await;
     write_file(&client, "/a", &random_bytes(1 << 20, 7)).await;
+    // The write was answered at the quorum of 2: let the third copy land.
+    c.wait_for(Duration::from_secs(30), "the third copy", || c.healed())
+        .await;
 
     let (ok, v) = fsck(&c, false);
     assert!(ok, "a fresh cluster has problems: {v}");
