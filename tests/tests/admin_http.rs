@@ -8,9 +8,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use bigfs_tests::{
-    Cluster, http_get, metric_sum, parse_prometheus, random_bytes, read_file, write_file,
+    Cluster, deadline, http_get, metric_sum, parse_prometheus, random_bytes, read_file, write_file,
 };
 use serde_json::Value;
+
+/// Time limit of each test here (see `bigfs_tests::deadline`): this file runs
+/// in about 10 s on a loaded 2-core machine; the limit is ~6x that.
+const DEADLINE: Duration = Duration::from_secs(60);
 
 fn get_json(addr: &str, path: &str) -> Value {
     let (code, body) = http_get(addr, path).expect("GET");
@@ -37,6 +41,7 @@ fn node_state(nodes: &Value, id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_endpoint_answers_and_a_killed_node_shows_as_down() {
+    let _deadline = deadline(DEADLINE);
     let mut c = Cluster::start(3).await;
     let meta = c.meta_admin_addr.clone();
     let node1 = c.nodes[0].admin_addr.clone();
@@ -211,6 +216,7 @@ fn headless(browser: &str, url: &str, png: Option<&Path>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_status_page_shows_three_nodes_in_headless_chromium() {
+    let _deadline = deadline(DEADLINE);
     let browser = chromium();
     let mut c = Cluster::start(3).await;
     let client = c.client().await;

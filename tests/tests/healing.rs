@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 
 use bigfs_client::Client;
 use bigfs_proto::{ChunkId, pb};
-use bigfs_tests::{Cluster, random_bytes, read_file, sha256_hex, write_file};
+use bigfs_tests::{Cluster, deadline, random_bytes, read_file, sha256_hex, write_file};
+
+/// Time limit of each test here (see `bigfs_tests::deadline`): this file runs
+/// in about 33 s on a loaded 2-core machine; the limit is ~5x that.
+const DEADLINE: Duration = Duration::from_secs(180);
 
 /// Metadata settings: 64 KiB chunks, a 200 ms healing tick, repairs 0.5 s
 /// after a node is Down, garbage collected 3 s after the last reference.
@@ -214,6 +218,7 @@ fn background_io(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_node_is_healed_back_to_three_copies_while_io_goes_on_and_across_a_metadata_restart()
  {
+    let _deadline = deadline(DEADLINE);
     let mut c = Cluster::start_with(4, HEAL).await;
     let client = c.client().await;
     let mut files = write_files(&client, "f", 24, 200_000, 1).await;
@@ -269,6 +274,7 @@ async fn a_killed_node_is_healed_back_to_three_copies_while_io_goes_on_and_acros
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_stopped_during_writes_and_deletes_catches_up_and_resurrects_nothing() {
+    let _deadline = deadline(DEADLINE);
     // A long repair delay: the stopped node is not replaced, it must catch up.
     let cfg = HEAL.replace("repair_delay_ms = 500", "repair_delay_ms = 600000");
     let mut c = Cluster::start_with(3, &cfg).await;
@@ -343,6 +349,7 @@ async fn a_node_stopped_during_writes_and_deletes_catches_up_and_resurrects_noth
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_killed_one_after_the_other_lose_no_file() {
+    let _deadline = deadline(DEADLINE);
     let mut c = Cluster::start_with(5, HEAL).await;
     let client = c.client().await;
     let files = write_files(&client, "f", 16, 200_000, 4).await;
@@ -376,6 +383,7 @@ async fn two_nodes_killed_one_after_the_other_lose_no_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scrubbing_finds_every_flipped_byte_and_repairs_it() {
+    let _deadline = deadline(DEADLINE);
     let storage = "scrub_bytes_per_sec = 50000000\nscrub_pause_ms = 300\n";
     let c = Cluster::start_with_storage(4, HEAL, storage).await;
     let client = c.client().await;
@@ -437,6 +445,7 @@ async fn scrubbing_finds_every_flipped_byte_and_repairs_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_deleted_files_and_orphan_uploads_are_collected_and_live_chunks_kept() {
+    let _deadline = deadline(DEADLINE);
     let mut c = Cluster::start_with(3, HEAL).await;
     let client = c.client().await;
     let live = write_files(&client, "live", 10, 150_000, 6).await;
@@ -526,6 +535,7 @@ async fn a_thousand_deleted_files_and_orphan_uploads_are_collected_and_live_chun
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_decommissioned_node_is_drained_under_load_and_every_file_reads_back() {
+    let _deadline = deadline(DEADLINE);
     let mut c = Cluster::start_with(4, HEAL).await;
     let client = c.client().await;
     let mut files = write_files(&client, "f", 20, 200_000, 7).await;
@@ -588,6 +598,7 @@ async fn a_decommissioned_node_is_drained_under_load_and_every_file_reads_back()
 /// noticed by the replica audit and made again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_chunk_file_deleted_on_a_running_node_is_noticed_and_copied_again() {
+    let _deadline = deadline(DEADLINE);
     let config = "chunk_size = 65536\n[heal]\ninterval_ms = 200\naudit_interval_ms = 500\n";
     let c = Cluster::start_with(4, config).await;
     let client = c.client().await;
