@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing BigFS needs on a fresh Debian machine:
 # FUSE 3 (the mount and its tests), attr (setfattr/getfattr in tests),
-# pkg-config, and the rustfmt/clippy toolchain components.
+# systemd (systemd-analyze, tests/tests/deploy.rs), chromium (headless, for
+# the status page in tests/tests/admin_http.rs), pkg-config, and the
+# rustfmt/clippy toolchain components. The tests fail, not skip, without them.
 set -euo pipefail
 need=()
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
@@ -10,7 +12,6 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v setfattr >/dev/null 2>&1 || need+=(attr)
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
-# Headless browser for the status page test (tests/tests/ops.rs).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -5,8 +5,23 @@ use std::time::Duration;
 
 use bigfs_proto::pb;
 
-fn spawn(dir: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_bigfs-metadata"))
+/// Time limit of the test: it runs in about 1 s on a loaded 2-core machine;
+/// 60 s leaves room for the service's start-up waits.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The spawned service, killed with SIGKILL when dropped: a test that fails
+/// or runs past its deadline leaves no process behind.
+struct Service(Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(dir: &std::path::Path, port: u16) -> Service {
+    let child = Command::new(env!("CARGO_BIN_EXE_bigfs-metadata"))
         .arg("--data-dir")
         .arg(dir)
         .arg("--listen")
@@ -17,7 +32,8 @@ fn spawn(dir: &std::path::Path, port: u16) -> Child {
         .env("RUST_LOG", "warn")
         .stderr(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Service(child)
 }
 
 /// A free port below the ephemeral range, so no outgoing connection can
@@ -46,9 +62,15 @@ async fn client(
 
 #[tokio::test]
 async fn answered_mutations_survive_kill_9() {
+    tokio::time::timeout(DEADLINE, kill_9_and_look_up_every_answered_create())
+        .await
+        .expect("the test ran past its deadline");
+}
+
+async fn kill_9_and_look_up_every_answered_create() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = spawn(dir.path(), port);
+    let service = spawn(dir.path(), port);
     let mut c = client(port).await;
     let mut answered = Vec::new();
     for i in 0..50 {
@@ -69,10 +91,9 @@ async fn answered_mutations_survive_kill_9() {
             .unwrap();
         answered.push((name, attr.ino));
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    drop(service); // SIGKILL
 
-    let mut child = spawn(dir.path(), port);
+    let _service = spawn(dir.path(), port);
     let mut c = client(port).await;
     for (name, ino) in &answered {
         let got = c
@@ -87,6 +108,4 @@ async fn answered_mutations_survive_kill_9() {
             .unwrap();
         assert_eq!(got.ino, *ino, "{name}");
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
 }

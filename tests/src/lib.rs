@@ -354,6 +354,20 @@ impl Cluster {
         .await;
     }
 
+    /// Waits (30 s at most) until the metadata service sees node `i` as
+    /// Down. A killed node still counts as Up until its heartbeats are
+    /// missed, so its copies still count toward the replication factor.
+    pub async fn wait_node_down(&self, i: usize) {
+        let id = &self.nodes[i].id;
+        self.wait_for(Duration::from_secs(30), &format!("{id} down"), || async {
+            let s = self.status().await;
+            s.nodes
+                .iter()
+                .any(|n| n.node_id == *id && n.state == pb::NodeState::Down as i32)
+        })
+        .await;
+    }
+
     /// Polls `cond` every 100 ms until it holds; panics after `timeout`.
     pub async fn wait_for<F, Fut>(&self, timeout: Duration, what: &str, cond: F)
     where

@@ -8,9 +8,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use bigfs_tests::{
-    Cluster, http_get, metric_sum, parse_prometheus, random_bytes, read_file, write_file,
+    Cluster, deadline, http_get, metric_sum, parse_prometheus, random_bytes, read_file, write_file,
 };
 use serde_json::Value;
+
+/// Time limit of each test here (see `bigfs_tests::deadline`): this file runs
+/// in about 10 s on a loaded 2-core machine; the limit is ~6x that.
+const DEADLINE: Duration = Duration::from_secs(60);
 
 fn get_json(addr: &str, path: &str) -> Value {
     let (code, body) = http_get(addr, path).expect("GET");
@@ -37,6 +41,7 @@ fn node_state(nodes: &Value, id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_endpoint_answers_and_a_killed_node_shows_as_down() {
+    let _deadline = deadline(DEADLINE);
     let mut c = Cluster::start(3).await;
     let meta = c.meta_admin_addr.clone();
     let node1 = c.nodes[0].admin_addr.clone();
@@ -46,6 +51,9 @@ async fn every_endpoint_answers_and_a_killed_node_shows_as_down() {
     c.cli_ok(&["mkdir", "/dir"]);
     let client = c.client().await;
     write_file(&client, "/dir/a", &random_bytes(5 << 20, 1)).await;
+    // The write was answered at the quorum of 2: let the third copies land.
+    c.wait_for(Duration::from_secs(30), "the third copies", || c.healed())
+        .await;
     let reader = c.client().await;
     assert_eq!(read_file(&reader, "/dir/a").await.len(), 5 << 20);
 
@@ -159,8 +167,9 @@ async fn every_endpoint_answers_and_a_killed_node_shows_as_down() {
     );
 }
 
-/// Chromium's binary, if installed.
-fn chromium() -> Option<&'static str> {
+/// Chromium's binary; a machine without one fails the test
+/// (scripts/install-deps.sh installs Debian's `chromium`).
+fn chromium() -> &'static str {
     ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
         .find(|b| {
@@ -169,6 +178,7 @@ fn chromium() -> Option<&'static str> {
                 .output()
                 .is_ok_and(|o| o.status.success())
         })
+        .expect("chromium is not installed: run scripts/install-deps.sh")
 }
 
 /// Runs headless Chromium on `url`: `--dump-dom` after the page's script
@@ -206,13 +216,13 @@ fn headless(browser: &str, url: &str, png: Option<&Path>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_status_page_shows_three_nodes_in_headless_chromium() {
-    let Some(browser) = chromium() else {
-        eprintln!("SKIPPED: chromium is not installed (scripts/install-deps.sh installs it)");
-        return;
-    };
+    let _deadline = deadline(DEADLINE);
+    let browser = chromium();
     let mut c = Cluster::start(3).await;
     let client = c.client().await;
     write_file(&client, "/report.bin", &random_bytes(9 << 20, 3)).await;
+    c.wait_for(Duration::from_secs(30), "the third copies", || c.healed())
+        .await;
     let url = format!("http://{}/", c.meta_admin_addr);
 
     let dom = headless(browser, &url, None);
@@ -242,14 +252,7 @@ async fn the_status_page_shows_three_nodes_in_headless_chromium() {
     })
     .await
     .expect("report failure");
-    c.wait_for(Duration::from_secs(15), "node-3 down", || async {
-        c.status()
-            .await
-            .nodes
-            .iter()
-            .any(|n| n.node_id == "node-3" && n.state == bigfs_proto::pb::NodeState::Down as i32)
-    })
-    .await;
+    c.wait_node_down(2).await;
     let dom = headless(browser, &url, None);
     assert!(
         dom.contains("data-node=\"node-3\" data-state=\"down\""),

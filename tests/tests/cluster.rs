@@ -4,7 +4,13 @@
 use std::time::Duration;
 
 use bigfs_proto::{ChunkId, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, pb};
-use bigfs_tests::{Cluster, random_bytes, read_file, sha256_file, sha256_hex, write_file};
+use bigfs_tests::{
+    Cluster, deadline, random_bytes, read_file, sha256_file, sha256_hex, write_file,
+};
+
+/// Time limit of each test here (see `bigfs_tests::deadline`): this file runs
+/// in about 18 s on a loaded 2-core machine; the limit is 5x that.
+const DEADLINE: Duration = Duration::from_secs(90);
 
 const CHUNK: usize = DEFAULT_CHUNK_SIZE as usize;
 
@@ -27,6 +33,7 @@ fn replica_nodes(stat_json: &str) -> Vec<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_200_mib_file_put_and_got_back_is_identical_with_three_distinct_replicas() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let src = c.dir.path().join("big.bin");
     std::fs::write(&src, random_bytes(200 << 20, 1)).unwrap();
@@ -56,6 +63,7 @@ async fn a_200_mib_file_put_and_got_back_is_identical_with_three_distinct_replic
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn edge_sizes_round_trip_exactly() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     for (i, len) in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 17]
         .into_iter()
@@ -83,6 +91,7 @@ async fn edge_sizes_round_trip_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_at_an_offset_changes_only_those_bytes() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let client = c.client().await;
     let mut data = random_bytes(3 * CHUNK + 1000, 7);
@@ -129,6 +138,7 @@ async fn a_write_at_an_offset_changes_only_those_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_content_put_twice_is_stored_once() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let src = c.dir.path().join("dup");
     std::fs::write(&src, random_bytes(5 * CHUNK + 3, 9)).unwrap();
@@ -155,6 +165,7 @@ async fn the_same_content_put_twice_is_stored_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_one_storage_node_killed_every_file_reads_back_and_puts_still_work() {
+    let _deadline = deadline(DEADLINE);
     let mut c = Cluster::start(3).await;
     let client = c.client().await;
     let mut files = Vec::new();
@@ -190,6 +201,7 @@ async fn with_one_storage_node_killed_every_file_reads_back_and_puts_still_work(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_metadata_server_killed_and_restarted_keeps_every_answered_mutation() {
+    let _deadline = deadline(DEADLINE);
     let mut c = Cluster::start(3).await;
     let client = c.client().await;
     c.cli_ok(&["mkdir", "-p", "/x/y"]);
@@ -250,6 +262,7 @@ async fn corrupt_copies(c: &Cluster, id: ChunkId, nodes: std::ops::Range<usize>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_corrupted_chunk_file_is_detected_and_served_from_another_replica() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let client = c.client().await;
     let data = random_bytes(CHUNK / 2, 50);
@@ -270,6 +283,7 @@ async fn a_corrupted_chunk_file_is_detected_and_served_from_another_replica() {
 /// client then asks that node to read it with its own check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn corrupt_copies_a_client_finds_are_quarantined_and_the_read_fails() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let client = c.client().await;
     let data = random_bytes(CHUNK / 2, 51);
@@ -301,6 +315,7 @@ async fn corrupt_copies_a_client_finds_are_quarantined_and_the_read_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_gets_a_clear_status_and_servers_keep_serving() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let mut node = bigfs_proto::storage_client(&c.nodes[0].addr).unwrap();
     let mut meta = bigfs_proto::metadata_client(&c.meta_addr).unwrap();
@@ -464,6 +479,7 @@ async fn bad_input_gets_a_clear_status_and_servers_keep_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cli_lists_moves_and_removes() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let src = c.dir.path().join("s");
     std::fs::write(&src, b"hello").unwrap();

@@ -1,7 +1,14 @@
 //! `bigfs admin fsck`: finds a chunk file deleted behind the cluster's back,
 //! and `--repair` drops the dead replica record and copies the chunk again.
 
-use bigfs_tests::{Cluster, random_bytes, write_file};
+use std::time::Duration;
+
+use bigfs_tests::{Cluster, deadline, random_bytes, write_file};
+
+/// Time limit of each test here (see `bigfs_tests::deadline`): this file runs
+/// in about 1 s on a loaded 2-core machine; the limit is 60 s at least, room
+/// for Cluster::start's own 20 s + 30 s waits.
+const DEADLINE: Duration = Duration::from_secs(60);
 
 fn fsck(c: &Cluster, repair: bool) -> (bool, serde_json::Value) {
     let mut args = vec!["--json", "admin", "fsck"];
@@ -30,9 +37,13 @@ fn kinds(v: &serde_json::Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fsck_finds_a_chunk_deleted_behind_the_clusters_back_and_repair_fixes_it() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let client = c.client().await;
     write_file(&client, "/a", &random_bytes(1 << 20, 7)).await;
+    // The write was answered at the quorum of 2: let the third copy land.
+    c.wait_for(Duration::from_secs(30), "the third copy", || c.healed())
+        .await;
 
     let (ok, v) = fsck(&c, false);
     assert!(ok, "a fresh cluster has problems: {v}");

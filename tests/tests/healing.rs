@@ -5,7 +5,7 @@
 //! Chunks are 64 KiB and the healing timers short so each test runs in
 //! seconds on two cores.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 
 use bigfs_client::Client;
 use bigfs_proto::{ChunkId, pb};
-use bigfs_tests::{Cluster, random_bytes, read_file, sha256_hex, write_file};
+use bigfs_tests::{Cluster, deadline, random_bytes, read_file, sha256_hex, write_file};
+
+/// Time limit of each test here (see `bigfs_tests::deadline`): this file runs
+/// in about 33 s on a loaded 2-core machine; the limit is ~5x that.
+const DEADLINE: Duration = Duration::from_secs(180);
 
 /// Metadata settings: 64 KiB chunks, a 200 ms healing tick, repairs 0.5 s
 /// after a node is Down, garbage collected 3 s after the last reference.
@@ -55,7 +59,9 @@ async fn verify(c: &Cluster, files: &Files) {
     }
 }
 
-async fn chunk_ids(c: &Cluster, path: &str) -> Vec<ChunkId> {
+/// The chunks of `path` with their Available replicas, as GetLayout lists
+/// them (on any node, Up or not).
+async fn layout(c: &Cluster, path: &str) -> Vec<pb::ChunkLocation> {
     let mut m = bigfs_proto::metadata_client(&c.meta_addr).unwrap();
     let attr = m
         .resolve_path(pb::ResolvePathRequest { path: path.into() })
@@ -64,16 +70,48 @@ async fn chunk_ids(c: &Cluster, path: &str) -> Vec<ChunkId> {
         .into_inner()
         .attr
         .unwrap();
-    let layout = m
-        .get_layout(pb::InodeRequest { ino: attr.ino })
+    m.get_layout(pb::InodeRequest { ino: attr.ino })
         .await
         .unwrap()
-        .into_inner();
-    layout
+        .into_inner()
         .chunks
+}
+
+fn location_id(l: &pb::ChunkLocation) -> ChunkId {
+    ChunkId::from_slice(&l.chunk.as_ref().unwrap().id).unwrap()
+}
+
+async fn chunk_ids(c: &Cluster, path: &str) -> Vec<ChunkId> {
+    layout(c, path).await.iter().map(location_id).collect()
+}
+
+/// Every chunk of `files` has the replication factor's count of Available
+/// copies on Up nodes in the chunk table, and each of those copies is a
+/// file on that node's disk.
+async fn fully_replicated(c: &Cluster, files: &Files) -> bool {
+    let s = c.status().await;
+    let up: BTreeSet<&str> = s
+        .nodes
         .iter()
-        .map(|l| ChunkId::from_slice(&l.chunk.as_ref().unwrap().id).unwrap())
-        .collect()
+        .filter(|n| n.state == pb::NodeState::Up as i32)
+        .map(|n| n.node_id.as_str())
+        .collect();
+    for (path, _) in files {
+        for l in layout(c, path).await {
+            let id = location_id(&l);
+            let copies: Vec<usize> = l
+                .replicas
+                .iter()
+                .filter(|r| up.contains(r.node_id.as_str()))
+                .filter_map(|r| c.nodes.iter().position(|n| n.id == r.node_id))
+                .filter(|&i| chunk_path(c, i, &id).exists())
+                .collect();
+            if copies.len() < s.default_replication as usize {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 fn chunk_path(c: &Cluster, node: usize, id: &ChunkId) -> PathBuf {
@@ -95,6 +133,55 @@ fn on_disk(c: &Cluster, id: &ChunkId) -> Vec<usize> {
 async fn remove(client: &Client, path: &str) {
     let (parent, name) = client.parent_of(path).await.expect("parent");
     client.unlink(parent, &name).await.expect("unlink");
+}
+
+/// The whole repair queue (`bigfs admin queue --all`), by (chunk, target).
+fn repair_queue(c: &Cluster) -> BTreeMap<(String, String), serde_json::Value> {
+    let q: serde_json::Value =
+        serde_json::from_str(&c.cli_ok(&["--json", "admin", "queue", "--all"])).unwrap();
+    q["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            let key = (e["chunk"].as_str().unwrap(), e["target"].as_str().unwrap());
+            ((key.0.to_string(), key.1.to_string()), e.clone())
+        })
+        .collect()
+}
+
+/// The queue after a metadata restart holds every entry from before it.
+/// A finished entry (completed or failed) cannot change any more: it is the
+/// same in every field. An active one may have moved on meanwhile (the
+/// worker ran between the snapshot and the kill, and runs after the
+/// restart), but it is the same entry (same creation time), not one planned
+/// anew, and it has not lost attempts.
+fn assert_queue_survived(
+    before: &BTreeMap<(String, String), serde_json::Value>,
+    after: &BTreeMap<(String, String), serde_json::Value>,
+) {
+    let finished = |e: &serde_json::Value| e["status"] == "completed" || e["status"] == "failed";
+    assert!(
+        before.values().any(finished),
+        "no finished entry to compare: {before:?}"
+    );
+    for (key, b) in before {
+        let a = after
+            .get(key)
+            .unwrap_or_else(|| panic!("entry {key:?} lost in the restart: {b}"));
+        if finished(b) {
+            assert_eq!(a, b, "finished entry {key:?} changed in the restart");
+        } else {
+            assert_eq!(
+                a["created_ms"], b["created_ms"],
+                "{key:?} planned anew: {a}"
+            );
+            assert!(
+                a["attempts"].as_u64() >= b["attempts"].as_u64(),
+                "{key:?} lost attempts: {b} then {a}"
+            );
+        }
+    }
 }
 
 /// Writes and reads files until stopped: the cluster must keep serving
@@ -131,6 +218,7 @@ fn background_io(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_node_is_healed_back_to_three_copies_while_io_goes_on_and_across_a_metadata_restart()
  {
+    let _deadline = deadline(DEADLINE);
     let mut c = Cluster::start_with(4, HEAL).await;
     let client = c.client().await;
     let mut files = write_files(&client, "f", 24, 200_000, 1).await;
@@ -147,17 +235,12 @@ async fn a_killed_node_is_healed_back_to_three_copies_while_io_goes_on_and_acros
     c.kill_node(0);
     // Let repairs start, then restart the metadata server in the middle.
     c.wait_for(Duration::from_secs(20), "repairs under way", || async {
-        let s = c.status().await;
-        s.repair_completed > 0 || s.repair_pending > 0
+        c.status().await.repair_completed > 0
     })
     .await;
-    let before = c.status().await.repair_completed;
+    let before = repair_queue(&c);
     c.restart_metadata().await;
-    let after = c.status().await;
-    assert!(
-        after.repair_completed >= before && after.repair_pending + after.repair_completed > 0,
-        "queue survives a metadata restart: {before} completed before, {after:?}"
-    );
+    assert_queue_survived(&before, &repair_queue(&c));
     c.wait_for(Duration::from_secs(90), "healed after the kill", || {
         c.healed()
     })
@@ -191,6 +274,7 @@ async fn a_killed_node_is_healed_back_to_three_copies_while_io_goes_on_and_acros
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_stopped_during_writes_and_deletes_catches_up_and_resurrects_nothing() {
+    let _deadline = deadline(DEADLINE);
     // A long repair delay: the stopped node is not replaced, it must catch up.
     let cfg = HEAL.replace("repair_delay_ms = 500", "repair_delay_ms = 600000");
     let mut c = Cluster::start_with(3, &cfg).await;
@@ -207,13 +291,7 @@ async fn a_node_stopped_during_writes_and_deletes_catches_up_and_resurrects_noth
     assert!(deleted_ids.iter().all(|id| on_disk(&c, id).contains(&2)));
 
     c.kill_node(2);
-    c.wait_for(Duration::from_secs(20), "node-3 down", || async {
-        let s = c.status().await;
-        s.nodes
-            .iter()
-            .any(|n| n.node_id == "node-3" && n.state == pb::NodeState::Down as i32)
-    })
-    .await;
+    c.wait_node_down(2).await;
     let new = write_files(&client, "new", 10, 150_000, 3).await;
     for (p, _) in &old[..5] {
         remove(&client, p).await;
@@ -271,32 +349,41 @@ async fn a_node_stopped_during_writes_and_deletes_catches_up_and_resurrects_noth
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_killed_one_after_the_other_lose_no_file() {
+    let _deadline = deadline(DEADLINE);
     let mut c = Cluster::start_with(5, HEAL).await;
     let client = c.client().await;
     let files = write_files(&client, "f", 16, 200_000, 4).await;
-    c.wait_for(Duration::from_secs(30), "initial replication", || {
-        c.healed()
+    c.wait_for(Duration::from_secs(30), "initial replication", || async {
+        c.healed().await && fully_replicated(&c, &files).await
     })
     .await;
-    c.kill_node(0);
-    c.wait_for(
-        Duration::from_secs(60),
-        "healed after the first kill",
-        || c.healed(),
-    )
-    .await;
-    c.kill_node(1);
-    c.wait_for(
-        Duration::from_secs(60),
-        "healed after the second kill",
-        || c.healed(),
-    )
-    .await;
+    for killed in [0, 1] {
+        let held = c.chunk_files(killed).len() as u64;
+        assert!(held > 0, "{} holds chunks", c.nodes[killed].id);
+        let completed = c.status().await.repair_completed;
+        c.kill_node(killed);
+        // Until it is Down its copies still count: "healed" would hold at once.
+        c.wait_node_down(killed).await;
+        c.wait_for(
+            Duration::from_secs(60),
+            "every chunk copied again on the nodes still up",
+            || async { c.healed().await && fully_replicated(&c, &files).await },
+        )
+        .await;
+        // Each chunk the killed node held needed one new copy at least.
+        let made = c.status().await.repair_completed - completed;
+        assert!(
+            made >= held,
+            "{made} copies made for the {held} chunks of {}",
+            c.nodes[killed].id
+        );
+    }
     verify(&c, &files).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scrubbing_finds_every_flipped_byte_and_repairs_it() {
+    let _deadline = deadline(DEADLINE);
     let storage = "scrub_bytes_per_sec = 50000000\nscrub_pause_ms = 300\n";
     let c = Cluster::start_with_storage(4, HEAL, storage).await;
     let client = c.client().await;
@@ -358,6 +445,7 @@ async fn scrubbing_finds_every_flipped_byte_and_repairs_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_deleted_files_and_orphan_uploads_are_collected_and_live_chunks_kept() {
+    let _deadline = deadline(DEADLINE);
     let mut c = Cluster::start_with(3, HEAL).await;
     let client = c.client().await;
     let live = write_files(&client, "live", 10, 150_000, 6).await;
@@ -447,6 +535,7 @@ async fn a_thousand_deleted_files_and_orphan_uploads_are_collected_and_live_chun
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_decommissioned_node_is_drained_under_load_and_every_file_reads_back() {
+    let _deadline = deadline(DEADLINE);
     let mut c = Cluster::start_with(4, HEAL).await;
     let client = c.client().await;
     let mut files = write_files(&client, "f", 20, 200_000, 7).await;
@@ -509,6 +598,7 @@ async fn a_decommissioned_node_is_drained_under_load_and_every_file_reads_back()
 /// noticed by the replica audit and made again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_chunk_file_deleted_on_a_running_node_is_noticed_and_copied_again() {
+    let _deadline = deadline(DEADLINE);
     let config = "chunk_size = 65536\n[heal]\ninterval_ms = 200\naudit_interval_ms = 500\n";
     let c = Cluster::start_with(4, config).await;
     let client = c.client().await;

@@ -6,7 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bigfs_tests::{Cluster, Mount, random_bytes, sha256_file, sha256_hex};
+use bigfs_tests::{Cluster, Mount, deadline, random_bytes, sha256_file, sha256_hex};
+
+/// Time limit of each test here (see `bigfs_tests::deadline`): this file runs
+/// in about 23 s on a loaded 2-core machine; the limit is 5x that.
+const DEADLINE: Duration = Duration::from_secs(120);
 
 /// Small chunks (many per file) and quick repair, so healing fits a test.
 const HEAL: &str = r#"
@@ -27,6 +31,7 @@ fn write_through(dir: &Path, name: &str, size: usize, seed: u64) -> (String, Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_killed_under_mounted_io_is_healed_and_every_file_reads_back() {
+    let _deadline = deadline(DEADLINE);
     let mut c = Cluster::start_with(4, HEAL).await;
     let m = Mount::new(&c, &[]);
     let dir = m.path().to_path_buf();

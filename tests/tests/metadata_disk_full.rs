@@ -5,8 +5,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
-use bigfs_tests::Cluster;
+use bigfs_tests::{Cluster, deadline};
+
+/// Time limit of each test here (see `bigfs_tests::deadline`): this file runs
+/// in about 2 s on a loaded 2-core machine; the limit is 60 s at least, room
+/// for Cluster::start's own 20 s + 30 s waits.
+const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A tmpfs mounted for the test's lifetime.
 struct Tmpfs(PathBuf);
@@ -41,6 +47,7 @@ impl Drop for Tmpfs {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_metadata_disk_answers_enospc_and_loses_no_answered_change() {
+    let _deadline = deadline(DEADLINE);
     let mut c = Cluster::start(0).await;
     // The metadata service again, now on a 1 MiB file system.
     c.kill_metadata();

@@ -13,7 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bigfs_tests::{Cluster, Mount, is_mounted, random_bytes, sha256_file};
+use bigfs_tests::{Cluster, Mount, deadline, is_mounted, random_bytes, sha256_file};
+
+/// Time limit of each test here (see `bigfs_tests::deadline`): this file runs
+/// in about 74 s on a loaded 2-core machine; the limit is ~4x that.
+const DEADLINE: Duration = Duration::from_secs(300);
 
 const MIB: usize = 1 << 20;
 const CHUNK: usize = 4 * MIB;
@@ -139,6 +143,7 @@ async fn wait_full_replication(c: &Cluster) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cp_cat_ls_diff_cmp_on_files_from_0_bytes_to_300_mib() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let m = Mount::new(&c, &[]);
     let src = local_dir(&c, "src");
@@ -188,6 +193,7 @@ async fn cp_cat_ls_diff_cmp_on_files_from_0_bytes_to_300_mib() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cp_r_of_2000_files_then_diff_r() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let m = Mount::new(&c, &[]);
     let src = c.dir.path().join("tree");
@@ -211,6 +217,7 @@ async fn cp_r_of_2000_files_then_diff_r() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tar_create_and_extract_inside_the_mount() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let m = Mount::new(&c, &[]);
     let src = c.dir.path().join("tree");
@@ -230,6 +237,7 @@ async fn tar_create_and_extract_inside_the_mount() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn git_init_add_commit_fsck_inside_the_mount() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let m = Mount::new(&c, &[]);
     let repo = m.path().join("repo");
@@ -267,6 +275,7 @@ async fn git_init_add_commit_fsck_inside_the_mount() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renames_overwrite_directories_noreplace_exchange() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let m = Mount::new(&c, &[]);
     let p = |s: &str| m.path().join(s);
@@ -341,6 +350,7 @@ async fn renames_overwrite_directories_noreplace_exchange() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hard_links_and_symlinks() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let m = Mount::new(&c, &[]);
     let p = |s: &str| m.path().join(s);
@@ -404,6 +414,7 @@ async fn hard_links_and_symlinks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncate_up_and_down() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let m = Mount::new(&c, &[]);
     let f = m.path().join("t");
@@ -439,6 +450,7 @@ async fn truncate_up_and_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sparse_file_with_one_byte_at_1_gib() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let m = Mount::new(&c, &[]);
     let f = m.path().join("sparse");
@@ -479,6 +491,7 @@ async fn sparse_file_with_one_byte_at_1_gib() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chmod_chown_utimens_visible_in_stat() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let m = Mount::new(&c, &[]);
     let f = m.path().join("f");
@@ -515,6 +528,7 @@ async fn chmod_chown_utimens_visible_in_stat() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xattrs_with_setfattr_and_getfattr() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let m = Mount::new(&c, &[]);
     let f = m.path().join("f");
@@ -595,6 +609,7 @@ async fn xattrs_with_setfattr_and_getfattr() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn df_shows_the_cluster_capacity() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let m = Mount::new(&c, &[]);
     let out = run(&mut cmd(
@@ -617,6 +632,7 @@ async fn df_shows_the_cluster_capacity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_have_the_right_errno() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let m = Mount::new(&c, &[]);
     let p = |s: &str| m.path().join(s);
@@ -671,6 +687,7 @@ async fn errors_have_the_right_errno() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unlinked_file_stays_readable_while_open() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let m = Mount::new(&c, &[]);
     let f = m.path().join("victim");
@@ -697,6 +714,7 @@ async fn an_unlinked_file_stays_readable_while_open() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_mounts_see_each_others_closed_files() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let a = Mount::new(&c, &[]);
     let b = Mount::new(&c, &[]);
@@ -735,6 +753,7 @@ async fn two_mounts_see_each_others_closed_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_during_cat_of_200_mib_is_invisible() {
+    let _deadline = deadline(DEADLINE);
     let mut c = Cluster::start(3).await;
     let src = c.dir.path().join("big.src");
     std::fs::write(&src, random_bytes(200 * MIB, 51)).unwrap();
@@ -765,6 +784,7 @@ async fn a_node_killed_during_cat_of_200_mib_is_invisible() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_during_cp_of_200_mib_into_the_mount_is_invisible() {
+    let _deadline = deadline(DEADLINE);
     let mut c = Cluster::start(3).await;
     let src = c.dir.path().join("big.src");
     std::fs::write(&src, random_bytes(200 * MIB, 61)).unwrap();
@@ -788,6 +808,7 @@ async fn a_node_killed_during_cp_of_200_mib_into_the_mount_is_invisible() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_replica_dead_read_fails_with_eio_within_the_retry_budget() {
+    let _deadline = deadline(DEADLINE);
     let mut c = Cluster::start(3).await;
     let data = random_bytes(2 * CHUNK + 5, 71);
     {
@@ -827,6 +848,7 @@ async fn every_replica_dead_read_fails_with_eio_within_the_retry_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_after_close_leaves_the_data_readable() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let mut m = Mount::new(&c, &[]);
     let data = random_bytes(5 * CHUNK + 3, 81);
@@ -847,6 +869,7 @@ async fn sigterm_after_close_leaves_the_data_readable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_an_fsynced_file_still_open_exits_and_keeps_its_data() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let mut m = Mount::new(&c, &[]);
     let data = random_bytes(2 * CHUNK + 9, 82);
@@ -880,6 +903,7 @@ async fn sigterm_with_an_fsynced_file_still_open_exits_and_keeps_its_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn umount_while_idle_exits_the_daemon_cleanly() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let mut m = Mount::new(&c, &[]);
     std::fs::write(m.path().join("f"), b"hello").unwrap();

@@ -6,9 +6,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bigfs_tests::{
-    Cluster, TEST_MOUNT_CONFIG, bin, free_port, http_get, is_mounted, metric_sum, parse_prometheus,
-    random_bytes,
+    Cluster, TEST_MOUNT_CONFIG, bin, deadline, free_port, http_get, is_mounted, metric_sum,
+    parse_prometheus, random_bytes,
 };
+
+/// Time limit of each test here (see `bigfs_tests::deadline`): this file runs
+/// in about 2 s on a loaded 2-core machine; the limit is 60 s at least, room
+/// for Cluster::start's own 20 s + 30 s waits.
+const DEADLINE: Duration = Duration::from_secs(60);
 
 fn scrape(addr: &str) -> Vec<(String, f64)> {
     let (code, body) = http_get(addr, "/metrics").expect("GET /metrics");
@@ -18,6 +23,7 @@ fn scrape(addr: &str) -> Vec<(String, f64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_mount_logs_to_its_file_serves_metrics_and_exits_on_umount() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let base = c.dir.path();
     let mnt = base.join("bg-mnt");
@@ -99,6 +105,7 @@ async fn background_mount_logs_to_its_file_serves_metrics_and_exits_on_umount() 
 /// the cluster; a fresh mount reads it byte for byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_daemon_loses_nothing_close_or_fsync_acknowledged() {
+    let _deadline = deadline(DEADLINE);
     use std::io::Write;
     let c = Cluster::start(3).await;
     let mut m = bigfs_tests::Mount::new(&c, &[]);

@@ -6,7 +6,12 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use bigfs_tests::{Cluster, Mount, random_bytes, sha256_file, sha256_hex};
+use bigfs_tests::{Cluster, Mount, deadline, random_bytes, sha256_file, sha256_hex};
+
+/// Time limit of each test here (see `bigfs_tests::deadline`): this file runs
+/// in about 6 s on a loaded 2-core machine; the limit is 60 s at least, room
+/// for Cluster::start's own 20 s + 30 s waits.
+const DEADLINE: Duration = Duration::from_secs(60);
 
 const MIB: usize = 1 << 20;
 
@@ -34,6 +39,7 @@ fn write_and_fsync(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_cluster_answers_enospc_keeps_what_it_has_and_recovers_after_rm() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start_with_storage(3, META, STORAGE).await;
     let m = Mount::new(&c, &[]);
     let keep = random_bytes(8 * MIB, 90);
@@ -72,6 +78,7 @@ async fn a_full_cluster_answers_enospc_keeps_what_it_has_and_recovers_after_rm()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_mount_answers_erofs_to_every_change_and_still_reads() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let rw = Mount::new(&c, &[]);
     std::fs::create_dir(rw.path().join("d")).unwrap();

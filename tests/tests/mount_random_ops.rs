@@ -6,9 +6,14 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::time::Duration;
 
-use bigfs_tests::{Cluster, Mount};
+use bigfs_tests::{Cluster, Mount, deadline};
 use rand::{Rng, SeedableRng};
+
+/// Time limit of each test here (see `bigfs_tests::deadline`): this file runs
+/// in about 11 s on a loaded 2-core machine; the limit is ~5x that.
+const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Small chunks, so a few MiB of file cross many chunk boundaries.
 const META: &str = "chunk_size = 65536\n";
@@ -53,6 +58,7 @@ fn mmap_write(f: &File, off: u64, data: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_writes_truncates_and_mmap_match_a_local_mirror() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start_with(3, META).await;
     let m = Mount::new(&c, &[]);
     let local = tempfile::tempdir().unwrap();

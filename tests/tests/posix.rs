@@ -9,8 +9,14 @@ use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
+use std::time::Duration;
 
-use bigfs_tests::{Cluster, Mount};
+use bigfs_tests::{Cluster, Mount, deadline};
+
+/// Time limit of each test here (see `bigfs_tests::deadline`): this file runs
+/// in about 1 s on a loaded 2-core machine; the limit is 60 s at least, room
+/// for Cluster::start's own 20 s + 30 s waits.
+const DEADLINE: Duration = Duration::from_secs(60);
 
 fn c_path(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).expect("path without NUL")
@@ -30,6 +36,7 @@ fn mknod(p: &Path, mode: libc::mode_t, major: u32, minor: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifos_sockets_and_device_nodes_are_created_listed_and_work() {
+    let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let m = Mount::new(&c, &[]);
     let p = |s: &str| m.path().join(s);
@@ -149,6 +156,7 @@ const NOT_PERMITTED: &str = "Operation not permitted"; // EPERM
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_users_meet_unix_permissions_sticky_dirs_and_set_id_rules() {
+    let _deadline = deadline(DEADLINE);
     use std::os::unix::fs::PermissionsExt;
     let c = Cluster::start(3).await;
     let m = Mount::new(&c, &["allow_other"]);
