@@ -359,7 +359,14 @@ impl FileHandle {
     }
 
     /// Uploads every buffered chunk and commits the layout. When this
-    /// returns Ok, the data is on the write quorum and the metadata durable.
+    /// returns Ok, the data is on the write quorum (fsync'd there) and the
+    /// commit is in the metadata log; the log is on disk at once only under
+    /// `log_sync = "always"`, else within `log_sync_interval_ms`. For
+    /// fsync's promise (survives a power cut) call [`Client::sync`] after
+    /// it, as the FUSE `fsync` does; the power-loss test shows a flush
+    /// alone can be lost.
+    ///
+    /// [`Client::sync`]: crate::Client::sync
     pub async fn flush(&self) -> Result<()> {
         let mut st = self.state.lock().await;
         let mut first_err = st.error.take();

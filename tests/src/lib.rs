@@ -15,6 +15,8 @@ use bigfs_client::{Client, ClientConfig};
 use bigfs_proto::{RetryConfig, pb};
 use sha2::{Digest, Sha256};
 
+pub mod power;
+
 /// Processes and mount points the harness started, so a test that runs past
 /// its deadline can take them down before the test binary exits.
 static TRACKED: std::sync::Mutex<(Vec<u32>, Vec<PathBuf>)> =
@@ -126,6 +128,10 @@ pub struct Cluster {
     meta_child: Option<Child>,
     pub nodes: Vec<Node>,
     meta_config: PathBuf,
+    /// Where the data directories of the metadata service (`meta/`) and of
+    /// the nodes (named by node id) are: the temporary directory, or the
+    /// directory given to [`Cluster::start_on`].
+    data_root: PathBuf,
 }
 
 /// Metadata settings for tests: quick failure detection so tests that kill
@@ -150,10 +156,28 @@ impl Cluster {
 
     /// As `start_with`, with storage node settings (TOML) too.
     pub async fn start_with_storage(n: usize, extra_meta: &str, storage: &str) -> Cluster {
+        Self::start_in(None, n, extra_meta, storage).await
+    }
+
+    /// As `start_with_storage`, with every data directory under
+    /// `data_root` (a file system of the test's choosing, e.g. a
+    /// [`power::LossyDisk`]); logs and configs stay in the temporary
+    /// directory.
+    pub async fn start_on(data_root: &Path, n: usize, extra_meta: &str, storage: &str) -> Cluster {
+        Self::start_in(Some(data_root.to_path_buf()), n, extra_meta, storage).await
+    }
+
+    async fn start_in(
+        data_root: Option<PathBuf>,
+        n: usize,
+        extra_meta: &str,
+        storage: &str,
+    ) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("bigfs-test-")
             .tempdir()
             .expect("tempdir");
+        let data_root = data_root.unwrap_or_else(|| dir.path().to_path_buf());
         let meta_config = dir.path().join("metadata.toml");
         std::fs::write(&meta_config, format!("{TEST_META_CONFIG}\n{extra_meta}"))
             .expect("write config");
@@ -165,6 +189,7 @@ impl Cluster {
             meta_child: None,
             nodes: Vec::new(),
             meta_config,
+            data_root,
         };
         if !storage.is_empty() {
             c.set_storage_config(storage);
@@ -187,7 +212,7 @@ impl Cluster {
     }
 
     pub fn start_metadata(&mut self) {
-        let data = self.dir.path().join("meta");
+        let data = self.data_root.join("meta");
         let child = Command::new(bin("bigfs-metadata"))
             .arg("--data-dir")
             .arg(&data)
@@ -208,11 +233,7 @@ impl Cluster {
 
     /// Kills the metadata service with SIGKILL.
     pub fn kill_metadata(&mut self) {
-        if let Some(mut c) = self.meta_child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-            untrack_child(c.id());
-        }
+        kill_and_reap(self.meta_child.take());
     }
 
     pub async fn restart_metadata(&mut self) {
@@ -249,7 +270,7 @@ impl Cluster {
     /// Adds and starts a storage node with id `id`.
     pub fn add_node(&mut self, id: &str) -> usize {
         let addr = format!("127.0.0.1:{}", free_port());
-        let data_dir = self.dir.path().join(id);
+        let data_dir = self.data_root.join(id);
         self.nodes.push(Node {
             id: id.to_string(),
             addr,
@@ -298,11 +319,30 @@ impl Cluster {
 
     /// Kills storage node `i` with SIGKILL.
     pub fn kill_node(&mut self, i: usize) {
-        if let Some(mut c) = self.nodes[i].child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-            untrack_child(c.id());
+        kill_and_reap(self.nodes[i].child.take());
+    }
+
+    /// Kills every storage node and the metadata service with SIGKILL,
+    /// all before waiting for any (as one power cut would stop them).
+    pub fn kill_all(&mut self) {
+        let mut children: Vec<Child> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.child.take())
+            .collect();
+        children.extend(self.meta_child.take());
+        kill_and_reap(children);
+    }
+
+    /// Starts the metadata service and every node again (after
+    /// [`kill_all`](Self::kill_all)) and waits until all nodes are up.
+    pub async fn start_all(&mut self) {
+        self.start_metadata();
+        self.wait_metadata().await;
+        for i in 0..self.nodes.len() {
+            self.start_node(i);
         }
+        self.wait_nodes_up(self.nodes.len()).await;
     }
 
     /// Sends `signal` (e.g. SIGSTOP, SIGCONT) to storage node `i`, if it runs.
@@ -441,22 +481,51 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for i in 0..self.nodes.len() {
-            self.kill_node(i);
-        }
-        self.kill_metadata();
-        if std::thread::panicking() {
-            // Keep the logs of a failed test for whoever reads the output.
-            let path = self.dir.path().to_path_buf();
-            eprintln!("cluster logs kept in {}", path.display());
-            std::mem::forget(std::mem::replace(
-                &mut self.dir,
-                tempfile::Builder::new()
-                    .prefix("bigfs-dummy-")
-                    .tempdir()
-                    .expect("tempdir"),
-            ));
-        }
+        self.kill_all();
+        keep_if_panicking(&mut self.dir, "cluster logs");
+    }
+}
+
+/// Gives a child `timeout` to exit by itself, then kills and reaps it.
+fn reap_within(mut c: Child, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill_and_reap([c]);
+}
+
+/// Detaches the mount at `dir`, if there is one, even if it is busy or dead.
+fn lazy_unmount(dir: &Path) {
+    if is_mounted(dir) {
+        let _ = Command::new("umount").arg("-l").arg(dir).status();
+    }
+}
+
+/// Sends SIGKILL to every child, then waits for each.
+fn kill_and_reap(children: impl IntoIterator<Item = Child>) {
+    let mut children: Vec<Child> = children.into_iter().collect();
+    for c in &mut children {
+        let _ = c.kill();
+    }
+    for mut c in children {
+        let _ = c.wait();
+        untrack_child(c.id());
+    }
+}
+
+/// In a test that is failing, keeps `dir` (logs, data) for whoever reads
+/// the output instead of deleting it.
+fn keep_if_panicking(dir: &mut tempfile::TempDir, what: &str) {
+    if std::thread::panicking() {
+        eprintln!("{what} kept in {}", dir.path().display());
+        std::mem::forget(std::mem::replace(
+            dir,
+            tempfile::Builder::new()
+                .prefix("bigfs-dummy-")
+                .tempdir()
+                .expect("tempdir"),
+        ));
     }
 }
 
@@ -509,13 +578,18 @@ pub async fn write_file(client: &Client, path: &str, data: &[u8]) {
 
 /// Reads a whole file through the client library.
 pub async fn read_file(client: &Client, path: &str) -> Vec<u8> {
-    let attr = client.resolve(path).await.expect("resolve");
-    let h = client.open_attr(&attr).expect("open");
+    try_read_file(client, path).await.expect("read file")
+}
+
+/// Reads a whole file through the client library; the first error.
+pub async fn try_read_file(client: &Client, path: &str) -> bigfs_client::Result<Vec<u8>> {
+    let attr = client.resolve(path).await?;
+    let h = client.open_attr(&attr)?;
     let mut out = Vec::with_capacity(attr.size as usize);
     loop {
-        let d = h.read(out.len() as u64, 4 << 20).await.expect("read");
+        let d = h.read(out.len() as u64, 4 << 20).await?;
         if d.is_empty() {
-            return out;
+            return Ok(out);
         }
         out.extend_from_slice(&d);
     }
@@ -808,18 +882,10 @@ impl Drop for Mount {
                 let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
             }
         }
-        if let Some(mut c) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-            untrack_child(c.id());
+        if let Some(c) = self.child.take() {
+            reap_within(c, Duration::from_secs(10));
         }
-        if is_mounted(&self.dir) {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
+        lazy_unmount(&self.dir);
         tracked().1.retain(|d| *d != self.dir);
     }
 }
