@@ -256,6 +256,48 @@ async fn run_chaos(secs: u64) {
     assert!(ok > 0, "no write was acknowledged at all (seed {seed})");
 }
 
+/// The metadata service dies after a file's chunks are uploaded and
+/// registered but before the layout commit: the writer's flush, retried
+/// against the restarted service, commits them, the file reads back, and
+/// nothing is left to heal or collect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metadata_killed_between_upload_and_layout_commit_loses_nothing() {
+    let _deadline = deadline(Duration::from_secs(120));
+    let mut c = Cluster::start_with(3, CHAOS_META).await;
+    let client = c.client().await;
+    // Four whole chunks: each uploads in the background as soon as it is full.
+    let data = random_bytes(4 * 262_144, 77);
+    let h = client
+        .create_path("/uncommitted", 0o644)
+        .await
+        .expect("create");
+    h.write(0, &data).await.expect("write");
+    c.wait_for(Duration::from_secs(30), "the chunks uploaded", || async {
+        c.status().await.chunks >= 4
+    })
+    .await;
+    assert_eq!(
+        client.resolve("/uncommitted").await.expect("resolve").size,
+        0,
+        "nothing committed yet"
+    );
+    c.kill_metadata();
+    c.start_metadata();
+    c.wait_metadata().await;
+    h.flush().await.expect("flush after the metadata restart");
+    c.wait_nodes_up(3).await;
+    let fresh = c.client().await;
+    assert_eq!(
+        bigfs_tests::read_file(&fresh, "/uncommitted").await,
+        data,
+        "the file reads back"
+    );
+    c.wait_for(Duration::from_secs(60), "healed", || c.healed())
+        .await;
+    let s = c.status().await;
+    assert_eq!(s.chunks, 4, "no stray chunk: {s:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_kills_and_hangs_lose_no_acknowledged_file_and_the_cluster_heals_itself() {
     let _deadline = deadline(Duration::from_secs(SHORT_SECS + 540));
