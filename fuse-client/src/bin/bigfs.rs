@@ -15,8 +15,14 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+#[path = "bigfs/admin.rs"]
+mod admin;
+#[path = "bigfs/failure.rs"]
+mod failure;
 #[path = "bigfs/fsck.rs"]
 mod fsck;
+
+use crate::failure::Failure;
 
 #[derive(Parser)]
 #[command(
@@ -75,77 +81,7 @@ enum Cmd {
     Status,
     /// Self-healing administration: nodes, repair queue, recover, decommission.
     #[command(subcommand)]
-    Admin(AdminCmd),
-}
-
-#[derive(Subcommand)]
-enum AdminCmd {
-    /// Node states, under-replicated and lost chunks, queue, GC backlog.
-    Nodes,
-    /// The repair queue (entries waiting, running and failed).
-    Queue {
-        /// Only entries whose target or source is this node.
-        #[arg(long, default_value = "")]
-        node: String,
-        /// Include completed entries.
-        #[arg(long)]
-        all: bool,
-        /// At most this many entries (0 = 1000).
-        #[arg(long, default_value_t = 0)]
-        limit: u32,
-    },
-    /// Run NODE's pending repair entries now; reports successes and failures.
-    Recover { node: String },
-    /// Check the namespace and chunk table against the nodes: missing
-    /// chunks and replicas, refcount drift, orphans. Exit 1 if problems remain.
-    Fsck {
-        /// Fix refcounts, drop replicas whose files are gone, copy
-        /// under-replicated chunks from a surviving copy.
-        #[arg(long)]
-        repair: bool,
-        /// Per-node probe deadline in milliseconds.
-        #[arg(long, default_value_t = 5000)]
-        probe_timeout_ms: u32,
-    },
-    /// Move every chunk off NODE; it is never chosen for new data meanwhile.
-    Decommission {
-        node: String,
-        /// Take the node back into service instead.
-        #[arg(long)]
-        cancel: bool,
-    },
-    /// Forget NODE for good once it is stopped and holds nothing (after a
-    /// decommission has drained it).
-    RemoveNode { node: String },
-}
-
-/// An error with the exit code it deserves.
-struct Failure {
-    code: u8,
-    message: String,
-}
-
-impl From<ClientError> for Failure {
-    fn from(e: ClientError) -> Self {
-        let code = if matches!(e, ClientError::Connect { .. }) {
-            3
-        } else {
-            1
-        };
-        Failure {
-            code,
-            message: e.to_string(),
-        }
-    }
-}
-
-impl From<anyhow::Error> for Failure {
-    fn from(e: anyhow::Error) -> Self {
-        Failure {
-            code: 1,
-            message: format!("{e:#}"),
-        }
-    }
+    Admin(admin::AdminCmd),
 }
 
 fn main() -> ExitCode {
@@ -178,10 +114,7 @@ fn load_config(cli: &Cli) -> Result<ClientConfig, Failure> {
         Some(p) => {
             let text =
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            toml::from_str(&text).map_err(|e| Failure {
-                code: 2,
-                message: format!("{}: {e}", p.display()),
-            })?
+            toml::from_str(&text).map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?
         }
         None => ClientConfig::default(),
     };
@@ -195,7 +128,7 @@ fn load_config(cli: &Cli) -> Result<ClientConfig, Failure> {
 async fn run(cli: Cli) -> Result<(), Failure> {
     let cfg = load_config(&cli)?;
     if let Cmd::Admin(cmd) = &cli.cmd {
-        return admin(&cfg.metadata, cmd, cli.json).await;
+        return admin::run(&cfg.metadata, cmd, cli.json).await;
     }
     let client = Client::connect(cfg).await?;
     match &cli.cmd {
@@ -210,81 +143,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Status => status(&client, cli.json).await,
         Cmd::Admin(_) => unreachable!("handled above"),
     }
-}
-
-async fn admin(metadata: &str, cmd: &AdminCmd, json: bool) -> Result<(), Failure> {
-    use bigfs_client::admin::{AdminConn, render_nodes, render_queue};
-    if let AdminCmd::Fsck {
-        repair,
-        probe_timeout_ms,
-    } = cmd
-    {
-        let cmd = fsck::AdminCmd::Fsck {
-            repair: *repair,
-            probe_timeout_ms: *probe_timeout_ms,
-        };
-        return fsck::run(metadata, &cmd, json).await.map_err(Failure::from);
-    }
-    let mut conn = AdminConn::new(metadata)?;
-    match cmd {
-        AdminCmd::Fsck { .. } => unreachable!("handled above"),
-        AdminCmd::Nodes => print!("{}", render_nodes(&conn.nodes().await?, json)),
-        AdminCmd::Queue { node, all, limit } => {
-            print!(
-                "{}",
-                render_queue(&conn.queue(node, *all, *limit).await?, json)
-            )
-        }
-        AdminCmd::Recover { node } => {
-            let r = conn.recover(node).await?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"attempted": r.attempted, "succeeded": r.succeeded,
-                        "failed": r.failed, "errors": r.errors})
-                );
-            } else {
-                println!(
-                    "recover {node}: {} attempted, {} succeeded, {} failed",
-                    r.attempted, r.succeeded, r.failed
-                );
-                for e in &r.errors {
-                    println!("  {e}");
-                }
-            }
-            if r.failed > 0 {
-                return Err(Failure {
-                    code: 1,
-                    message: format!("{} of {} copies failed", r.failed, r.attempted),
-                });
-            }
-        }
-        AdminCmd::Decommission { node, cancel } => {
-            let r = conn.decommission(node, *cancel).await?;
-            let state = bigfs_client::admin::node_state(r.state);
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"node_id": node, "state": state,
-                        "replicas_left": r.replicas_left, "trash_left": r.trash_left})
-                );
-            } else {
-                println!(
-                    "{node}: {state}; {} replicas and {} deletions left to drain",
-                    r.replicas_left, r.trash_left
-                );
-            }
-        }
-        AdminCmd::RemoveNode { node } => {
-            conn.remove_node(node).await?;
-            if json {
-                println!("{}", serde_json::json!({"node_id": node, "removed": true}));
-            } else {
-                println!("{node}: removed");
-            }
-        }
-    }
-    Ok(())
 }
 
 fn progress(total: u64) -> ProgressBar {

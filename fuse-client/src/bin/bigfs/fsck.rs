@@ -1,25 +1,9 @@
-//! `bigfs admin ...`: operator commands that talk to the metadata service's
-//! Ops RPCs. `fsck` walks the namespace and the chunk table, checks every
-//! listed replica with its node, and with `--repair` fixes what it can.
+//! `bigfs admin fsck`, on the metadata service's Ops service: it walks the
+//! namespace and the chunk table, checks every listed replica with its
+//! node, and with `--repair` fixes what it can.
 
 use anyhow::Context;
 use bigfs_proto::pb::{self, FsckProblemKind};
-use clap::Subcommand;
-
-#[derive(Subcommand)]
-pub enum AdminCmd {
-    /// Check the namespace and chunk table against the nodes: missing
-    /// chunks and replicas, refcount drift, orphans. Exit 1 if problems remain.
-    Fsck {
-        /// Fix refcounts, drop replicas whose files are gone, copy
-        /// under-replicated chunks from a surviving copy.
-        #[arg(long)]
-        repair: bool,
-        /// Per-node probe deadline in milliseconds.
-        #[arg(long, default_value_t = 5000)]
-        probe_timeout_ms: u32,
-    },
-}
 
 fn kind_name(k: i32) -> &'static str {
     match FsckProblemKind::try_from(k) {
@@ -39,35 +23,33 @@ fn is_damage(p: &pb::FsckProblem) -> bool {
     p.kind != FsckProblemKind::OrphanChunk as i32 && !p.repaired
 }
 
-pub async fn run(metadata: &str, cmd: &AdminCmd, json: bool) -> anyhow::Result<()> {
+pub async fn run(
+    metadata: &str,
+    repair: bool,
+    probe_timeout_ms: u32,
+    json: bool,
+) -> anyhow::Result<()> {
     let channel = bigfs_proto::channel(metadata)
         .with_context(|| format!("bad metadata address {metadata:?}"))?;
     let mut ops = pb::ops_client::OpsClient::new(channel);
-    match cmd {
-        AdminCmd::Fsck {
+    let r = ops
+        .fsck(pb::FsckRequest {
             repair,
             probe_timeout_ms,
-        } => {
-            let r = ops
-                .fsck(pb::FsckRequest {
-                    repair: *repair,
-                    probe_timeout_ms: *probe_timeout_ms,
-                })
-                .await
-                .map_err(|s| anyhow::anyhow!("fsck failed: {}", s.message()))?
-                .into_inner();
-            if json {
-                print_json(&r);
-            } else {
-                print_text(&r);
-            }
-            let remaining = r.problems.iter().filter(|p| is_damage(p)).count();
-            if remaining > 0 {
-                anyhow::bail!("{remaining} problems remain");
-            }
-            Ok(())
-        }
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("fsck failed: {}", s.message()))?
+        .into_inner();
+    if json {
+        print_json(&r);
+    } else {
+        print_text(&r);
     }
+    let remaining = r.problems.iter().filter(|p| is_damage(p)).count();
+    if remaining > 0 {
+        anyhow::bail!("{remaining} problems remain");
+    }
+    Ok(())
 }
 
 fn print_text(r: &pb::FsckReply) {
