@@ -362,15 +362,19 @@ impl Cluster {
         Client::connect(cfg).await.expect("connect client")
     }
 
-    /// Runs the `bigfs` CLI against this cluster.
-    pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin("bigfs"))
-            .arg("--metadata")
+    /// The `bigfs` CLI with `args`, pointed at this cluster, not started.
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("bigfs"));
+        cmd.arg("--metadata")
             .arg(&self.meta_addr)
             .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run bigfs")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs the `bigfs` CLI against this cluster.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_command(args).output().expect("run bigfs")
     }
 
     /// Runs the CLI and asserts success; returns stdout.

@@ -3,7 +3,7 @@
 //! Exit codes: 0 success, 1 the operation failed (the message says why),
 //! 2 bad usage, 3 the metadata service cannot be reached.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -21,8 +21,11 @@ mod admin;
 mod failure;
 #[path = "bigfs/fsck.rs"]
 mod fsck;
+#[path = "bigfs/output.rs"]
+mod output;
 
 use crate::failure::Failure;
+use crate::output::{out, outln};
 
 #[derive(Parser)]
 #[command(
@@ -96,14 +99,14 @@ fn main() -> ExitCode {
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("bigfs: cannot start the runtime: {e}");
+            output::error_line(&format!("cannot start the runtime: {e}"));
             return ExitCode::from(1);
         }
     };
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("bigfs: {}", f.message);
+            output::error_line(&f.message);
             ExitCode::from(f.code)
         }
     }
@@ -242,6 +245,14 @@ async fn get(client: &Client, remote: &str, local: &Path) -> Result<(), Failure>
                 .with_context(|| format!("cannot create {}", local.display()))?,
         )
     };
+    let write_failed = |e: std::io::Error| -> Failure {
+        if to_stdout {
+            output::stdout_failed(&e);
+        }
+        anyhow::Error::new(e)
+            .context(format!("writing {}", local.display()))
+            .into()
+    };
     let step = attr.chunk_size.max(65536) as usize;
     let mut offset = 0u64;
     loop {
@@ -249,13 +260,11 @@ async fn get(client: &Client, remote: &str, local: &Path) -> Result<(), Failure>
         if data.is_empty() {
             break;
         }
-        out.write_all(&data)
-            .await
-            .with_context(|| format!("writing {}", local.display()))?;
+        out.write_all(&data).await.map_err(write_failed)?;
         offset += data.len() as u64;
         bar.set_position(offset);
     }
-    out.flush().await.context("flushing output")?;
+    out.flush().await.map_err(write_failed)?;
     bar.finish_and_clear();
     Ok(())
 }
@@ -286,7 +295,6 @@ async fn ls(client: &Client, path: &str, long: bool, json: bool) -> Result<(), F
             attr: Some(attr),
         }]
     };
-    let mut stdout = std::io::stdout().lock();
     if json {
         let rows: Vec<serde_json::Value> = entries
             .iter()
@@ -296,14 +304,13 @@ async fn ls(client: &Client, path: &str, long: bool, json: bool) -> Result<(), F
                     "size": a.size, "mode": a.mode})
             })
             .collect();
-        let _ = writeln!(stdout, "{}", serde_json::Value::Array(rows));
+        outln!("{}", serde_json::Value::Array(rows));
         return Ok(());
     }
     for e in entries {
         if long {
             let a = e.attr.unwrap_or_default();
-            let _ = writeln!(
-                stdout,
+            outln!(
                 "{}{:04o} {:>12} {:>8} {}",
                 kind_char(e.kind),
                 a.mode & 0o7777,
@@ -312,7 +319,7 @@ async fn ls(client: &Client, path: &str, long: bool, json: bool) -> Result<(), F
                 e.name
             );
         } else {
-            let _ = writeln!(stdout, "{}", e.name);
+            outln!("{}", e.name);
         }
     }
     Ok(())
@@ -350,26 +357,26 @@ async fn stat(client: &Client, path: &str, json: bool) -> Result<(), Failure> {
             "mode": attr.mode, "uid": attr.uid, "gid": attr.gid, "nlink": attr.nlink,
             "chunk_size": attr.chunk_size, "replication": attr.replication, "version": attr.version,
             "chunks": chunks});
-        println!("{v}");
+        outln!("{v}");
         return Ok(());
     }
-    println!("path:        {path}");
-    println!("inode:       {}", attr.ino);
-    println!("kind:        {}", kind_char(attr.kind));
-    println!("size:        {}", attr.size);
-    println!("mode:        {:04o}", attr.mode & 0o7777);
-    println!("uid/gid:     {}/{}", attr.uid, attr.gid);
-    println!("links:       {}", attr.nlink);
+    outln!("path:        {path}");
+    outln!("inode:       {}", attr.ino);
+    outln!("kind:        {}", kind_char(attr.kind));
+    outln!("size:        {}", attr.size);
+    outln!("mode:        {:04o}", attr.mode & 0o7777);
+    outln!("uid/gid:     {}/{}", attr.uid, attr.gid);
+    outln!("links:       {}", attr.nlink);
     if !attr.symlink_target.is_empty() {
-        println!("target:      {}", attr.symlink_target);
+        outln!("target:      {}", attr.symlink_target);
     }
     if let Some(l) = layout {
-        println!("chunk size:  {}", attr.chunk_size);
-        println!("replication: {}", attr.replication);
+        outln!("chunk size:  {}", attr.chunk_size);
+        outln!("replication: {}", attr.replication);
         for c in l.chunks {
             let r = c.chunk.unwrap_or_default();
             let nodes: Vec<String> = c.replicas.iter().map(|x| x.node_id.clone()).collect();
-            println!(
+            outln!(
                 "chunk {:>6}: {} len {} on [{}]",
                 r.index,
                 hex::encode(&r.id[..6.min(r.id.len())]),
@@ -499,15 +506,21 @@ async fn status(client: &Client, json: bool) -> Result<(), Failure> {
             "repair_pending": s.repair_pending, "repair_failed": s.repair_failed,
             "repair_completed": s.repair_completed, "gc_backlog": s.gc_backlog,
             "gc_trash": s.gc_trash});
-        println!("{v}");
+        outln!("{v}");
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<16} {:<22} {:<8} {:>10} {:>10} {:>8} {:>9}",
-        "NODE", "ADDRESS", "STATE", "USED", "CAPACITY", "CHUNKS", "FAILURES"
+        "NODE",
+        "ADDRESS",
+        "STATE",
+        "USED",
+        "CAPACITY",
+        "CHUNKS",
+        "FAILURES"
     );
     for n in &s.nodes {
-        println!(
+        outln!(
             "{:<16} {:<22} {:<8} {:>10} {:>10} {:>8} {:>9}",
             n.node_id,
             n.address,
@@ -518,17 +531,20 @@ async fn status(client: &Client, json: bool) -> Result<(), Failure> {
             n.failures
         );
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "files {}  directories {}  chunks {} ({})",
         s.files,
         s.directories,
         s.chunks,
         human(s.chunk_bytes)
     );
-    println!(
+    outln!(
         "replicas: {} available, {} pending, {} deleting; replication {}",
-        s.replicas_available, s.replicas_pending, s.replicas_deleting, s.default_replication
+        s.replicas_available,
+        s.replicas_pending,
+        s.replicas_deleting,
+        s.default_replication
     );
     let health = if s.lost > 0 {
         "DATA UNAVAILABLE"
@@ -537,10 +553,11 @@ async fn status(client: &Client, json: bool) -> Result<(), Failure> {
     } else {
         "healthy"
     };
-    println!(
+    outln!(
         "health: {health} ({} under-replicated, {} lost)",
-        s.under_replicated, s.lost
+        s.under_replicated,
+        s.lost
     );
-    print!("{}", bigfs_client::admin::healing_line(&s));
+    out!("{}", bigfs_client::admin::healing_line(&s));
     Ok(())
 }

@@ -7,6 +7,7 @@ use clap::Subcommand;
 
 use crate::failure::Failure;
 use crate::fsck;
+use crate::output::{out, outln};
 
 #[derive(Subcommand)]
 pub enum AdminCmd {
@@ -56,9 +57,9 @@ pub async fn run(metadata: &str, cmd: &AdminCmd, json: bool) -> Result<(), Failu
             repair,
             probe_timeout_ms,
         } => fsck::run(metadata, *repair, *probe_timeout_ms, json).await?,
-        AdminCmd::Nodes => print!("{}", render_nodes(&conn.nodes().await?, json)),
+        AdminCmd::Nodes => out!("{}", render_nodes(&conn.nodes().await?, json)),
         AdminCmd::Queue { node, all, limit } => {
-            print!(
+            out!(
                 "{}",
                 render_queue(&conn.queue(node, *all, *limit).await?, json)
             )
@@ -66,18 +67,20 @@ pub async fn run(metadata: &str, cmd: &AdminCmd, json: bool) -> Result<(), Failu
         AdminCmd::Recover { node } => {
             let r = conn.recover(node).await?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"attempted": r.attempted, "succeeded": r.succeeded,
                         "failed": r.failed, "errors": r.errors})
                 );
             } else {
-                println!(
+                outln!(
                     "recover {node}: {} attempted, {} succeeded, {} failed",
-                    r.attempted, r.succeeded, r.failed
+                    r.attempted,
+                    r.succeeded,
+                    r.failed
                 );
                 for e in &r.errors {
-                    println!("  {e}");
+                    outln!("  {e}");
                 }
             }
             if r.failed > 0 {
@@ -91,24 +94,25 @@ pub async fn run(metadata: &str, cmd: &AdminCmd, json: bool) -> Result<(), Failu
             let r = conn.decommission(node, *cancel).await?;
             let state = bigfs_client::admin::node_state(r.state);
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"node_id": node, "state": state,
                         "replicas_left": r.replicas_left, "trash_left": r.trash_left})
                 );
             } else {
-                println!(
+                outln!(
                     "{node}: {state}; {} replicas and {} deletions left to drain",
-                    r.replicas_left, r.trash_left
+                    r.replicas_left,
+                    r.trash_left
                 );
             }
         }
         AdminCmd::RemoveNode { node } => {
             conn.remove_node(node).await?;
             if json {
-                println!("{}", serde_json::json!({"node_id": node, "removed": true}));
+                outln!("{}", serde_json::json!({"node_id": node, "removed": true}));
             } else {
-                println!("{node}: removed");
+                outln!("{node}: removed");
             }
         }
     }

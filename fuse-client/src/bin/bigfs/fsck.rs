@@ -2,6 +2,7 @@
 //! namespace and the chunk table, checks every listed replica with its
 //! node, and with `--repair` fixes what it can.
 
+use crate::output::outln;
 use anyhow::Context;
 use bigfs_proto::pb::{self, FsckProblemKind};
 
@@ -53,9 +54,11 @@ pub async fn run(
 }
 
 fn print_text(r: &pb::FsckReply) {
-    println!(
+    outln!(
         "checked {} files, {} chunks, {} replicas",
-        r.files, r.chunks, r.replicas_checked
+        r.files,
+        r.chunks,
+        r.replicas_checked
     );
     for p in &r.problems {
         let mut line = format!("{:<17}", kind_name(p.kind));
@@ -80,12 +83,12 @@ fn print_text(r: &pb::FsckReply) {
             };
             line.push_str(&format!(" -> {verdict}: {}", p.repair));
         }
-        println!("{line}");
+        outln!("{line}");
     }
     if r.problems.is_empty() {
-        println!("no problems found");
+        outln!("no problems found");
     } else {
-        println!("{} problems, {} repaired", r.problems.len(), r.repaired);
+        outln!("{} problems, {} repaired", r.problems.len(), r.repaired);
     }
 }
 
@@ -112,5 +115,5 @@ fn print_json(r: &pb::FsckReply) {
         "repaired": r.repaired,
         "problems": problems,
     });
-    println!("{v}");
+    outln!("{v}");
 }
