@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use bigfs_client::client::split_path;
 use bigfs_client::{Client, ClientConfig, ClientError};
-use bigfs_proto::pb;
+use bigfs_proto::{errno, pb};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,7 +24,7 @@ mod fsck;
 #[path = "bigfs/output.rs"]
 mod output;
 
-use crate::failure::Failure;
+use crate::failure::{Failure, at, errno_failure, errno_words};
 use crate::output::{out, outln};
 
 #[derive(Parser)]
@@ -128,8 +128,35 @@ fn load_config(cli: &Cli) -> Result<ClientConfig, Failure> {
     Ok(cfg)
 }
 
+impl Cmd {
+    /// The cluster paths the command names.
+    fn remote_paths(&self) -> Vec<&str> {
+        match self {
+            Cmd::Put { remote, .. } | Cmd::Get { remote, .. } | Cmd::Cat { remote } => {
+                vec![remote]
+            }
+            Cmd::Ls { path, .. }
+            | Cmd::Stat { path }
+            | Cmd::Rm { path, .. }
+            | Cmd::Mkdir { path, .. } => vec![path],
+            Cmd::Mv { from, to } => vec![from, to],
+            Cmd::Status | Cmd::Admin(_) => vec![],
+        }
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
     let cfg = load_config(&cli)?;
+    if let Some(p) = cli
+        .cmd
+        .remote_paths()
+        .into_iter()
+        .find(|p| !p.starts_with('/'))
+    {
+        return Err(Failure::usage(format!(
+            "{p}: cluster paths are absolute (start with /)"
+        )));
+    }
     if let Cmd::Admin(cmd) = &cli.cmd {
         return admin::run(&cfg.metadata, cmd, cli.json).await;
     }
@@ -166,15 +193,13 @@ fn is_dir(attr: &pb::Attr) -> bool {
 }
 
 async fn put(client: &Client, local: &Path, remote: &str) -> Result<(), Failure> {
+    let local_name = local.display().to_string();
     let mut file = tokio::fs::File::open(local)
         .await
-        .with_context(|| format!("cannot open {}", local.display()))?;
-    let meta = file
-        .metadata()
-        .await
-        .with_context(|| format!("cannot stat {}", local.display()))?;
+        .map_err(at(&local_name))?;
+    let meta = file.metadata().await.map_err(at(&local_name))?;
     if meta.is_dir() {
-        return Err(anyhow::anyhow!("{} is a directory", local.display()).into());
+        return Err(errno_failure(&local_name, errno::EISDIR));
     }
     let target = match client.resolve(remote).await {
         Ok(a) if is_dir(&a) => {
@@ -186,7 +211,10 @@ async fn put(client: &Client, local: &Path, remote: &str) -> Result<(), Failure>
         }
         _ => remote.to_string(),
     };
-    let handle = client.create_path(&target, 0o644).await?;
+    let handle = client
+        .create_path(&target, 0o644)
+        .await
+        .map_err(at(&target))?;
     let chunk = client
         .status()
         .await
@@ -198,15 +226,15 @@ async fn put(client: &Client, local: &Path, remote: &str) -> Result<(), Failure>
     loop {
         let n = read_full(&mut file, &mut buf)
             .await
-            .with_context(|| format!("reading {}", local.display()))?;
+            .map_err(at(&local_name))?;
         if n == 0 {
             break;
         }
-        handle.write(offset, &buf[..n]).await?;
+        handle.write(offset, &buf[..n]).await.map_err(at(&target))?;
         offset += n as u64;
         bar.set_position(offset);
     }
-    handle.flush().await?;
+    handle.flush().await.map_err(at(&target))?;
     bar.finish_and_clear();
     Ok(())
 }
@@ -225,11 +253,12 @@ async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Resul
 }
 
 async fn get(client: &Client, remote: &str, local: &Path) -> Result<(), Failure> {
-    let attr = client.resolve(remote).await?;
+    let attr = client.resolve(remote).await.map_err(at(remote))?;
     if is_dir(&attr) {
-        return Err(anyhow::anyhow!("{remote} is a directory").into());
+        return Err(errno_failure(remote, errno::EISDIR));
     }
-    let handle = client.open_attr(&attr)?;
+    let handle = client.open_attr(&attr).map_err(at(remote))?;
+    let local_name = local.display().to_string();
     let to_stdout = local == Path::new("-");
     let bar = if to_stdout {
         ProgressBar::hidden()
@@ -242,21 +271,19 @@ async fn get(client: &Client, remote: &str, local: &Path) -> Result<(), Failure>
         Box::new(
             tokio::fs::File::create(local)
                 .await
-                .with_context(|| format!("cannot create {}", local.display()))?,
+                .map_err(at(&local_name))?,
         )
     };
     let write_failed = |e: std::io::Error| -> Failure {
         if to_stdout {
             output::stdout_failed(&e);
         }
-        anyhow::Error::new(e)
-            .context(format!("writing {}", local.display()))
-            .into()
+        at(&local_name)(e)
     };
     let step = attr.chunk_size.max(65536) as usize;
     let mut offset = 0u64;
     loop {
-        let data = handle.read(offset, step).await?;
+        let data = handle.read(offset, step).await.map_err(at(remote))?;
         if data.is_empty() {
             break;
         }
@@ -282,9 +309,9 @@ fn kind_char(kind: i32) -> char {
 }
 
 async fn ls(client: &Client, path: &str, long: bool, json: bool) -> Result<(), Failure> {
-    let attr = client.resolve(path).await?;
+    let attr = client.resolve(path).await.map_err(at(path))?;
     let entries = if is_dir(&attr) {
-        client.readdir_all(attr.ino).await?
+        client.readdir_all(attr.ino).await.map_err(at(path))?
     } else {
         let name = path.rsplit('/').next().unwrap_or(path).to_string();
         vec![pb::DirEntry {
@@ -326,7 +353,7 @@ async fn ls(client: &Client, path: &str, long: bool, json: bool) -> Result<(), F
 }
 
 async fn stat(client: &Client, path: &str, json: bool) -> Result<(), Failure> {
-    let attr = client.resolve(path).await?;
+    let attr = client.resolve(path).await.map_err(at(path))?;
     let layout = if attr.kind == pb::FileKind::File as i32 {
         let ino = attr.ino;
         Some(
@@ -336,7 +363,8 @@ async fn stat(client: &Client, path: &str, json: bool) -> Result<(), Failure> {
                 .call("get layout", |mut c| async move {
                     c.get_layout(pb::InodeRequest { ino }).await
                 })
-                .await?,
+                .await
+                .map_err(at(path))?,
         )
     } else {
         None
@@ -389,16 +417,17 @@ async fn stat(client: &Client, path: &str, json: bool) -> Result<(), Failure> {
 }
 
 async fn rm(client: &Client, path: &str, recursive: bool) -> Result<(), Failure> {
-    let attr = client.resolve(path).await?;
-    let (parent, name) = client.parent_of(path).await?;
+    let attr = client.resolve(path).await.map_err(at(path))?;
+    let (parent, name) = client.parent_of(path).await.map_err(at(path))?;
     if is_dir(&attr) {
         if !recursive {
-            return Err(anyhow::anyhow!("{path} is a directory (use -r)").into());
+            let words = errno_words(errno::EISDIR);
+            return Err(Failure::new(format!("{path}: {words} (use -r)")));
         }
-        remove_tree(client, attr.ino).await?;
-        client.rmdir(parent, &name).await?;
+        remove_tree(client, attr.ino).await.map_err(at(path))?;
+        client.rmdir(parent, &name).await.map_err(at(path))?;
     } else {
-        client.unlink(parent, &name).await?;
+        client.unlink(parent, &name).await.map_err(at(path))?;
     }
     Ok(())
 }
@@ -431,32 +460,32 @@ async fn remove_tree(client: &Client, ino: u64) -> Result<(), ClientError> {
 
 async fn mkdir(client: &Client, path: &str, parents: bool) -> Result<(), Failure> {
     if !parents {
-        let (parent, name) = client.parent_of(path).await?;
-        client.mkdir(parent, &name, 0o755).await?;
+        let (parent, name) = client.parent_of(path).await.map_err(at(path))?;
+        client.mkdir(parent, &name, 0o755).await.map_err(at(path))?;
         return Ok(());
     }
     let mut ino = client.root();
     for part in path.split('/').filter(|p| !p.is_empty()) {
         ino = match client.lookup(ino, part).await {
             Ok(a) if is_dir(&a) => a.ino,
-            Ok(_) => return Err(anyhow::anyhow!("{part} in {path} is not a directory").into()),
-            Err(e) if e.errno() == bigfs_proto::errno::ENOENT => {
-                client.mkdir(ino, part, 0o755).await?.ino
+            Ok(_) => return Err(errno_failure(path, errno::ENOTDIR)),
+            Err(e) if e.errno() == errno::ENOENT => {
+                client.mkdir(ino, part, 0o755).await.map_err(at(path))?.ino
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(at(path)(e)),
         };
     }
     Ok(())
 }
 
 async fn mv(client: &Client, from: &str, to: &str) -> Result<(), Failure> {
-    let (parent, name) = client.parent_of(from).await?;
+    let (parent, name) = client.parent_of(from).await.map_err(at(from))?;
     let to = match client.resolve(to).await {
         Ok(a) if is_dir(&a) => format!("{}/{}", to.trim_end_matches('/'), name),
         _ => to.to_string(),
     };
-    let (new_parent_path, new_name) = split_path(&to)?;
-    let new_parent = client.resolve(&new_parent_path).await?.ino;
+    let (new_parent_path, new_name) = split_path(&to).map_err(at(&to))?;
+    let new_parent = client.resolve(&new_parent_path).await.map_err(at(&to))?.ino;
     client
         .rename(pb::RenameRequest {
             parent,
@@ -467,7 +496,17 @@ async fn mv(client: &Client, from: &str, to: &str) -> Result<(), Failure> {
             exchange: false,
             open_lease_ms: 0,
         })
-        .await?;
+        .await
+        // The parents resolved, so a missing name is the source; what
+        // else can fail (exists, not empty, not a directory) is the target.
+        .map_err(|e| {
+            let blamed = if e.errno() == errno::ENOENT {
+                from
+            } else {
+                &to
+            };
+            at(blamed)(e)
+        })?;
     Ok(())
 }
 
