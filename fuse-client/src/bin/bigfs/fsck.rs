@@ -19,11 +19,6 @@ fn kind_name(k: i32) -> &'static str {
     }
 }
 
-/// Orphan chunks are garbage collection's normal work, not damage.
-fn is_damage(p: &pb::FsckProblem) -> bool {
-    p.kind != FsckProblemKind::OrphanChunk as i32 && !p.repaired
-}
-
 pub async fn run(
     metadata: &str,
     repair: bool,
@@ -46,7 +41,7 @@ pub async fn run(
     } else {
         print_text(&r);
     }
-    let remaining = r.problems.iter().filter(|p| is_damage(p)).count();
+    let remaining = r.problems.iter().filter(|p| !p.repaired).count();
     if remaining > 0 {
         anyhow::bail!("{remaining} problems remain");
     }
@@ -90,6 +85,14 @@ fn print_text(r: &pb::FsckReply) {
     } else {
         outln!("{} problems, {} repaired", r.problems.len(), r.repaired);
     }
+    if r.pending_gc > 0 {
+        outln!(
+            "pending GC: {} unreferenced chunks ({}), deleted by garbage collection \
+             after their grace period (not a problem)",
+            r.pending_gc,
+            crate::human(r.pending_gc_bytes)
+        );
+    }
 }
 
 fn print_json(r: &pb::FsckReply) {
@@ -108,12 +111,27 @@ fn print_json(r: &pb::FsckReply) {
             })
         })
         .collect();
+    let pending: Vec<serde_json::Value> = r
+        .pending_gc_chunks
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "chunk": c.chunk_id,
+                "len": c.len,
+                "grace_left_ms": c.grace_left_ms,
+                "deleting": c.deleting,
+            })
+        })
+        .collect();
     let v = serde_json::json!({
         "files": r.files,
         "chunks": r.chunks,
         "replicas_checked": r.replicas_checked,
         "repaired": r.repaired,
         "problems": problems,
+        "pending_gc": r.pending_gc,
+        "pending_gc_bytes": r.pending_gc_bytes,
+        "pending_gc_chunks": pending,
     });
     outln!("{v}");
 }
