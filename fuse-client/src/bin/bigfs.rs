@@ -510,21 +510,6 @@ async fn mv(client: &Client, from: &str, to: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 async fn status(client: &Client, json: bool) -> Result<(), Failure> {
     let s = client.status().await?;
     if json {
@@ -564,8 +549,8 @@ async fn status(client: &Client, json: bool) -> Result<(), Failure> {
             n.node_id,
             n.address,
             bigfs_client::admin::node_state(n.state),
-            human(n.used),
-            human(n.capacity),
+            bigfs_client::admin::human(n.used),
+            bigfs_client::admin::human(n.capacity),
             n.chunk_count,
             n.failures
         );
@@ -576,7 +561,7 @@ async fn status(client: &Client, json: bool) -> Result<(), Failure> {
         s.files,
         s.directories,
         s.chunks,
-        human(s.chunk_bytes)
+        bigfs_client::admin::human(s.chunk_bytes)
     );
     outln!(
         "replicas: {} available, {} pending, {} deleting; replication {}",

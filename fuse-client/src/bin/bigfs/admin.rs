@@ -1,8 +1,8 @@
 //! `bigfs admin ...`: operator commands on the metadata service's Admin
 //! and Ops services (node states, the repair queue, recovery,
-//! decommissioning, fsck).
+//! decommissioning, files and their replica health, fsck).
 
-use bigfs_client::admin::{AdminConn, render_nodes, render_queue};
+use bigfs_client::admin::{AdminConn, render_files, render_nodes, render_queue};
 use clap::Subcommand;
 
 use crate::failure::Failure;
@@ -22,6 +22,19 @@ pub enum AdminCmd {
         #[arg(long)]
         all: bool,
         /// At most this many entries (0 = 1000).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
+    /// Files whose path starts with PREFIX, with the health of their
+    /// replicas (healthy, under_replicated, lost), sorted by path, a page
+    /// at a time.
+    Files {
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Skip this many files (to see the next page).
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// At most this many files (0 = 1000; the server caps it at 10000).
         #[arg(long, default_value_t = 0)]
         limit: u32,
     },
@@ -64,6 +77,14 @@ pub async fn run(metadata: &str, cmd: &AdminCmd, json: bool) -> Result<(), Failu
                 render_queue(&conn.queue(node, *all, *limit).await?, json)
             )
         }
+        AdminCmd::Files {
+            prefix,
+            offset,
+            limit,
+        } => out!(
+            "{}",
+            render_files(&conn.files(prefix, *offset, *limit).await?, json)
+        ),
         AdminCmd::Recover { node } => {
             let r = conn.recover(node).await?;
             if json {

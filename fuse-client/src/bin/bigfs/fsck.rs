@@ -90,7 +90,7 @@ fn print_text(r: &pb::FsckReply) {
             "pending GC: {} unreferenced chunks ({}), deleted by garbage collection \
              after their grace period (not a problem)",
             r.pending_gc,
-            crate::human(r.pending_gc_bytes)
+            bigfs_client::admin::human(r.pending_gc_bytes)
         );
     }
 }
