@@ -33,6 +33,26 @@ fn untrack_child(pid: u32) {
     tracked().0.retain(|p| *p != pid);
 }
 
+/// A child process the deadline watchdog knows about, killed when dropped:
+/// for a daemon a test starts by hand.
+pub struct TrackedChild(Child);
+
+impl TrackedChild {
+    pub fn spawn(cmd: &mut Command) -> TrackedChild {
+        let child = cmd.spawn().expect("spawn child process");
+        track_child(&child);
+        TrackedChild(child)
+    }
+}
+
+impl Drop for TrackedChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        untrack_child(self.0.id());
+    }
+}
+
 /// A running test's time limit; dropping it (the test ended) disarms it.
 pub struct Deadline {
     disarm: Option<std::sync::mpsc::Sender<()>>,
