@@ -35,6 +35,26 @@ fn untrack_child(pid: u32) {
     tracked().0.retain(|p| *p != pid);
 }
 
+/// A child process the deadline watchdog knows about, killed when dropped:
+/// for a daemon a test starts by hand.
+pub struct TrackedChild(Child);
+
+impl TrackedChild {
+    pub fn spawn(cmd: &mut Command) -> TrackedChild {
+        let child = cmd.spawn().expect("spawn child process");
+        track_child(&child);
+        TrackedChild(child)
+    }
+}
+
+impl Drop for TrackedChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        untrack_child(self.0.id());
+    }
+}
+
 /// A running test's time limit; dropping it (the test ended) disarms it.
 pub struct Deadline {
     disarm: Option<std::sync::mpsc::Sender<()>>,
@@ -440,15 +460,19 @@ impl Cluster {
         Client::connect(cfg).await.expect("connect client")
     }
 
-    /// Runs the `bigfs` CLI against this cluster.
-    pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin("bigfs"))
-            .arg("--metadata")
+    /// The `bigfs` CLI with `args`, pointed at this cluster, not started.
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("bigfs"));
+        cmd.arg("--metadata")
             .arg(&self.meta_addr)
             .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run bigfs")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs the `bigfs` CLI against this cluster.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_command(args).output().expect("run bigfs")
     }
 
     /// Runs the CLI and asserts success; returns stdout.
