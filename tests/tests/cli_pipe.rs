@@ -11,14 +11,17 @@ use bigfs_tests::{Cluster, random_bytes, write_file};
 /// Runs the CLI with its standard output a pipe whose reader is already
 /// closed, so its first write fails with EPIPE.
 fn into_closed_pipe(c: &Cluster, args: &[&str]) -> std::process::Output {
-    let mut child = c
-        .cli_command(args)
-        .stdout(Stdio::piped())
+    // The reader is closed before the child starts, so no write of the
+    // child's can land in the pipe first, however the two are scheduled.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    c.cli_command(args)
+        .stdout(writer)
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn bigfs");
-    drop(child.stdout.take());
-    child.wait_with_output().expect("wait for bigfs")
+        .expect("spawn bigfs")
+        .wait_with_output()
+        .expect("wait for bigfs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
