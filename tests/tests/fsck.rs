@@ -86,7 +86,11 @@ async fn fsck_finds_a_chunk_deleted_behind_the_clusters_back_and_repair_fixes_it
 async fn chunks_of_deleted_files_in_their_grace_period_are_pending_gc_not_problems() {
     let _deadline = deadline(DEADLINE);
     // An hour of grace: the chunks stay unreferenced for the whole test.
-    let c = Cluster::start_with(3, "[heal]\ngc_grace_ms = 3600000\n").await;
+    let c = Cluster::start_with(
+        3,
+        "[heal]\ngc_grace_ms = 3600000\ngc_release_grace_ms = 3600000\n",
+    )
+    .await;
     let client = c.client().await;
     // 5 MiB: two chunks of 4 MiB and 1 MiB.
     write_file(&client, "/gone", &random_bytes(5 << 20, 8)).await;
