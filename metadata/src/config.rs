@@ -49,6 +49,8 @@ pub struct Config {
     pub log_sync_interval_ms: u64,
     /// Repair queue, garbage collection and decommissioning (`[heal]`).
     pub heal: crate::heal::HealConfig,
+    /// When a node registration is refused (`[registration]`).
+    pub registration: crate::registration::RegistrationConfig,
 }
 
 impl Default for Config {
@@ -68,6 +70,7 @@ impl Default for Config {
             log_sync: crate::store::LogSync::Interval,
             log_sync_interval_ms: 20,
             heal: crate::heal::HealConfig::default(),
+            registration: crate::registration::RegistrationConfig::default(),
         }
     }
 }
@@ -122,6 +125,7 @@ impl Config {
             return Err("snapshot_every must be >= 1".into());
         }
         self.heal.validate()?;
+        self.registration.validate()?;
         bigfs_proto::daemon::parse_admin_listen(&self.admin_listen)?;
         bigfs_proto::daemon::validate_log_level(&self.log_level)?;
         Ok(())

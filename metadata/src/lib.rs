@@ -19,6 +19,7 @@ pub mod machine;
 pub mod namespace;
 pub mod orphans;
 pub mod placement;
+pub mod registration;
 pub mod repair;
 pub mod service;
 pub mod state;
