@@ -57,15 +57,15 @@ pub struct Plan {
     /// New copies (chunk, target, source), most endangered chunks first.
     pub enqueue: Vec<(ChunkId, String, String)>,
     /// Entries to give up, with why: the target is gone or
-    /// decommissioned, or the chunk is no longer referenced or is being
-    /// collected.
+    /// decommissioned.
     pub cancel: Vec<(ChunkId, String, &'static str)>,
     /// Entries whose copy is already listed Available on the target (it
     /// landed and was confirmed, e.g. by the node's inventory after a
     /// restart): done.
     pub done: Vec<(ChunkId, String)>,
-    /// Entries not started whose chunk has enough good copies again (the
-    /// node that held them came back): copying would only make a surplus.
+    /// Entries with nothing left to do: not started and their chunk has
+    /// enough good copies again (the node that held them came back), or
+    /// their chunk is gone, being collected or no longer referenced.
     pub unqueue: Vec<(ChunkId, String)>,
     /// Replicas to unlist and delete on their node: copies on a
     /// decommissioned node that exist enough times elsewhere, surplus
@@ -123,20 +123,22 @@ pub fn pick_source(chunk: &Chunk, nodes: &Nodes, prefer: &str) -> Option<String>
 
 /// Plans one pass over the chunk table. `wanted` is the replication factor;
 /// a Pending replica older than `pending_timeout_ms` with no queue entry
-/// gets one (the primary's push to it failed).
+/// gets one (the primary's push to it failed). A target whose copy of a
+/// chunk failed less than `failed_hold_ms` ago is picked for that chunk
+/// only when no other node can take it.
 pub fn plan<R: Rng + ?Sized>(
     state: &State,
     nodes: &Nodes,
     wanted: usize,
     now_ms: u64,
-    pending_timeout_ms: u64,
+    (pending_timeout_ms, failed_hold_ms): (u64, u64),
     rng: &mut R,
 ) -> Plan {
     let mut out = Plan::default();
     let mut by_chunk: BTreeMap<ChunkId, Vec<(&String, &RepairEntry)>> = BTreeMap::new();
-    // Targets that recently failed for a chunk are not picked again until
-    // their Failed entry is pruned (`HISTORY_MS`): a copy that keeps
-    // failing on one node backs off there and goes elsewhere.
+    // Targets that recently failed for a chunk are avoided for it while
+    // another node can take the copy: a copy that keeps failing on one node
+    // goes elsewhere, and comes back to it only after `failed_hold_ms`.
     let mut failed: BTreeMap<ChunkId, Vec<&String>> = BTreeMap::new();
     for ((id, target), e) in &state.heal.queue {
         if e.status.is_active() {
@@ -145,9 +147,12 @@ pub fn plan<R: Rng + ?Sized>(
             match settle(state.chunks.get(id), target) {
                 Settle::Keep => by_chunk.entry(*id).or_default().push((target, e)),
                 Settle::Done => out.done.push((*id, target.clone())),
-                Settle::Cancel(why) => out.cancel.push((*id, target.clone(), why)),
+                // Nothing failed: the entry just has nothing left to do.
+                Settle::Drop => out.unqueue.push((*id, target.clone())),
             }
-        } else if e.status == RepairStatus::Failed {
+        } else if e.status == RepairStatus::Failed
+            && e.done_ms.saturating_add(failed_hold_ms) > now_ms
+        {
             failed.entry(*id).or_default().push(target);
         }
     }
@@ -258,14 +263,29 @@ pub fn plan<R: Rng + ?Sized>(
         let Some(source) = pick_source(c, nodes, "") else {
             continue; // no readable copy: lost until a node returns
         };
-        let exclude: BTreeSet<String> = c
+        let mut exclude: BTreeSet<String> = c
             .replicas
             .keys()
             .cloned()
             .chain(queued.iter().map(|s| s.to_string()))
-            .chain(failed.get(id).into_iter().flatten().map(|s| s.to_string()))
             .collect();
-        for t in placement::choose(&candidates, missing, u64::from(c.len), &exclude, rng) {
+        let recently_failed = failed.get(id).into_iter().flatten().map(|s| s.to_string());
+        let mut avoid = exclude.clone();
+        avoid.extend(recently_failed);
+        let mut targets = placement::choose(&candidates, missing, u64::from(c.len), &avoid, rng);
+        if targets.len() < missing {
+            // No other node: the failed ones get another try.
+            exclude.extend(targets.iter().cloned());
+            let more = missing - targets.len();
+            targets.extend(placement::choose(
+                &candidates,
+                more,
+                u64::from(c.len),
+                &exclude,
+                rng,
+            ));
+        }
+        for t in targets {
             new.push((good, *id, t, source.clone()));
         }
     }
@@ -282,26 +302,27 @@ enum Settle {
     Keep,
     /// The copy is listed Available on the target already.
     Done,
-    /// Nothing to copy any more.
-    Cancel(&'static str),
+    /// Nothing to copy any more (the chunk is gone, being collected or
+    /// unreferenced).
+    Drop,
 }
 
 fn settle(chunk: Option<&Chunk>, target: &str) -> Settle {
     let Some(c) = chunk else {
-        return Settle::Cancel("chunk no longer exists");
+        return Settle::Drop;
     };
     if c.replicas.values().any(|s| *s == ReplicaStatus::Deleting) {
-        return Settle::Cancel("chunk is being collected");
+        return Settle::Drop;
     }
     if c.refcount == 0 {
-        return Settle::Cancel("chunk is no longer referenced");
+        return Settle::Drop;
     }
     match c.replicas.get(target) {
         Some(ReplicaStatus::Available) => Settle::Done,
         // A designation that went missing is made again by `Enqueue`,
         // which keeps the entry and its attempts.
         Some(ReplicaStatus::Pending) | None => Settle::Keep,
-        Some(ReplicaStatus::Deleting) => Settle::Cancel("chunk is being collected"),
+        Some(ReplicaStatus::Deleting) => Settle::Drop,
     }
 }
 

@@ -52,13 +52,13 @@ fn a_gone_replica_is_recopied_but_an_away_one_is_waited_for() {
         ..up()
     };
     let n = nodes(&[("a", up()), ("b", up()), ("c", away), ("d", up())]);
-    assert_eq!(plan(&s, &n, 3, 0, 1000, &mut rng), Plan::default());
+    assert_eq!(plan(&s, &n, 3, 0, (1000, 0), &mut rng), Plan::default());
     let gone = NodeView {
         presence: Presence::Gone,
         ..up()
     };
     let n = nodes(&[("a", up()), ("b", up()), ("c", gone), ("d", up())]);
-    let p = plan(&s, &n, 3, 0, 1000, &mut rng);
+    let p = plan(&s, &n, 3, 0, (1000, 0), &mut rng);
     assert_eq!(p.enqueue.len(), 1);
     assert_eq!(p.enqueue[0].1, "d", "the only eligible target");
     assert!(["a", "b"].contains(&p.enqueue[0].2.as_str()));
@@ -88,7 +88,7 @@ fn most_endangered_chunks_come_first_and_unreferenced_are_skipped() {
         ("e", up()),
         ("f", up()),
     ]);
-    let p = plan(&s, &n, 3, 0, 1000, &mut StdRng::seed_from_u64(2));
+    let p = plan(&s, &n, 3, 0, (1000, 0), &mut StdRng::seed_from_u64(2));
     let ids: Vec<ChunkId> = p.enqueue.iter().map(|e| e.0).collect();
     assert_eq!(ids, vec![id(2), id(2), id(1)], "one copy left goes first");
 }
@@ -105,7 +105,7 @@ fn queued_copies_count_and_a_decommissioned_node_is_drained_once_copies_exist() 
     );
     let n = nodes(&[("a", up()), ("b", up()), ("c", decom), ("d", up())]);
     let mut rng = StdRng::seed_from_u64(3);
-    let p = plan(&s, &n, 3, 0, 1000, &mut rng);
+    let p = plan(&s, &n, 3, 0, (1000, 0), &mut rng);
     assert_eq!(p.enqueue, vec![(id(1), "d".into(), "a".into())]);
     assert!(p.drain.is_empty(), "not before a copy exists elsewhere");
     crate::heal::apply(
@@ -117,7 +117,7 @@ fn queued_copies_count_and_a_decommissioned_node_is_drained_once_copies_exist() 
     )
     .unwrap();
     assert_eq!(
-        plan(&s, &n, 3, 0, 1000, &mut rng),
+        plan(&s, &n, 3, 0, (1000, 0), &mut rng),
         Plan::default(),
         "queued"
     );
@@ -126,7 +126,7 @@ fn queued_copies_count_and_a_decommissioned_node_is_drained_once_copies_exist() 
         .unwrap()
         .replicas
         .insert("d".into(), AV);
-    let p = plan(&s, &n, 3, 0, 1000, &mut rng);
+    let p = plan(&s, &n, 3, 0, (1000, 0), &mut rng);
     assert_eq!(p.drain, vec![(id(1), "c".into())]);
 }
 
@@ -140,7 +140,7 @@ fn surplus_copies_go_from_the_fullest_node_once_nothing_is_in_flight() {
     let mut s = state_with(vec![(id(1), four.clone())], &["a", "b", "c", "d"]);
     let n = nodes(&[("a", up()), ("b", full), ("c", up()), ("d", up())]);
     let mut rng = StdRng::seed_from_u64(5);
-    let p = plan(&s, &n, 3, 0, 1000, &mut rng);
+    let p = plan(&s, &n, 3, 0, (1000, 0), &mut rng);
     assert_eq!(
         p.drain,
         vec![(id(1), "b".into())],
@@ -148,7 +148,7 @@ fn surplus_copies_go_from_the_fullest_node_once_nothing_is_in_flight() {
     );
     assert!(p.enqueue.is_empty());
     assert_eq!(
-        plan(&s, &n, 2, 0, 1000, &mut rng).drain.len(),
+        plan(&s, &n, 2, 0, (1000, 0), &mut rng).drain.len(),
         2,
         "two surplus copies at replication 2"
     );
@@ -164,7 +164,7 @@ fn surplus_copies_go_from_the_fullest_node_once_nothing_is_in_flight() {
         ("d", up()),
         ("e", up()),
     ]);
-    assert!(plan(&s, &n5, 3, 0, 1000, &mut rng).drain.is_empty());
+    assert!(plan(&s, &n5, 3, 0, (1000, 0), &mut rng).drain.is_empty());
 
     // A copy on a node that is away does not count: no surplus.
     s.chunks.insert(id(1), four);
@@ -173,7 +173,7 @@ fn surplus_copies_go_from_the_fullest_node_once_nothing_is_in_flight() {
         ..up()
     };
     let n = nodes(&[("a", up()), ("b", up()), ("c", up()), ("d", away)]);
-    assert_eq!(plan(&s, &n, 3, 0, 1000, &mut rng), Plan::default());
+    assert_eq!(plan(&s, &n, 3, 0, (1000, 0), &mut rng), Plan::default());
 }
 
 #[test]
@@ -259,7 +259,14 @@ fn a_queued_copy_whose_designation_vanished_is_designated_again_keeping_its_atte
     s.heal.queue.get_mut(&key).unwrap().attempts = 2;
     // What a crash between the queue and the chunk table left behind.
     s.chunks.get_mut(&id(1)).unwrap().replicas.remove("c");
-    let p = plan(&s, &four_up(), 3, 0, 1000, &mut StdRng::seed_from_u64(7));
+    let p = plan(
+        &s,
+        &four_up(),
+        3,
+        0,
+        (1000, 0),
+        &mut StdRng::seed_from_u64(7),
+    );
     assert_eq!(p.enqueue, vec![(id(1), "c".into(), "a".into())]);
     assert!(p.cancel.is_empty() && p.done.is_empty());
     crate::heal::apply(
@@ -273,38 +280,61 @@ fn a_queued_copy_whose_designation_vanished_is_designated_again_keeping_its_atte
     assert_eq!(s.chunks[&id(1)].replicas["c"], ReplicaStatus::Pending);
     assert_eq!(s.heal.queue[&key].attempts, 2, "the entry is kept");
     assert_eq!(
-        plan(&s, &four_up(), 3, 0, 1000, &mut StdRng::seed_from_u64(7)),
+        plan(
+            &s,
+            &four_up(),
+            3,
+            0,
+            (1000, 0),
+            &mut StdRng::seed_from_u64(7)
+        ),
         Plan::default(),
         "consistent again"
     );
 }
 
 #[test]
-fn queued_copies_already_listed_are_done_and_those_of_dead_chunks_cancelled() {
+fn queued_copies_already_listed_are_done_and_those_of_dead_chunks_dropped() {
     let mut s = queued_to_c();
     s.chunks
         .get_mut(&id(1))
         .unwrap()
         .replicas
         .insert("c".into(), AV);
-    let p = plan(&s, &four_up(), 3, 0, 1000, &mut StdRng::seed_from_u64(8));
+    let p = plan(
+        &s,
+        &four_up(),
+        3,
+        0,
+        (1000, 0),
+        &mut StdRng::seed_from_u64(8),
+    );
     assert_eq!(p.done, vec![(id(1), "c".into())]);
 
     let mut s = queued_to_c();
     s.chunks.get_mut(&id(1)).unwrap().refcount = 0;
-    let p = plan(&s, &four_up(), 3, 0, 1000, &mut StdRng::seed_from_u64(8));
-    assert_eq!(
-        p.cancel,
-        vec![(id(1), "c".into(), "chunk is no longer referenced")]
+    let p = plan(
+        &s,
+        &four_up(),
+        3,
+        0,
+        (1000, 0),
+        &mut StdRng::seed_from_u64(8),
     );
+    assert_eq!(p.unqueue, vec![(id(1), "c".into())]);
+    assert!(p.cancel.is_empty(), "not a failure");
 
     let mut s = queued_to_c();
     s.chunks.remove(&id(1));
-    let p = plan(&s, &four_up(), 3, 0, 1000, &mut StdRng::seed_from_u64(8));
-    assert_eq!(
-        p.cancel,
-        vec![(id(1), "c".into(), "chunk no longer exists")]
+    let p = plan(
+        &s,
+        &four_up(),
+        3,
+        0,
+        (1000, 0),
+        &mut StdRng::seed_from_u64(8),
     );
+    assert_eq!(p.unqueue, vec![(id(1), "c".into())]);
 }
 
 #[test]
@@ -325,9 +355,35 @@ fn a_target_that_failed_a_chunk_is_not_picked_for_it_again() {
     )
     .unwrap();
     for seed in 0..20 {
-        let p = plan(&s, &four_up(), 3, 1, 1000, &mut StdRng::seed_from_u64(seed));
+        let p = plan(
+            &s,
+            &four_up(),
+            3,
+            1,
+            (1000, 500),
+            &mut StdRng::seed_from_u64(seed),
+        );
         assert_eq!(p.enqueue, vec![(id(1), "d".into(), "a".into())]);
     }
+    // Past the hold, c may be picked again.
+    let picked: BTreeSet<String> = (0..20)
+        .map(|seed| {
+            plan(
+                &s,
+                &four_up(),
+                3,
+                501,
+                (1000, 500),
+                &mut StdRng::seed_from_u64(seed),
+            )
+        })
+        .map(|p| p.enqueue[0].1.clone())
+        .collect();
+    assert!(picked.contains("c"), "{picked:?}");
+    // With no other node, the failed one gets another try at once.
+    let three = nodes(&[("a", up()), ("b", up()), ("c", up())]);
+    let p = plan(&s, &three, 3, 1, (1000, 500), &mut StdRng::seed_from_u64(1));
+    assert_eq!(p.enqueue, vec![(id(1), "c".into(), "a".into())]);
 }
 
 #[test]
@@ -339,14 +395,28 @@ fn waiting_copies_are_dropped_when_the_chunk_has_enough_copies_again() {
         .unwrap()
         .replicas
         .insert("d".into(), AV);
-    let p = plan(&s, &four_up(), 3, 0, 1000, &mut StdRng::seed_from_u64(9));
+    let p = plan(
+        &s,
+        &four_up(),
+        3,
+        0,
+        (1000, 0),
+        &mut StdRng::seed_from_u64(9),
+    );
     assert_eq!(p.unqueue, vec![(id(1), "c".into())]);
     assert!(
         p.enqueue.is_empty() && p.drain.is_empty(),
         "the dropped entry's designation is not queued again: {p:?}"
     );
     // Past the pending timeout too.
-    let p2 = plan(&s, &four_up(), 3, 5000, 1000, &mut StdRng::seed_from_u64(9));
+    let p2 = plan(
+        &s,
+        &four_up(),
+        3,
+        5000,
+        (1000, 0),
+        &mut StdRng::seed_from_u64(9),
+    );
     assert_eq!(p2, p, "stable past the pending timeout");
     crate::heal::apply(
         &mut s,
@@ -373,7 +443,14 @@ fn waiting_copies_are_dropped_when_the_chunk_has_enough_copies_again() {
         },
     )
     .unwrap();
-    let p = plan(&s, &four_up(), 3, 0, 1000, &mut StdRng::seed_from_u64(9));
+    let p = plan(
+        &s,
+        &four_up(),
+        3,
+        0,
+        (1000, 0),
+        &mut StdRng::seed_from_u64(9),
+    );
     assert!(p.unqueue.is_empty());
 }
 
@@ -396,7 +473,7 @@ fn a_stale_designation_is_dropped_when_no_copy_is_missing_and_queued_when_one_is
         &four_up(),
         3,
         5000,
-        1000,
+        (1000, 0),
         &mut StdRng::seed_from_u64(10),
     );
     assert_eq!(p.drain, vec![(id(1), "d".into())]);
@@ -407,7 +484,7 @@ fn a_stale_designation_is_dropped_when_no_copy_is_missing_and_queued_when_one_is
         &four_up(),
         3,
         5000,
-        1000,
+        (1000, 0),
         &mut StdRng::seed_from_u64(10),
     );
     assert!(p.drain.is_empty());

@@ -330,7 +330,7 @@ impl Worker {
                     &nodes,
                     config.replication as usize,
                     now,
-                    h.pending_timeout_ms,
+                    (h.pending_timeout_ms, h.retry.max_delay_ms),
                     &mut rand::rng(),
                 );
                 if !plan.done.is_empty() {
@@ -360,7 +360,7 @@ impl Worker {
                 if !plan.unqueue.is_empty() {
                     tracing::info!(
                         entries = plan.unqueue.len(),
-                        "repair entries dropped: their chunks have enough copies again"
+                        "repair entries dropped: nothing left to copy"
                     );
                     heal(
                         core,
