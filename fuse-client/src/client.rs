@@ -165,6 +165,7 @@ impl Client {
             symlink_target: String::new(),
             exclusive,
             rdev: 0,
+            id: None,
         })
         .await
     }
@@ -180,6 +181,7 @@ impl Client {
             symlink_target: String::new(),
             exclusive: true,
             rdev: 0,
+            id: None,
         })
         .await
     }
@@ -189,6 +191,7 @@ impl Client {
             ino,
             new_parent,
             new_name: new_name.to_string(),
+            id: None,
         };
         attr_of(
             self.io
@@ -213,6 +216,7 @@ impl Client {
             parent,
             name: name.to_string(),
             open_lease_ms,
+            id: None,
         };
         self.io
             .meta
@@ -229,6 +233,7 @@ impl Client {
             parent,
             name: name.to_string(),
             open_lease_ms: 0,
+            id: None,
         };
         self.io
             .meta
@@ -290,6 +295,7 @@ impl Client {
             name: name.to_string(),
             value,
             flags: flags as u32,
+            id: None,
         };
         self.io
             .meta
@@ -305,6 +311,7 @@ impl Client {
         let req = pb::XattrNameRequest {
             ino,
             name: name.to_string(),
+            id: None,
         };
         Ok(self
             .io
@@ -332,6 +339,7 @@ impl Client {
         let req = pb::XattrNameRequest {
             ino,
             name: name.to_string(),
+            id: None,
         };
         self.io
             .meta

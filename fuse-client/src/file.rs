@@ -308,6 +308,7 @@ impl FileHandle {
             chunks,
             size,
             mtime: Some(now_timestamp()),
+            id: None,
         };
         self.io
             .meta

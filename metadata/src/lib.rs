@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod chunks;
+pub mod clients;
 pub mod config;
 pub mod error;
 pub mod failures;
