@@ -126,10 +126,11 @@ impl Client {
         attr_of(
             self.io
                 .meta
-                .call("setattr", |mut c| {
-                    let r = req;
-                    async move { c.set_attr(r).await }
-                })
+                .mutate(
+                    "setattr",
+                    req,
+                    |mut c, r| async move { c.set_attr(r).await },
+                )
                 .await?,
         )
     }
@@ -138,10 +139,7 @@ impl Client {
         attr_of(
             self.io
                 .meta
-                .call("create", |mut c| {
-                    let r = req.clone();
-                    async move { c.create(r).await }
-                })
+                .mutate("create", req, |mut c, r| async move { c.create(r).await })
                 .await?,
         )
     }
@@ -196,10 +194,7 @@ impl Client {
         attr_of(
             self.io
                 .meta
-                .call("link", |mut c| {
-                    let r = req.clone();
-                    async move { c.link(r).await }
-                })
+                .mutate("link", req, |mut c, r| async move { c.link(r).await })
                 .await?,
         )
     }
@@ -220,10 +215,7 @@ impl Client {
         };
         self.io
             .meta
-            .call("unlink", |mut c| {
-                let r = req.clone();
-                async move { c.unlink(r).await }
-            })
+            .mutate("unlink", req, |mut c, r| async move { c.unlink(r).await })
             .await?;
         Ok(())
     }
@@ -237,10 +229,7 @@ impl Client {
         };
         self.io
             .meta
-            .call("rmdir", |mut c| {
-                let r = req.clone();
-                async move { c.rmdir(r).await }
-            })
+            .mutate("rmdir", req, |mut c, r| async move { c.rmdir(r).await })
             .await?;
         Ok(())
     }
@@ -248,10 +237,7 @@ impl Client {
     pub async fn rename(&self, req: pb::RenameRequest) -> Result<()> {
         self.io
             .meta
-            .call("rename", |mut c| {
-                let r = req.clone();
-                async move { c.rename(r).await }
-            })
+            .mutate("rename", req, |mut c, r| async move { c.rename(r).await })
             .await?;
         Ok(())
     }
@@ -299,10 +285,11 @@ impl Client {
         };
         self.io
             .meta
-            .call("setxattr", |mut c| {
-                let r = req.clone();
-                async move { c.set_xattr(r).await }
-            })
+            .mutate(
+                "setxattr",
+                req,
+                |mut c, r| async move { c.set_xattr(r).await },
+            )
             .await?;
         Ok(())
     }
@@ -343,9 +330,8 @@ impl Client {
         };
         self.io
             .meta
-            .call("removexattr", |mut c| {
-                let r = req.clone();
-                async move { c.remove_xattr(r).await }
+            .mutate("removexattr", req, |mut c, r| async move {
+                c.remove_xattr(r).await
             })
             .await?;
         Ok(())

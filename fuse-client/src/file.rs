@@ -312,9 +312,8 @@ impl FileHandle {
         };
         self.io
             .meta
-            .call("commit layout", |mut c| {
-                let r = req.clone();
-                async move { c.commit_layout(r).await }
+            .mutate("commit layout", req, |mut c, r| async move {
+                c.commit_layout(r).await
             })
             .await
     }
@@ -409,10 +408,11 @@ impl FileHandle {
         let reply = self
             .io
             .meta
-            .call("truncate", |mut c| {
-                let r = req;
-                async move { c.set_attr(r).await }
-            })
+            .mutate(
+                "truncate",
+                req,
+                |mut c, r| async move { c.set_attr(r).await },
+            )
             .await?;
         st.size = size;
         st.layout = None;
