@@ -12,6 +12,8 @@ pub struct Core {
     store: Store,
     /// Set when an append failed and the state could not be reloaded.
     broken: bool,
+    #[cfg(debug_assertions)]
+    drop_replies: Option<crate::fault::DropReplies>,
 }
 
 impl Core {
@@ -20,6 +22,8 @@ impl Core {
             state,
             store,
             broken: false,
+            #[cfg(debug_assertions)]
+            drop_replies: crate::fault::DropReplies::from_env(),
         }
     }
 
@@ -65,6 +69,15 @@ impl Core {
         if let Err(e) = self.store.maybe_snapshot(&self.state) {
             // The log still has everything; try again at the next command.
             tracing::warn!(error = %e, "metadata snapshot failed");
+        }
+        #[cfg(debug_assertions)]
+        if matches!(cmd, Command::Once(_))
+            && outcome.is_ok()
+            && self.drop_replies.as_mut().is_some_and(|d| d.drop_this())
+        {
+            return Err(MetaError::Store(
+                "test fault: reply dropped after the command was applied".into(),
+            ));
         }
         outcome
     }
