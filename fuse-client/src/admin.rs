@@ -86,6 +86,18 @@ impl AdminConn {
         Ok(r.map_err(|s| rpc_error("decommission", s))?.into_inner())
     }
 
+    /// A page of the files whose path starts with `prefix`, with the health
+    /// of their replicas (`limit` 0: the server's default page).
+    pub async fn files(&mut self, prefix: &str, offset: u64, limit: u32) -> Result<pb::FilesReply> {
+        let req = pb::FilesRequest {
+            prefix: prefix.to_string(),
+            offset,
+            limit,
+        };
+        let r = self.client.files(req).await;
+        Ok(r.map_err(|s| rpc_error("files", s))?.into_inner())
+    }
+
     /// Forgets a stopped node that holds nothing any more.
     pub async fn remove_node(&mut self, node: &str) -> Result<()> {
         let req = pb::NodeRequest {
@@ -151,7 +163,7 @@ pub fn healing_line(s: &pb::StatusReply) -> String {
         s.repair_failed,
         s.repair_completed,
         s.gc_backlog,
-        human_bytes(s.gc_pending_bytes),
+        human(s.gc_pending_bytes),
         s.gc_trash
     )
 }
@@ -199,8 +211,59 @@ pub fn render_queue(q: &pb::QueueReply, json: bool) -> String {
     out
 }
 
-/// `bytes` in B, KiB, MiB, ... with one decimal.
-pub fn human_bytes(bytes: u64) -> String {
+/// `admin files` as text or JSON (the JSON of the admin page's `/files`).
+pub fn render_files(page: &pb::FilesReply, json: bool) -> String {
+    if json {
+        let files: Vec<serde_json::Value> = page
+            .files
+            .iter()
+            .map(|f| {
+                serde_json::json!({"path": f.path, "ino": f.ino, "size": f.size,
+                "chunks": f.chunks, "replication": f.replication,
+                "healthy_chunks": f.healthy_chunks,
+                "under_replicated_chunks": f.under_replicated_chunks,
+                "lost_chunks": f.lost_chunks, "status": f.status})
+            })
+            .collect();
+        return format!(
+            "{}\n",
+            serde_json::json!({"total": page.total, "offset": page.offset,
+                "limit": page.limit, "files": files})
+        );
+    }
+    let mut out = format!(
+        "{:<16} {:>10} {:>7} {:>7} {:>6} {:>5}  PATH\n",
+        "STATUS", "SIZE", "CHUNKS", "HEALTHY", "UNDER", "LOST"
+    );
+    for f in &page.files {
+        out.push_str(&format!(
+            "{:<16} {:>10} {:>7} {:>7} {:>6} {:>5}  {}\n",
+            f.status,
+            human(f.size),
+            f.chunks,
+            f.healthy_chunks,
+            f.under_replicated_chunks,
+            f.lost_chunks,
+            f.path
+        ));
+    }
+    let shown = page.files.len() as u64;
+    if shown == 0 {
+        out.push_str(&format!("no files of {} shown\n", page.total));
+    } else {
+        let first = page.offset + 1;
+        let last = page.offset + shown;
+        out.push_str(&format!("files {first}-{last} of {}", page.total));
+        if last < page.total {
+            out.push_str(&format!("; next page: --offset {last}"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Bytes in binary units for people ("1.5 MiB").
+pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = bytes as f64;
     let mut u = 0;

@@ -150,14 +150,7 @@ impl MountConfig {
         if self.open_lease_ms < 3000 {
             return Err("open_lease_ms must be at least 3000".into());
         }
-        if !self.admin_listen.is_empty()
-            && self.admin_listen.parse::<std::net::SocketAddr>().is_err()
-        {
-            return Err(format!(
-                "admin_listen: {:?} is not HOST:PORT",
-                self.admin_listen
-            ));
-        }
+        bigfs_proto::daemon::parse_admin_listen(&self.admin_listen)?;
         if self.allow_other && self.allow_root {
             return Err("allow_other and allow_root cannot be used together".into());
         }

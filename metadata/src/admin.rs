@@ -1,5 +1,6 @@
 //! The tonic `Admin` service (admin.proto): node states, the repair queue,
-//! recovering one node by hand, decommissioning.
+//! recovering one node by hand, decommissioning, files with their replica
+//! health (the view the admin page's `/files` serves).
 
 use std::sync::Arc;
 
@@ -25,6 +26,22 @@ pub struct AdminService {
 impl AdminService {
     pub fn new(svc: MetadataService, worker: Arc<Worker>) -> Self {
         AdminService { svc, worker }
+    }
+}
+
+impl From<crate::views::FileView> for pb::FileHealth {
+    fn from(v: crate::views::FileView) -> Self {
+        pb::FileHealth {
+            path: v.path,
+            ino: v.ino,
+            size: v.size,
+            chunks: v.chunks,
+            replication: v.replication,
+            healthy_chunks: v.healthy_chunks,
+            under_replicated_chunks: v.under_replicated_chunks,
+            lost_chunks: v.lost_chunks,
+            status: v.status.to_string(),
+        }
     }
 }
 
@@ -130,6 +147,26 @@ impl Admin for AdminService {
             })
             .await
             .map(Response::new)
+    }
+
+    async fn files(
+        &self,
+        request: Request<pb::FilesRequest>,
+    ) -> Result<Response<pb::FilesReply>, Status> {
+        let r = request.into_inner();
+        // proto3 cannot tell 0 from unset: 0 asks for the default page.
+        let limit = crate::views::files_limit((r.limit > 0).then_some(r.limit as usize));
+        let offset = usize::try_from(r.offset).unwrap_or(usize::MAX);
+        let page = self
+            .svc
+            .inspect(move |st, live, _, _| crate::views::files(st, live, &r.prefix, offset, limit))
+            .await?;
+        Ok(Response::new(pb::FilesReply {
+            total: page.total as u64,
+            offset: page.offset as u64,
+            limit: page.limit as u32,
+            files: page.files.into_iter().map(pb::FileHealth::from).collect(),
+        }))
     }
 
     async fn remove_node(

@@ -282,6 +282,10 @@ pub struct Reconciliation {
     pub confirmed: Vec<ChunkId>,
     /// Present but not listed (or listed Deleting): the node deletes them.
     pub delete: Vec<ChunkId>,
+    /// Available replicas the table lists for the node.
+    pub listed_available: usize,
+    /// Of those, how many the inventory lacks (part of `lost`).
+    pub lost_available: usize,
 }
 
 /// Compares `inventory` with what the table lists for `node`.
@@ -293,12 +297,13 @@ pub fn reconcile(state: &State, node: &str, inventory: &[ChunkId]) -> Reconcilia
         // has not landed yet (the push or repair copy is still to come),
         // not a lost one: dropping it here left its repair entry copying
         // to a node that then refused the confirmation, for ever.
-        let listed = c
-            .replicas
-            .get(node)
-            .is_some_and(|s| *s != ReplicaStatus::Pending);
+        let status = c.replicas.get(node);
+        let available = status == Some(&ReplicaStatus::Available);
+        out.listed_available += usize::from(available);
+        let listed = status.is_some_and(|s| *s != ReplicaStatus::Pending);
         if listed && !have.contains(id) {
             out.lost.push(*id);
+            out.lost_available += usize::from(available);
         }
     }
     for id in &have {
@@ -501,6 +506,7 @@ mod tests {
         s.chunks.get_mut(&id(1)).unwrap();
         let r = reconcile(&s, "b", &[id(1), id(3), id(4)]);
         assert_eq!(r.lost, vec![id(2)]);
+        assert_eq!((r.listed_available, r.lost_available), (1, 1));
         assert_eq!(r.confirmed, vec![id(1)]);
         assert_eq!(r.delete, vec![id(3), id(4)]);
 

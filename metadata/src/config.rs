@@ -55,6 +55,8 @@ pub struct Config {
     pub client_reply_ttl_ms: u64,
     /// Repair queue, garbage collection and decommissioning (`[heal]`).
     pub heal: crate::heal::HealConfig,
+    /// When a node registration is refused (`[registration]`).
+    pub registration: crate::registration::RegistrationConfig,
 }
 
 impl Default for Config {
@@ -75,6 +77,7 @@ impl Default for Config {
             log_sync_interval_ms: 20,
             client_reply_ttl_ms: 600_000,
             heal: crate::heal::HealConfig::default(),
+            registration: crate::registration::RegistrationConfig::default(),
         }
     }
 }
@@ -132,6 +135,7 @@ impl Config {
             return Err("client_reply_ttl_ms must be > 0".into());
         }
         self.heal.validate()?;
+        self.registration.validate()?;
         bigfs_proto::daemon::parse_admin_listen(&self.admin_listen)?;
         bigfs_proto::daemon::validate_log_level(&self.log_level)?;
         Ok(())

@@ -1,6 +1,8 @@
 //! `fsck`: walks the namespace and the chunk table, asks every node which
 //! listed replicas it really holds, and reports (and with `repair` fixes)
-//! missing chunks and replicas, reference-count drift and orphans.
+//! missing chunks and replicas, reference-count drift and orphan layouts.
+//! Unreferenced chunks are listed apart, as garbage collection's pending
+//! work: they are not damage.
 //!
 //! Three steps, so the state lock is never held across a network call:
 //! 1. under the lock, a [`Plan`]: what the table claims and what the layouts
@@ -28,6 +30,9 @@ const DEFAULT_PROBE_TIMEOUT_MS: u32 = 5_000;
 const PROBE_BATCH: usize = 65_536;
 /// Paths listed per problem; enough to find the files, short enough to read.
 const PATHS_PER_PROBLEM: usize = 3;
+/// Chunks waiting for garbage collection listed one by one (all are
+/// counted): after deleting a large tree there may be millions.
+const PENDING_GC_LISTED: usize = 1000;
 
 /// Sets a chunk's reference count (the fix for drift). Deterministic.
 pub(crate) fn set_refcount(state: &mut State, id: ChunkId, refcount: u64, now_ms: u64) {
@@ -42,7 +47,12 @@ pub(crate) fn set_refcount(state: &mut State, id: ChunkId, refcount: u64, now_ms
 }
 
 struct ChunkPlan {
+    len: u32,
     refcount: u64,
+    /// Until garbage collection may take it (refcount zero only).
+    grace_left_ms: u64,
+    /// Some replica is already being deleted.
+    deleting: bool,
     /// Layout references counted now.
     references: u64,
     /// Largest replication among the files referencing it.
@@ -61,8 +71,9 @@ struct Plan {
     nodes: BTreeMap<String, (String, bool)>,
 }
 
-fn plan(state: &State, live: &crate::liveness::Liveness) -> Plan {
+fn plan(state: &State, live: &crate::liveness::Liveness, gc_grace_ms: u64) -> Plan {
     let now = Instant::now();
+    let now_ms = bigfs_proto::now_ms();
     let mut paths: HashMap<u64, Vec<String>> = HashMap::new();
     for (p, ino) in crate::views::file_paths(state) {
         paths.entry(ino).or_default().push(p);
@@ -72,7 +83,12 @@ fn plan(state: &State, live: &crate::liveness::Liveness) -> Plan {
         .iter()
         .map(|(id, c)| {
             let plan = ChunkPlan {
+                len: c.len,
                 refcount: c.refcount,
+                grace_left_ms: c
+                    .zero_since_ms
+                    .map_or(0, |z| z.saturating_add(gc_grace_ms).saturating_sub(now_ms)),
+                deleting: c.replicas.values().any(|s| *s == ReplicaStatus::Deleting),
                 references: 0,
                 wanted: 0,
                 available: c
@@ -251,7 +267,9 @@ impl MetadataService {
         repair: bool,
         probe_timeout: Duration,
     ) -> Result<pb::FsckReply, Status> {
-        let plan = self.inspect(|st, live, _, _| plan(st, live)).await?;
+        let plan = self
+            .inspect(|st, live, config, _| plan(st, live, config.heal.gc_grace_ms))
+            .await?;
         let mut reply = pb::FsckReply {
             files: plan.files,
             chunks: plan.chunks.len() as u64,
@@ -348,13 +366,20 @@ impl MetadataService {
                 reply.problems.push(p);
             }
             if c.references == 0 {
-                reply.problems.push(problem(
-                    K::OrphanChunk,
-                    Some(id),
-                    "",
-                    &[],
-                    "no layout references it; garbage collection deletes it".into(),
-                ));
+                // GC's to delete once the refcount is zero; a drifted one
+                // was reported above.
+                if c.refcount == 0 {
+                    reply.pending_gc += 1;
+                    reply.pending_gc_bytes += u64::from(c.len);
+                    if reply.pending_gc_chunks.len() < PENDING_GC_LISTED {
+                        reply.pending_gc_chunks.push(pb::PendingGc {
+                            chunk_id: id.to_hex(),
+                            len: c.len,
+                            grace_left_ms: c.grace_left_ms,
+                            deleting: c.deleting,
+                        });
+                    }
+                }
                 continue;
             }
 

@@ -29,10 +29,6 @@ use crate::views::{self, FilesPage, GcBacklog, NodeView, QueueView};
 
 /// Longest a node may take to answer the `/nodes/check` probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Default and largest page of `/files`: a page of 1000 stays well under a
-/// megabyte of JSON; a script pages with `offset`.
-const FILES_DEFAULT_LIMIT: usize = 1000;
-const FILES_MAX_LIMIT: usize = 10_000;
 /// Entries of the replication queue and failure reports shown by default.
 const LIST_DEFAULT_LIMIT: usize = 100;
 /// Failure reports on the status page.
@@ -158,7 +154,7 @@ struct FilesQuery {
 }
 
 async fn files(State(svc): State<MetadataService>, Query(q): Query<FilesQuery>) -> Response {
-    let limit = q.limit.unwrap_or(FILES_DEFAULT_LIMIT).min(FILES_MAX_LIMIT);
+    let limit = views::files_limit(q.limit);
     match svc
         .inspect(move |st, live, _, _| views::files(st, live, &q.prefix, q.offset, limit))
         .await

@@ -22,6 +22,7 @@ pub mod machine;
 pub mod namespace;
 pub mod orphans;
 pub mod placement;
+pub mod registration;
 pub mod repair;
 pub mod service;
 pub mod state;
@@ -142,9 +143,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     let admin_addr = bigfs_proto::daemon::parse_admin_listen(&config.admin_listen)
         .map_err(anyhow::Error::msg)?;
-    let admin = bigfs_proto::daemon::bind_admin(admin_addr)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let admin = bigfs_proto::daemon::bind_admin(admin_addr).await;
     serve_with_admin(config, listener, admin, shutdown_signal()).await
 }
 

@@ -19,6 +19,7 @@ use crate::liveness::Liveness;
 use crate::machine::Core;
 use crate::namespace;
 use crate::placement::{self, Candidate};
+use crate::registration;
 use crate::state::{Command, Kind, ReplicaStatus, Reply, State, Time};
 use crate::store::Store;
 use crate::validate::{chunk_id, chunk_len, file_size, node_field};
@@ -672,7 +673,37 @@ impl Metadata for MetadataService {
             inventory.push(chunk_id(c)?);
         }
         self.with(move |core, live, config| {
+            let now = Instant::now();
             let rec = chunks::reconcile(&core.state, &r.node_id, &inventory);
+            let registered = core.state.nodes.get(&r.node_id).map(|n| {
+                let state = live.state(&r.node_id, n.decommissioned, now);
+                (n.address.as_str(), state)
+            });
+            registration::check_id_conflict(&r.node_id, &r.address, registered)
+                .and_then(|()| {
+                    registration::check_inventory(
+                        &r.node_id,
+                        &rec,
+                        &config.registration,
+                        r.accept_inventory,
+                    )
+                })
+                .inspect_err(|refusal| {
+                    metrics::counter!(
+                        "bigfs_metadata_registrations_refused_total",
+                        "reason" => refusal.reason()
+                    )
+                    .increment(1);
+                    tracing::error!(node = %r.node_id, address = %r.address, reason = refusal.reason(), "registration refused: {refusal}");
+                })?;
+            if r.accept_inventory && rec.lost_available > 0 {
+                tracing::warn!(
+                    node = %r.node_id,
+                    listed = rec.listed_available,
+                    missing = rec.lost_available,
+                    "operator accepted the node's inventory: its missing copies are unlisted"
+                );
+            }
             let delete = rec.delete;
             tracing::info!(
                 node = %r.node_id,
@@ -695,7 +726,7 @@ impl Metadata for MetadataService {
                 r.capacity,
                 r.used,
                 inventory.len() as u64,
-                Instant::now(),
+                now,
             );
             Ok(pb::RegisterNodeReply {
                 delete_chunks: delete.iter().map(ChunkId::to_vec).collect(),

@@ -123,6 +123,18 @@ pub struct FilesPage {
     pub files: Vec<FileView>,
 }
 
+/// Default and largest page of files: a page of 1000 stays well under a
+/// megabyte of JSON; a script pages with `offset`.
+const FILES_DEFAULT_LIMIT: usize = 1000;
+const FILES_MAX_LIMIT: usize = 10_000;
+
+/// The page size for a request of `requested` files (None: the default).
+pub fn files_limit(requested: Option<usize>) -> usize {
+    requested
+        .unwrap_or(FILES_DEFAULT_LIMIT)
+        .min(FILES_MAX_LIMIT)
+}
+
 /// A page of files under `prefix` with their replica health.
 pub fn files(
     state: &State,

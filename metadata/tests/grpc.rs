@@ -66,6 +66,7 @@ async fn register_node(c: &mut MetadataClient<Channel>, id: &str) -> pb::Registe
         capacity: 1 << 30,
         used: 0,
         chunks: vec![],
+        accept_inventory: false,
     })
     .await
     .unwrap()
@@ -284,6 +285,7 @@ async fn namespace_chunks_and_nodes_survive_a_restart() {
             capacity: 1 << 30,
             used: 0,
             chunks: vec![other.to_vec()],
+            accept_inventory: false,
         })
         .await
         .unwrap()

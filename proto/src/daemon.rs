@@ -91,17 +91,24 @@ pub fn metrics_response(extra: &str) -> axum::response::Response {
         .into_response()
 }
 
-/// Binds the admin HTTP listener (`None` when disabled); the error names
-/// the key.
-pub async fn bind_admin(
-    addr: Option<SocketAddr>,
-) -> Result<Option<tokio::net::TcpListener>, String> {
-    match addr {
-        None => Ok(None),
-        Some(a) => tokio::net::TcpListener::bind(a)
-            .await
-            .map(Some)
-            .map_err(|e| format!("admin_listen: cannot listen on {a}: {e}")),
+/// Binds the admin HTTP listener; `None` when it is disabled or cannot be
+/// bound. The admin port is optional: a daemon whose port is taken (a
+/// second daemon on the machine kept the default) logs a warning that says
+/// how to pick another and keeps serving its real work without it.
+pub async fn bind_admin(addr: Option<SocketAddr>) -> Option<tokio::net::TcpListener> {
+    let addr = addr?;
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!(
+                %addr,
+                error = %e,
+                "admin HTTP not started: cannot listen on {addr}: {e}; serving without it \
+                 (no /healthz, /metrics or status page). Set admin_listen to a free \
+                 HOST:PORT, or \"\" to turn it off"
+            );
+            None
+        }
     }
 }
 

@@ -6,7 +6,8 @@
 //! - `tmp/`: writes in progress; a file is fsync'd there and then linked into
 //!   `chunks/`, so a chunk file is either absent or complete. Stale files are
 //!   removed on open.
-//! - `quarantine/`: chunk files whose bytes no longer match their id.
+//! - `quarantine/`: chunk files out of service, by reason (corrupt, or not
+//!   listed for this node and awaiting deletion); see [`crate::quarantine`].
 //!
 //! Every read re-hashes the whole chunk, so corruption is never served.
 
@@ -14,12 +15,13 @@ use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bigfs_proto::{ChunkId, MAX_CHUNK_SIZE};
 use bytes::Bytes;
 
 use crate::error::StoreError;
+use crate::quarantine::{self, corrupt_dir, unlisted_dir};
 
 /// Sizes the store works with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +42,12 @@ pub struct ChunkStore {
 struct Inner {
     root: PathBuf,
     limits: StoreLimits,
+    /// Bytes and number of files in `chunks/`.
     used: AtomicU64,
     count: AtomicU64,
+    /// Bytes and number of files in `quarantine/unlisted/`.
+    unlisted_bytes: AtomicU64,
+    unlisted_count: AtomicU64,
 }
 
 /// What a put did.
@@ -75,7 +81,7 @@ impl ChunkStore {
     pub async fn open(data_dir: &Path, limits: StoreLimits) -> Result<Self, StoreError> {
         let root = data_dir.to_path_buf();
         blocking(move || {
-            for dir in [chunks_dir(&root), tmp_dir(&root), quarantine_dir(&root)] {
+            for dir in [chunks_dir(&root), tmp_dir(&root), unlisted_dir(&root)] {
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
             }
@@ -93,13 +99,18 @@ impl ChunkStore {
             let (count, used) = scan(&root)?
                 .iter()
                 .fold((0u64, 0u64), |(c, u), (_, len)| (c + 1, u + len));
-            tracing::info!(chunks = count, used_bytes = used, dir = %root.display(), "chunk store opened");
+            let unlisted = quarantine::scan_unlisted(&root)
+                .map_err(|e| StoreError::io("listing the quarantine", e))?;
+            let unlisted_bytes = unlisted.iter().map(|e| e.len).sum();
+            tracing::info!(chunks = count, used_bytes = used, quarantined = unlisted.len(), quarantined_bytes = unlisted_bytes, dir = %root.display(), "chunk store opened");
             Ok(ChunkStore {
                 inner: Arc::new(Inner {
                     root,
                     limits,
                     used: AtomicU64::new(used),
                     count: AtomicU64::new(count),
+                    unlisted_bytes: AtomicU64::new(unlisted_bytes),
+                    unlisted_count: AtomicU64::new(unlisted.len() as u64),
                 }),
             })
         })
@@ -191,15 +202,45 @@ impl ChunkStore {
         blocking(move || inner.delete(id, Some(cutoff))).await
     }
 
+    /// Moves a chunk the metadata service does not list for this node to
+    /// `quarantine/unlisted/`, unless its file was written at or after
+    /// `cutoff` (as [`delete_if_older`](Self::delete_if_older)). It leaves
+    /// the inventory; its bytes stay in `used` until the sweep deletes it.
+    /// Answers whether it was moved.
+    pub async fn quarantine_unlisted(
+        &self,
+        id: ChunkId,
+        cutoff: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.quarantine_unlisted(id, cutoff)).await
+    }
+
+    /// Deletes the unlisted chunks quarantined `grace` ago or longer;
+    /// answers how many files and bytes went.
+    pub async fn sweep_unlisted(&self, grace: Duration) -> Result<(usize, u64), StoreError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.sweep_unlisted(grace)).await
+    }
+
     /// Every chunk id on disk.
     pub async fn inventory(&self) -> Result<Vec<ChunkId>, StoreError> {
         let root = self.inner.root.clone();
         blocking(move || Ok(scan(&root)?.into_iter().map(|(id, _)| id).collect())).await
     }
 
-    /// Bytes of chunk files stored.
+    /// Bytes this node's chunks take on disk: chunk files, and unlisted
+    /// ones quarantined until their deletion (they still hold the space).
     pub fn used_bytes(&self) -> u64 {
-        self.inner.used.load(Ordering::Relaxed)
+        self.inner.used_total()
+    }
+
+    /// Bytes and number of quarantined unlisted chunk files.
+    pub fn unlisted(&self) -> (u64, u64) {
+        (
+            self.inner.unlisted_bytes.load(Ordering::Relaxed),
+            self.inner.unlisted_count.load(Ordering::Relaxed),
+        )
     }
 
     /// Number of chunk files stored.
@@ -298,7 +339,7 @@ impl Inner {
             });
         }
         let capacity = self.limits.capacity_bytes;
-        let used = self.used.load(Ordering::Relaxed);
+        let used = self.used_total();
         if capacity > 0 && used.saturating_add(needed) > capacity {
             return Err(StoreError::CapacityReached {
                 used,
@@ -330,11 +371,7 @@ impl Inner {
 
     /// Moves a corrupt chunk file aside so it is never served again.
     fn quarantine(&self, id: ChunkId, path: &Path, len: u64) {
-        let stamp = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
-        let dest = quarantine_dir(&self.root).join(format!("{}.{stamp}", id.to_hex()));
+        let dest = corrupt_dir(&self.root).join(quarantine::stamped_name(&id, SystemTime::now()));
         match std::fs::rename(path, &dest) {
             Ok(()) => {
                 self.forget(len);
@@ -350,7 +387,57 @@ impl Inner {
         }
     }
 
+    fn used_total(&self) -> u64 {
+        self.used
+            .load(Ordering::Relaxed)
+            .saturating_add(self.unlisted_bytes.load(Ordering::Relaxed))
+    }
+
     fn delete(&self, id: ChunkId, cutoff: Option<SystemTime>) -> Result<bool, StoreError> {
+        self.take_out(id, cutoff, None)
+    }
+
+    fn quarantine_unlisted(&self, id: ChunkId, cutoff: SystemTime) -> Result<bool, StoreError> {
+        let dest = unlisted_dir(&self.root).join(quarantine::stamped_name(&id, SystemTime::now()));
+        self.take_out(id, Some(cutoff), Some(&dest))
+    }
+
+    fn sweep_unlisted(&self, grace: Duration) -> Result<(usize, u64), StoreError> {
+        let now = SystemTime::now();
+        let entries = quarantine::scan_unlisted(&self.root)
+            .map_err(|e| StoreError::io("listing the quarantine", e))?;
+        let (mut files, mut bytes) = (0usize, 0u64);
+        for e in entries
+            .iter()
+            .filter(|e| quarantine::expired(e, grace, now))
+        {
+            match std::fs::remove_file(&e.path) {
+                Ok(()) => {
+                    saturating_sub(&self.unlisted_bytes, e.len);
+                    saturating_sub(&self.unlisted_count, 1);
+                    files += 1;
+                    bytes += e.len;
+                }
+                Err(err) if err.kind() == ErrorKind::NotFound => {}
+                Err(err) => {
+                    return Err(StoreError::io(
+                        format!("removing {}", e.path.display()),
+                        err,
+                    ));
+                }
+            }
+        }
+        Ok((files, bytes))
+    }
+
+    /// Removes a chunk file (deleted, or renamed to `to`) unless it was
+    /// written at or after `cutoff`; answers whether it was there.
+    fn take_out(
+        &self,
+        id: ChunkId,
+        cutoff: Option<SystemTime>,
+        to: Option<&Path>,
+    ) -> Result<bool, StoreError> {
         let path = self.chunk_path(&id);
         let meta = match std::fs::metadata(&path) {
             Ok(m) => m,
@@ -362,30 +449,36 @@ impl Inner {
         {
             return Ok(false);
         }
-        match std::fs::remove_file(&path) {
+        let moved = match to {
+            None => std::fs::remove_file(&path),
+            Some(dest) => std::fs::rename(&path, dest),
+        };
+        match moved {
             Ok(()) => {
                 self.forget(meta.len());
+                if to.is_some() {
+                    self.unlisted_bytes.fetch_add(meta.len(), Ordering::Relaxed);
+                    self.unlisted_count.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(true)
             }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(StoreError::io(format!("removing {}", path.display()), e)),
+            Err(e) => Err(StoreError::io(format!("taking out {}", path.display()), e)),
         }
     }
 
     fn forget(&self, len: u64) {
-        // Saturating: a counter must never wrap even if the disk changed
-        // behind our back.
-        let _ = self
-            .used
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
-                Some(u.saturating_sub(len))
-            });
-        let _ = self
-            .count
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
-                Some(c.saturating_sub(1))
-            });
+        saturating_sub(&self.used, len);
+        saturating_sub(&self.count, 1);
     }
+}
+
+/// Subtracts without wrapping: a counter must never wrap even if the disk
+/// changed behind our back.
+fn saturating_sub(counter: &AtomicU64, n: u64) {
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(n))
+    });
 }
 
 fn chunks_dir(root: &Path) -> PathBuf {
@@ -394,10 +487,6 @@ fn chunks_dir(root: &Path) -> PathBuf {
 
 fn tmp_dir(root: &Path) -> PathBuf {
     root.join("tmp")
-}
-
-fn quarantine_dir(root: &Path) -> PathBuf {
-    root.join("quarantine")
 }
 
 /// Every well-named chunk file with its size. Files with other names are
@@ -624,12 +713,9 @@ mod tests {
         assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
         assert_eq!(tonic::Status::from(err).code(), tonic::Code::DataLoss);
         assert!(!s.chunk_path(&id).exists());
-        assert_eq!(
-            std::fs::read_dir(d.path().join("quarantine"))
-                .unwrap()
-                .count(),
-            1
-        );
+        // One corrupt file beside the `unlisted/` directory.
+        let files = std::fs::read_dir(d.path().join("quarantine")).unwrap();
+        assert_eq!(files.flatten().filter(|f| f.path().is_file()).count(), 1);
         assert_eq!(s.chunk_count(), 0);
         assert!(matches!(
             s.get(id, 0, 0).await,
@@ -683,6 +769,55 @@ mod tests {
         assert!(s.chunk_path(&id).exists());
         let after = SystemTime::now() + std::time::Duration::from_secs(60);
         assert!(s.delete_if_older(id, after).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_unlisted_chunk_is_quarantined_not_served_and_still_counted_as_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ChunkStore::open(dir.path(), limits()).await.unwrap();
+        let (id, data) = chunk("u");
+        let len = data.len() as u64;
+        s.put(id, data).await.unwrap();
+        let before = SystemTime::now() - Duration::from_secs(60);
+        assert!(
+            !s.quarantine_unlisted(id, before).await.unwrap(),
+            "too recent"
+        );
+        let after = SystemTime::now() + Duration::from_secs(60);
+        assert!(s.quarantine_unlisted(id, after).await.unwrap());
+        assert!(!s.quarantine_unlisted(id, after).await.unwrap(), "gone");
+        assert!(s.inventory().await.unwrap().is_empty());
+        assert!(matches!(
+            s.get(id, 0, 0).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(s.chunk_count(), 0);
+        assert_eq!(s.used_bytes(), len, "the disk still holds it");
+        assert_eq!(s.unlisted(), (len, 1));
+        let files = std::fs::read_dir(dir.path().join("quarantine/unlisted")).unwrap();
+        let names: Vec<String> = files
+            .flatten()
+            .map(|f| f.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 1);
+        assert!(
+            names[0].starts_with(&format!("{}.", id.to_hex())),
+            "{names:?}"
+        );
+
+        // A reopened store counts it again.
+        drop(s);
+        let s = ChunkStore::open(dir.path(), limits()).await.unwrap();
+        assert_eq!((s.used_bytes(), s.unlisted()), (len, (len, 1)));
+
+        // Kept within its grace, deleted after it.
+        assert_eq!(
+            s.sweep_unlisted(Duration::from_secs(3600)).await.unwrap(),
+            (0, 0)
+        );
+        assert_eq!(s.unlisted(), (len, 1));
+        assert_eq!(s.sweep_unlisted(Duration::ZERO).await.unwrap(), (1, len));
+        assert_eq!((s.used_bytes(), s.unlisted()), (0, (0, 0)));
     }
 
     #[tokio::test]

@@ -48,6 +48,24 @@ pub struct Config {
     /// Log level or filter (`info`, `debug`, `bigfs_storagenode=debug,info`).
     /// Default `info`; the `RUST_LOG` environment variable overrides it.
     pub log_level: String,
+    /// Chunks the metadata service does not list for this node are moved to
+    /// `<data_dir>/quarantine/unlisted/` and deleted this long after.
+    /// Default 86400000 ms (24 h): a wrong unlisting (a node id taken over,
+    /// a table restored from an old backup) is noticed within a working day
+    /// or a night's alert, and the copies are still there to recover; a
+    /// day's worth of surplus copies is a small share of a disk.
+    pub quarantine_grace_ms: u64,
+    /// How often quarantined chunks past their grace are deleted. Default
+    /// 600000 ms (10 min): deletions are late by at most that, a small
+    /// share of the grace, and a sweep lists one directory.
+    pub quarantine_sweep_ms: u64,
+    /// Accept this start's chunk inventory as the truth even if it lacks
+    /// most of the copies the metadata service lists for the node (after a
+    /// lost disk was replaced). Only the `--accept-inventory` flag sets it,
+    /// never the file: a setting that stays in a config file would turn the
+    /// check off for good.
+    #[serde(skip)]
+    pub accept_inventory: bool,
 }
 
 impl Default for Config {
@@ -69,6 +87,9 @@ impl Default for Config {
             scrub_pause_ms: 3_600_000,
             admin_listen: "127.0.0.1:9580".into(),
             log_level: "info".into(),
+            quarantine_grace_ms: 86_400_000,
+            quarantine_sweep_ms: 600_000,
+            accept_inventory: false,
         }
     }
 }
@@ -147,6 +168,9 @@ impl Config {
         if self.heartbeat_interval_ms == 0 {
             return Err(ConfigError::invalid("heartbeat_interval_ms", "must be > 0"));
         }
+        if self.quarantine_sweep_ms == 0 {
+            return Err(ConfigError::invalid("quarantine_sweep_ms", "must be > 0"));
+        }
         if self.max_concurrent_puts == 0 {
             return Err(ConfigError::invalid("max_concurrent_puts", "must be > 0"));
         }
@@ -193,6 +217,8 @@ mod tests {
         assert_eq!(c.heartbeat_interval_ms, 2_000);
         assert!(c.validate().is_ok());
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
+        // The override is a flag only.
+        assert!(toml::from_str::<Config>("accept_inventory = true").is_err());
         assert!(toml::from_str::<Config>("[retry]\nbogus = 1").is_err());
     }
 
@@ -238,6 +264,13 @@ mod tests {
                     ..base()
                 },
                 "heartbeat_interval_ms",
+            ),
+            (
+                Config {
+                    quarantine_sweep_ms: 0,
+                    ..base()
+                },
+                "quarantine_sweep_ms",
             ),
             (
                 Config {

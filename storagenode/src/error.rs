@@ -78,6 +78,13 @@ impl From<StoreError> for tonic::Status {
     }
 }
 
+/// Why the node stopped instead of serving.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrationError {
+    #[error("the metadata service refused the registration of node {node}: {reason}")]
+    Refused { node: String, reason: String },
+}
+
 /// A configuration value that was refused; the message names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -6,6 +6,8 @@
 //!   write quorum).
 //! - [`replication`]: retries, pushes to peers, failure reports.
 //! - [`scrub`]: background re-hashing of stored chunks.
+//! - [`quarantine`]: chunks out of service, and the sweep that deletes
+//!   unlisted ones after their grace.
 //! - [`registration`]: node id, registration with inventory, heartbeats.
 //! - [`config`]: the configuration file and its defaults.
 
@@ -14,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod quarantine;
 pub mod registration;
 pub mod replication;
 pub mod scrub;
@@ -42,9 +45,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let admin_addr = bigfs_proto::daemon::parse_admin_listen(&config.admin_listen)
         .map_err(anyhow::Error::msg)?;
-    let admin = bigfs_proto::daemon::bind_admin(admin_addr)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let admin = bigfs_proto::daemon::bind_admin(admin_addr).await;
     serve_with_admin(config, listener, admin, shutdown_signal()).await
 }
 
@@ -101,6 +102,11 @@ pub async fn serve_with_admin(
             },
         ))
     });
+    let sweeper = quarantine::Sweeper {
+        store: store.clone(),
+        grace: std::time::Duration::from_millis(config.quarantine_grace_ms),
+        interval: std::time::Duration::from_millis(config.quarantine_sweep_ms),
+    };
     let registration = Registration {
         node_id,
         advertise: config.advertise_addr(),
@@ -108,9 +114,26 @@ pub async fn serve_with_admin(
         metadata,
         retry: config.retry.clone(),
         default_heartbeat: config.heartbeat_interval(),
+        accept_inventory: config.accept_inventory,
     };
     let scrub_task = tokio::spawn(scrubber.run(stop_rx.clone()));
-    let registration_task = tokio::spawn(registration.run(stop_rx));
+    let sweep_task = tokio::spawn(sweeper.run(stop_rx.clone()));
+    // A refused registration stops the server: a node whose id or disk is
+    // in question must not serve.
+    let (refused_tx, refused_rx) = tokio::sync::oneshot::channel::<()>();
+    let registration_task = tokio::spawn(async move {
+        let out = registration.run(stop_rx).await;
+        if out.is_err() {
+            let _ = refused_tx.send(());
+        }
+        out
+    });
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown => {}
+            Ok(()) = refused_rx => {}
+        }
+    };
 
     let server = StorageServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -129,12 +152,16 @@ pub async fn serve_with_admin(
         .await;
 
     let _ = stop_tx.send(true);
-    let _ = registration_task.await;
+    let registered = registration_task.await;
     let _ = scrub_task.await;
+    let _ = sweep_task.await;
     if let Some(t) = admin_task {
         let _ = t.await;
     }
     tracing::info!("storage node stopped");
+    if let Ok(Err(refused)) = registered {
+        return Err(refused.into());
+    }
     result.map_err(|e| anyhow::anyhow!("gRPC server failed: {e}"))
 }
 

@@ -34,6 +34,12 @@ struct Args {
     /// Log level or filter, e.g. info or debug (RUST_LOG overrides it).
     #[arg(long)]
     log_level: Option<String>,
+    /// Accept this start's chunk inventory as the truth, even though it
+    /// lacks most of the copies listed for this node (a replaced disk): the
+    /// missing copies are unlisted and made again elsewhere. Without it such
+    /// a registration is refused and the node exits.
+    #[arg(long)]
+    accept_inventory: bool,
 }
 
 fn load(args: Args) -> anyhow::Result<Config> {
@@ -62,6 +68,7 @@ fn load(args: Args) -> anyhow::Result<Config> {
     if let Some(v) = args.log_level {
         config.log_level = v;
     }
+    config.accept_inventory = args.accept_inventory;
     config.validate()?;
     Ok(config)
 }

@@ -22,7 +22,7 @@ pub fn gauges(store: &ChunkStore, node_id: &str) -> String {
     push_gauge(
         &mut out,
         "bigfs_storage_used_bytes",
-        "Bytes of chunk files on this node.",
+        "Bytes of chunk files on this node, quarantined unlisted ones included.",
         &labels,
         store.used_bytes() as f64,
     );
@@ -39,6 +39,21 @@ pub fn gauges(store: &ChunkStore, node_id: &str) -> String {
         "Chunk files on this node.",
         &labels,
         store.chunk_count() as f64,
+    );
+    let (bytes, files) = store.unlisted();
+    push_gauge(
+        &mut out,
+        "bigfs_storage_unlisted_quarantined_bytes",
+        "Bytes of chunks not listed for this node, quarantined until deleted.",
+        &labels,
+        bytes as f64,
+    );
+    push_gauge(
+        &mut out,
+        "bigfs_storage_unlisted_quarantined_chunks",
+        "Chunks not listed for this node, quarantined until deleted.",
+        &labels,
+        files as f64,
     );
     out
 }

@@ -1,6 +1,8 @@
 //! The node's identity and its membership in the cluster: register with the
-//! metadata service (sending the chunk inventory), delete what it says is not
-//! ours, then heartbeat until shutdown.
+//! metadata service (sending the chunk inventory), quarantine what it says is
+//! not ours, then heartbeat until shutdown. A refused registration (the id is
+//! in use by a live node elsewhere, or the inventory lacks most of the
+//! node's copies) stops the node: it must not serve until someone looks.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -10,10 +12,11 @@ use bigfs_proto::RetryConfig;
 use bigfs_proto::pb::metadata_client::MetadataClient;
 use bigfs_proto::pb::{HeartbeatRequest, RegisterNodeRequest};
 use tokio::sync::watch;
+use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::chunk_store::ChunkStore;
-use crate::error::ConfigError;
+use crate::error::{ConfigError, RegistrationError};
 
 /// Name of the file under the data directory that pins the node id.
 pub const NODE_ID_FILE: &str = "node_id";
@@ -23,7 +26,7 @@ const MAX_NODE_ID_LEN: usize = 128;
 
 /// A chunk file written this close before an inventory scan may belong to a
 /// put the metadata service has not heard of yet; a registration reply never
-/// deletes it (filesystem mtimes can be coarse, hence the slack).
+/// quarantines it (filesystem mtimes can be coarse, hence the slack).
 const DELETE_GRACE: Duration = Duration::from_secs(2);
 
 /// Checks a node id: printable, no whitespace, not too long.
@@ -88,37 +91,64 @@ pub struct Registration {
     pub retry: RetryConfig,
     /// Heartbeat interval used when the metadata service does not give one.
     pub default_heartbeat: Duration,
+    /// Ask the metadata service to take the inventory as the truth even if
+    /// it lacks most of the node's copies; for the first registration only.
+    pub accept_inventory: bool,
+}
+
+/// How one registration attempt ended badly.
+enum Attempt {
+    /// The metadata service refused the registration: stop.
+    Refused(String),
+    /// Anything else (unreachable, timed out, disk error): retry.
+    Failed(String),
 }
 
 impl Registration {
-    /// Registers, then heartbeats, until `shutdown` turns true.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Registers, then heartbeats, until `shutdown` turns true or a
+    /// registration is refused.
+    pub async fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), RegistrationError> {
         loop {
-            let Some(interval) = self.register(&mut shutdown).await else {
-                return;
+            let Some(interval) = self.register(&mut shutdown).await? else {
+                return Ok(());
             };
             tracing::info!(node = %self.node_id, ?interval, "registered with the metadata service");
+            // The operator accepted one inventory, not every later one.
+            self.accept_inventory = false;
             if !self
                 .heartbeat_until_reregister(interval, &mut shutdown)
                 .await
             {
-                return;
+                return Ok(());
             }
             tracing::info!(node = %self.node_id, "metadata service asked to register again");
         }
     }
 
     /// Registers until the metadata service answers; returns the heartbeat
-    /// interval, or None on shutdown.
-    async fn register(&self, shutdown: &mut watch::Receiver<bool>) -> Option<Duration> {
+    /// interval, None on shutdown, or the refusal.
+    async fn register(
+        &self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Option<Duration>, RegistrationError> {
         let mut attempt = 0u32;
         loop {
             if *shutdown.borrow() {
-                return None;
+                return Ok(None);
             }
             match self.register_once().await {
-                Ok(interval) => return Some(interval),
-                Err(e) => {
+                Ok(interval) => return Ok(Some(interval)),
+                Err(Attempt::Refused(reason)) => {
+                    tracing::error!(node = %self.node_id, "registration refused; not serving: {reason}");
+                    return Err(RegistrationError::Refused {
+                        node: self.node_id.clone(),
+                        reason,
+                    });
+                }
+                Err(Attempt::Failed(e)) => {
                     tracing::warn!(node = %self.node_id, attempt, error = %e, "registration failed; retrying");
                 }
             }
@@ -126,30 +156,43 @@ impl Registration {
             attempt = attempt.saturating_add(1);
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
-                _ = shutdown.changed() => return None,
+                _ = shutdown.changed() => return Ok(None),
             }
         }
     }
 
-    async fn register_once(&self) -> anyhow::Result<Duration> {
+    async fn register_once(&self) -> Result<Duration, Attempt> {
         let scan_started = SystemTime::now();
-        let inventory = self.store.inventory().await?;
+        let inventory = self
+            .store
+            .inventory()
+            .await
+            .map_err(|e| Attempt::Failed(e.to_string()))?;
         let req = RegisterNodeRequest {
             node_id: self.node_id.clone(),
             address: self.advertise.clone(),
             capacity: self.store.capacity_bytes(),
             used: self.store.used_bytes(),
             chunks: inventory.iter().map(|c| c.to_vec()).collect(),
+            accept_inventory: self.accept_inventory,
         };
         let mut md = self.metadata.clone();
         let reply = tokio::time::timeout(self.retry.attempt_timeout(), md.register_node(req))
             .await
-            .map_err(|_| anyhow::anyhow!("no answer within {} ms", self.retry.attempt_timeout_ms))?
-            .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
+            .map_err(|_| {
+                Attempt::Failed(format!(
+                    "no answer within {} ms",
+                    self.retry.attempt_timeout_ms
+                ))
+            })?
+            .map_err(|s| match s.code() {
+                Code::FailedPrecondition => Attempt::Refused(s.message().to_string()),
+                code => Attempt::Failed(format!("{code:?}: {}", s.message())),
+            })?
             .into_inner();
 
         let cutoff = scan_started - DELETE_GRACE;
-        let mut deleted = 0usize;
+        let mut quarantined = 0usize;
         for raw in &reply.delete_chunks {
             let Ok(id) = ChunkId::from_slice(raw) else {
                 tracing::warn!(
@@ -158,19 +201,23 @@ impl Registration {
                 );
                 continue;
             };
-            match self.store.delete_if_older(id, cutoff).await {
-                Ok(true) => deleted += 1,
+            match self.store.quarantine_unlisted(id, cutoff).await {
+                Ok(true) => quarantined += 1,
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(chunk = %id.short(), error = %e, "cannot delete unlisted chunk")
+                    tracing::warn!(chunk = %id.short(), error = %e, "cannot quarantine unlisted chunk")
                 }
             }
+        }
+        if quarantined > 0 {
+            metrics::counter!("bigfs_storage_unlisted_quarantined_total")
+                .increment(quarantined as u64);
         }
         tracing::info!(
             node = %self.node_id,
             chunks = inventory.len(),
-            deleted,
-            "inventory reconciled"
+            quarantined,
+            "inventory reconciled; chunks not listed for this node quarantined"
         );
         let interval = match reply.heartbeat_interval_ms {
             0 => self.default_heartbeat,

@@ -7,7 +7,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,26 @@ pub fn track_child(child: &Child) {
 
 fn untrack_child(pid: u32) {
     tracked().0.retain(|p| *p != pid);
+}
+
+/// A child process the deadline watchdog knows about, killed when dropped:
+/// for a daemon a test starts by hand.
+pub struct TrackedChild(Child);
+
+impl TrackedChild {
+    pub fn spawn(cmd: &mut Command) -> TrackedChild {
+        let child = cmd.spawn().expect("spawn child process");
+        track_child(&child);
+        TrackedChild(child)
+    }
+}
+
+impl Drop for TrackedChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        untrack_child(self.0.id());
+    }
 }
 
 /// A running test's time limit; dropping it (the test ended) disarms it.
@@ -112,7 +132,11 @@ pub fn free_port() -> u16 {
 }
 
 pub struct Node {
+    /// The node id it registers with.
     pub id: String,
+    /// Names its data directory and log: the id, unless several processes
+    /// share an id (see [`Cluster::add_node_as`]).
+    pub name: String,
     pub addr: String,
     pub data_dir: PathBuf,
     /// The node's admin HTTP address (`/healthz`, `/metrics`).
@@ -280,10 +304,18 @@ impl Cluster {
 
     /// Adds and starts a storage node with id `id`.
     pub fn add_node(&mut self, id: &str) -> usize {
+        self.add_node_as(id, id)
+    }
+
+    /// Adds and starts a storage node process called `name` (its data
+    /// directory and log) registering as `node_id`, on a port of its own:
+    /// a second process may claim an existing node's id.
+    pub fn add_node_as(&mut self, name: &str, node_id: &str) -> usize {
         let addr = format!("127.0.0.1:{}", free_port());
-        let data_dir = self.data_root.join(id);
+        let data_dir = self.data_root.join(name);
         self.nodes.push(Node {
-            id: id.to_string(),
+            id: node_id.to_string(),
+            name: name.to_string(),
             addr,
             data_dir,
             admin_addr: format!("127.0.0.1:{}", free_port()),
@@ -300,8 +332,13 @@ impl Cluster {
     }
 
     pub fn start_node(&mut self, i: usize) {
-        let log = self.log_file(&self.nodes[i].id);
-        let log2 = self.log_file(&self.nodes[i].id);
+        self.start_node_with(i, &[]);
+    }
+
+    /// Starts storage node `i` with extra command-line flags.
+    pub fn start_node_with(&mut self, i: usize, extra_args: &[&str]) {
+        let log = self.log_file(&self.nodes[i].name);
+        let log2 = self.log_file(&self.nodes[i].name);
         let storage_config = self.dir.path().join("storage.toml");
         let n = &mut self.nodes[i];
         let mut cmd = Command::new(bin("bigfs-storage"));
@@ -319,6 +356,7 @@ impl Cluster {
             .arg(&n.id)
             .arg("--admin-listen")
             .arg(&n.admin_addr)
+            .args(extra_args)
             .env("RUST_LOG", "info")
             .stdout(log)
             .stderr(log2)
@@ -368,6 +406,22 @@ impl Cluster {
         if let Some(c) = &self.meta_child {
             send_signal(c, signal);
         }
+    }
+
+    /// Waits (`timeout` at most) for storage node `i` to exit by itself;
+    /// its exit status, or None if it still runs.
+    pub async fn wait_node_exit(&mut self, i: usize, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let child = self.nodes[i].child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                untrack_child(child.id());
+                self.nodes[i].child = None;
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
     }
 
     /// Whether storage node `i` was started and not killed since.
@@ -451,15 +505,19 @@ impl Cluster {
         Client::connect(cfg).await.expect("connect client")
     }
 
-    /// Runs the `bigfs` CLI against this cluster.
-    pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin("bigfs"))
-            .arg("--metadata")
+    /// The `bigfs` CLI with `args`, pointed at this cluster, not started.
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("bigfs"));
+        cmd.arg("--metadata")
             .arg(&self.meta_addr)
             .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run bigfs")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs the `bigfs` CLI against this cluster.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_command(args).output().expect("run bigfs")
     }
 
     /// Runs the CLI and asserts success; returns stdout.

@@ -1,5 +1,5 @@
 //! Chaos: writers keep creating files through a FUSE mount (write, fsync,
-//! close) while storage nodes and the metadata service are killed with -9,
+//! close; and deleting older ones past a bounded working set) while storage nodes and the metadata service are killed with -9,
 //! or hung with SIGSTOP, at random and restarted. Then every process is
 //! killed at once and restarted, and a fresh mount must read every
 //! acknowledged file byte for byte, the cluster must heal by itself (every
@@ -61,7 +61,12 @@ struct Counts {
     meta_stops: u32,
 }
 
-/// Files whose write, fsync and close all succeeded: name -> SHA-256.
+/// Files a writer keeps; past this it deletes one of its older files for
+/// each new one, so a long run's data stays bounded (and GC has work).
+const KEPT_PER_WRITER: usize = 200;
+
+/// Files whose write, fsync and close all succeeded (and that were not
+/// deleted since): name -> SHA-256.
 type Acked = Arc<Mutex<Vec<(String, String)>>>;
 
 /// Writes `data` to a new file `path`, fsyncs and closes it, checking
@@ -86,7 +91,15 @@ fn writer(dir: PathBuf, id: usize, seed: u64, stop: Arc<AtomicBool>, acked: Acke
     let mut rng = StdRng::seed_from_u64(seed);
     let (mut ok, mut failed) = (0, 0);
     let mut n = 0u64;
+    let mut mine: Vec<String> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
+        if mine.len() >= KEPT_PER_WRITER {
+            // Whether it succeeds or not, the file leaves the checked set:
+            // an unlink that failed may still have happened.
+            let victim = mine.swap_remove(rng.random_range(0..mine.len()));
+            acked.lock().unwrap().retain(|(name, _)| *name != victim);
+            let _ = std::fs::remove_file(dir.join(&victim));
+        }
         n += 1;
         let name = format!("w{id}-{n}");
         let size = match rng.random_range(0..10) {
@@ -98,6 +111,7 @@ fn writer(dir: PathBuf, id: usize, seed: u64, stop: Arc<AtomicBool>, acked: Acke
         match write_fsync_close(&dir.join(&name), &data) {
             Ok(()) => {
                 ok += 1;
+                mine.push(name.clone());
                 acked.lock().unwrap().push((name, sha256_hex(&data)));
             }
             Err(_) => {

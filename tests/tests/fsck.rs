@@ -35,15 +35,20 @@ fn kinds(v: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// A write returns once 2 of 3 copies are durable; fsck counts the third,
+/// still being pushed, as missing. Waits until every copy is made.
+async fn all_copies_made(c: &Cluster) {
+    c.wait_for(Duration::from_secs(30), "every copy made", || c.healed())
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fsck_finds_a_chunk_deleted_behind_the_clusters_back_and_repair_fixes_it() {
     let _deadline = deadline(DEADLINE);
     let c = Cluster::start(3).await;
     let client = c.client().await;
     write_file(&client, "/a", &random_bytes(1 << 20, 7)).await;
-    // The write was answered at the quorum of 2: let the third copy land.
-    c.wait_for(Duration::from_secs(30), "the third copy", || c.healed())
-        .await;
+    all_copies_made(&c).await;
 
     let (ok, v) = fsck(&c, false);
     assert!(ok, "a fresh cluster has problems: {v}");
@@ -74,5 +79,46 @@ async fn fsck_finds_a_chunk_deleted_behind_the_clusters_back_and_repair_fixes_it
         c.chunk_files(0).len(),
         1,
         "the chunk was copied back to node-1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chunks_of_deleted_files_in_their_grace_period_are_pending_gc_not_problems() {
+    let _deadline = deadline(DEADLINE);
+    // An hour of grace: the chunks stay unreferenced for the whole test.
+    let c = Cluster::start_with(
+        3,
+        "[heal]\ngc_grace_ms = 3600000\ngc_release_grace_ms = 3600000\n",
+    )
+    .await;
+    let client = c.client().await;
+    // 5 MiB: two chunks of 4 MiB and 1 MiB.
+    write_file(&client, "/gone", &random_bytes(5 << 20, 8)).await;
+    write_file(&client, "/kept", &random_bytes(1 << 20, 9)).await;
+    client.unlink(client.root(), "gone").await.expect("unlink");
+    all_copies_made(&c).await;
+
+    let (ok, v) = fsck(&c, false);
+    assert!(ok, "fsck failed on chunks waiting for GC: {v}");
+    assert_eq!(kinds(&v), Vec::<String>::new(), "{v}");
+    assert_eq!(v["pending_gc"], 2, "{v}");
+    assert_eq!(v["pending_gc_bytes"], 5 << 20, "{v}");
+    let pending = v["pending_gc_chunks"]
+        .as_array()
+        .expect("pending_gc_chunks");
+    assert_eq!(pending.len(), 2, "{v}");
+    for p in pending {
+        assert_eq!(p["deleting"], false, "{v}");
+        let left = p["grace_left_ms"].as_u64().expect("grace_left_ms");
+        assert!(left > 3_000_000 && left <= 3_600_000, "{v}");
+    }
+
+    let out = c.cli(&["admin", "fsck"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("no problems found"), "{text}");
+    assert!(
+        text.contains("pending GC: 2 unreferenced chunks (5.0 MiB)"),
+        "{text}"
     );
 }

@@ -20,7 +20,8 @@ use bigfs_tests::{Cluster, deadline, random_bytes, read_file, sha256_hex, write_
 const DEADLINE: Duration = Duration::from_secs(180);
 
 /// Metadata settings: 64 KiB chunks, a 200 ms healing tick, repairs 0.5 s
-/// after a node is Down, garbage collected 3 s after the last reference.
+/// after a node is Down, garbage collected 1 s after the last reference (3 s
+/// after the upload for chunks never committed).
 const HEAL: &str = r#"
 chunk_size = 65536
 [heal]
@@ -28,6 +29,7 @@ interval_ms = 200
 repair_delay_ms = 500
 pending_timeout_ms = 3000
 gc_grace_ms = 3000
+gc_release_grace_ms = 1000
 [heal.retry]
 max_retries = 6
 base_delay_ms = 200

@@ -20,6 +20,7 @@ interval_ms = 200
 repair_delay_ms = 500
 pending_timeout_ms = 3000
 gc_grace_ms = 3000
+gc_release_grace_ms = 1000
 "#;
 
 fn write_through(dir: &Path, name: &str, size: usize, seed: u64) -> (String, String) {

@@ -22,6 +22,7 @@ chunk_size = 1048576
 [heal]
 interval_ms = 200
 gc_grace_ms = 1000
+gc_release_grace_ms = 500
 "#;
 
 /// Each node offers 20 MiB: with three copies the cluster holds 20 MiB.

@@ -286,19 +286,15 @@ fn run_foreground(cfg: MountConfig, mountpoint: &Path, log_file: Option<&Path>) 
         stderr_to(f);
     }
 
-    if !cfg.admin_listen.is_empty() {
-        match rt.block_on(tokio::net::TcpListener::bind(&cfg.admin_listen)) {
-            Ok(l) => {
-                rt.spawn(bigfs_client::metrics_http::serve(
-                    l,
-                    Arc::clone(&client),
-                    std::future::pending(),
-                ));
-            }
-            Err(e) => {
-                tracing::warn!(addr = %cfg.admin_listen, error = %e, "cannot serve mount metrics")
-            }
-        }
+    // admin_listen was checked with the configuration; the port is optional.
+    if let Ok(addr) = bigfs_proto::daemon::parse_admin_listen(&cfg.admin_listen)
+        && let Some(l) = rt.block_on(bigfs_proto::daemon::bind_admin(addr))
+    {
+        rt.spawn(bigfs_client::metrics_http::serve(
+            l,
+            Arc::clone(&client),
+            std::future::pending(),
+        ));
     }
 
     // Keep files that are unlinked while open alive on the metadata service.

@@ -3,21 +3,29 @@
 //! Exit codes: 0 success, 1 the operation failed (the message says why),
 //! 2 bad usage, 3 the metadata service cannot be reached.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use bigfs_client::admin::human_bytes as human;
 use bigfs_client::client::split_path;
 use bigfs_client::{Client, ClientConfig, ClientError};
-use bigfs_proto::pb;
+use bigfs_proto::{errno, pb};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+#[path = "bigfs/admin.rs"]
+mod admin;
+#[path = "bigfs/failure.rs"]
+mod failure;
 #[path = "bigfs/fsck.rs"]
 mod fsck;
+#[path = "bigfs/output.rs"]
+mod output;
+
+use crate::failure::{Failure, at, errno_failure, errno_words};
+use crate::output::{out, outln};
 
 #[derive(Parser)]
 #[command(
@@ -76,77 +84,7 @@ enum Cmd {
     Status,
     /// Self-healing administration: nodes, repair queue, recover, decommission.
     #[command(subcommand)]
-    Admin(AdminCmd),
-}
-
-#[derive(Subcommand)]
-enum AdminCmd {
-    /// Node states, under-replicated and lost chunks, queue, GC backlog.
-    Nodes,
-    /// The repair queue (entries waiting, running and failed).
-    Queue {
-        /// Only entries whose target or source is this node.
-        #[arg(long, default_value = "")]
-        node: String,
-        /// Include completed entries.
-        #[arg(long)]
-        all: bool,
-        /// At most this many entries (0 = 1000).
-        #[arg(long, default_value_t = 0)]
-        limit: u32,
-    },
-    /// Run NODE's pending repair entries now; reports successes and failures.
-    Recover { node: String },
-    /// Check the namespace and chunk table against the nodes: missing
-    /// chunks and replicas, refcount drift, orphans. Exit 1 if problems remain.
-    Fsck {
-        /// Fix refcounts, drop replicas whose files are gone, copy
-        /// under-replicated chunks from a surviving copy.
-        #[arg(long)]
-        repair: bool,
-        /// Per-node probe deadline in milliseconds.
-        #[arg(long, default_value_t = 5000)]
-        probe_timeout_ms: u32,
-    },
-    /// Move every chunk off NODE; it is never chosen for new data meanwhile.
-    Decommission {
-        node: String,
-        /// Take the node back into service instead.
-        #[arg(long)]
-        cancel: bool,
-    },
-    /// Forget NODE for good once it is stopped and holds nothing (after a
-    /// decommission has drained it).
-    RemoveNode { node: String },
-}
-
-/// An error with the exit code it deserves.
-struct Failure {
-    code: u8,
-    message: String,
-}
-
-impl From<ClientError> for Failure {
-    fn from(e: ClientError) -> Self {
-        let code = if matches!(e, ClientError::Connect { .. }) {
-            3
-        } else {
-            1
-        };
-        Failure {
-            code,
-            message: e.to_string(),
-        }
-    }
-}
-
-impl From<anyhow::Error> for Failure {
-    fn from(e: anyhow::Error) -> Self {
-        Failure {
-            code: 1,
-            message: format!("{e:#}"),
-        }
-    }
+    Admin(admin::AdminCmd),
 }
 
 fn main() -> ExitCode {
@@ -161,14 +99,14 @@ fn main() -> ExitCode {
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("bigfs: cannot start the runtime: {e}");
+            output::error_line(&format!("cannot start the runtime: {e}"));
             return ExitCode::from(1);
         }
     };
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("bigfs: {}", f.message);
+            output::error_line(&f.message);
             ExitCode::from(f.code)
         }
     }
@@ -179,10 +117,7 @@ fn load_config(cli: &Cli) -> Result<ClientConfig, Failure> {
         Some(p) => {
             let text =
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            toml::from_str(&text).map_err(|e| Failure {
-                code: 2,
-                message: format!("{}: {e}", p.display()),
-            })?
+            toml::from_str(&text).map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?
         }
         None => ClientConfig::default(),
     };
@@ -193,10 +128,37 @@ fn load_config(cli: &Cli) -> Result<ClientConfig, Failure> {
     Ok(cfg)
 }
 
+impl Cmd {
+    /// The cluster paths the command names.
+    fn remote_paths(&self) -> Vec<&str> {
+        match self {
+            Cmd::Put { remote, .. } | Cmd::Get { remote, .. } | Cmd::Cat { remote } => {
+                vec![remote]
+            }
+            Cmd::Ls { path, .. }
+            | Cmd::Stat { path }
+            | Cmd::Rm { path, .. }
+            | Cmd::Mkdir { path, .. } => vec![path],
+            Cmd::Mv { from, to } => vec![from, to],
+            Cmd::Status | Cmd::Admin(_) => vec![],
+        }
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
     let cfg = load_config(&cli)?;
+    if let Some(p) = cli
+        .cmd
+        .remote_paths()
+        .into_iter()
+        .find(|p| !p.starts_with('/'))
+    {
+        return Err(Failure::usage(format!(
+            "{p}: cluster paths are absolute (start with /)"
+        )));
+    }
     if let Cmd::Admin(cmd) = &cli.cmd {
-        return admin(&cfg.metadata, cmd, cli.json).await;
+        return admin::run(&cfg.metadata, cmd, cli.json).await;
     }
     let client = Client::connect(cfg).await?;
     match &cli.cmd {
@@ -211,81 +173,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Status => status(&client, cli.json).await,
         Cmd::Admin(_) => unreachable!("handled above"),
     }
-}
-
-async fn admin(metadata: &str, cmd: &AdminCmd, json: bool) -> Result<(), Failure> {
-    use bigfs_client::admin::{AdminConn, render_nodes, render_queue};
-    if let AdminCmd::Fsck {
-        repair,
-        probe_timeout_ms,
-    } = cmd
-    {
-        let cmd = fsck::AdminCmd::Fsck {
-            repair: *repair,
-            probe_timeout_ms: *probe_timeout_ms,
-        };
-        return fsck::run(metadata, &cmd, json).await.map_err(Failure::from);
-    }
-    let mut conn = AdminConn::new(metadata)?;
-    match cmd {
-        AdminCmd::Fsck { .. } => unreachable!("handled above"),
-        AdminCmd::Nodes => print!("{}", render_nodes(&conn.nodes().await?, json)),
-        AdminCmd::Queue { node, all, limit } => {
-            print!(
-                "{}",
-                render_queue(&conn.queue(node, *all, *limit).await?, json)
-            )
-        }
-        AdminCmd::Recover { node } => {
-            let r = conn.recover(node).await?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"attempted": r.attempted, "succeeded": r.succeeded,
-                        "failed": r.failed, "errors": r.errors})
-                );
-            } else {
-                println!(
-                    "recover {node}: {} attempted, {} succeeded, {} failed",
-                    r.attempted, r.succeeded, r.failed
-                );
-                for e in &r.errors {
-                    println!("  {e}");
-                }
-            }
-            if r.failed > 0 {
-                return Err(Failure {
-                    code: 1,
-                    message: format!("{} of {} copies failed", r.failed, r.attempted),
-                });
-            }
-        }
-        AdminCmd::Decommission { node, cancel } => {
-            let r = conn.decommission(node, *cancel).await?;
-            let state = bigfs_client::admin::node_state(r.state);
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"node_id": node, "state": state,
-                        "replicas_left": r.replicas_left, "trash_left": r.trash_left})
-                );
-            } else {
-                println!(
-                    "{node}: {state}; {} replicas and {} deletions left to drain",
-                    r.replicas_left, r.trash_left
-                );
-            }
-        }
-        AdminCmd::RemoveNode { node } => {
-            conn.remove_node(node).await?;
-            if json {
-                println!("{}", serde_json::json!({"node_id": node, "removed": true}));
-            } else {
-                println!("{node}: removed");
-            }
-        }
-    }
-    Ok(())
 }
 
 fn progress(total: u64) -> ProgressBar {
@@ -306,15 +193,13 @@ fn is_dir(attr: &pb::Attr) -> bool {
 }
 
 async fn put(client: &Client, local: &Path, remote: &str) -> Result<(), Failure> {
+    let local_name = local.display().to_string();
     let mut file = tokio::fs::File::open(local)
         .await
-        .with_context(|| format!("cannot open {}", local.display()))?;
-    let meta = file
-        .metadata()
-        .await
-        .with_context(|| format!("cannot stat {}", local.display()))?;
+        .map_err(at(&local_name))?;
+    let meta = file.metadata().await.map_err(at(&local_name))?;
     if meta.is_dir() {
-        return Err(anyhow::anyhow!("{} is a directory", local.display()).into());
+        return Err(errno_failure(&local_name, errno::EISDIR));
     }
     let target = match client.resolve(remote).await {
         Ok(a) if is_dir(&a) => {
@@ -326,7 +211,10 @@ async fn put(client: &Client, local: &Path, remote: &str) -> Result<(), Failure>
         }
         _ => remote.to_string(),
     };
-    let handle = client.create_path(&target, 0o644).await?;
+    let handle = client
+        .create_path(&target, 0o644)
+        .await
+        .map_err(at(&target))?;
     let chunk = client
         .status()
         .await
@@ -338,15 +226,15 @@ async fn put(client: &Client, local: &Path, remote: &str) -> Result<(), Failure>
     loop {
         let n = read_full(&mut file, &mut buf)
             .await
-            .with_context(|| format!("reading {}", local.display()))?;
+            .map_err(at(&local_name))?;
         if n == 0 {
             break;
         }
-        handle.write(offset, &buf[..n]).await?;
+        handle.write(offset, &buf[..n]).await.map_err(at(&target))?;
         offset += n as u64;
         bar.set_position(offset);
     }
-    handle.flush().await?;
+    handle.flush().await.map_err(at(&target))?;
     bar.finish_and_clear();
     Ok(())
 }
@@ -365,11 +253,12 @@ async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Resul
 }
 
 async fn get(client: &Client, remote: &str, local: &Path) -> Result<(), Failure> {
-    let attr = client.resolve(remote).await?;
+    let attr = client.resolve(remote).await.map_err(at(remote))?;
     if is_dir(&attr) {
-        return Err(anyhow::anyhow!("{remote} is a directory").into());
+        return Err(errno_failure(remote, errno::EISDIR));
     }
-    let handle = client.open_attr(&attr)?;
+    let handle = client.open_attr(&attr).map_err(at(remote))?;
+    let local_name = local.display().to_string();
     let to_stdout = local == Path::new("-");
     let bar = if to_stdout {
         ProgressBar::hidden()
@@ -382,23 +271,27 @@ async fn get(client: &Client, remote: &str, local: &Path) -> Result<(), Failure>
         Box::new(
             tokio::fs::File::create(local)
                 .await
-                .with_context(|| format!("cannot create {}", local.display()))?,
+                .map_err(at(&local_name))?,
         )
+    };
+    let write_failed = |e: std::io::Error| -> Failure {
+        if to_stdout {
+            output::stdout_failed(&e);
+        }
+        at(&local_name)(e)
     };
     let step = attr.chunk_size.max(65536) as usize;
     let mut offset = 0u64;
     loop {
-        let data = handle.read(offset, step).await?;
+        let data = handle.read(offset, step).await.map_err(at(remote))?;
         if data.is_empty() {
             break;
         }
-        out.write_all(&data)
-            .await
-            .with_context(|| format!("writing {}", local.display()))?;
+        out.write_all(&data).await.map_err(write_failed)?;
         offset += data.len() as u64;
         bar.set_position(offset);
     }
-    out.flush().await.context("flushing output")?;
+    out.flush().await.map_err(write_failed)?;
     bar.finish_and_clear();
     Ok(())
 }
@@ -416,9 +309,9 @@ fn kind_char(kind: i32) -> char {
 }
 
 async fn ls(client: &Client, path: &str, long: bool, json: bool) -> Result<(), Failure> {
-    let attr = client.resolve(path).await?;
+    let attr = client.resolve(path).await.map_err(at(path))?;
     let entries = if is_dir(&attr) {
-        client.readdir_all(attr.ino).await?
+        client.readdir_all(attr.ino).await.map_err(at(path))?
     } else {
         let name = path.rsplit('/').next().unwrap_or(path).to_string();
         vec![pb::DirEntry {
@@ -429,7 +322,6 @@ async fn ls(client: &Client, path: &str, long: bool, json: bool) -> Result<(), F
             attr: Some(attr),
         }]
     };
-    let mut stdout = std::io::stdout().lock();
     if json {
         let rows: Vec<serde_json::Value> = entries
             .iter()
@@ -439,14 +331,13 @@ async fn ls(client: &Client, path: &str, long: bool, json: bool) -> Result<(), F
                     "size": a.size, "mode": a.mode})
             })
             .collect();
-        let _ = writeln!(stdout, "{}", serde_json::Value::Array(rows));
+        outln!("{}", serde_json::Value::Array(rows));
         return Ok(());
     }
     for e in entries {
         if long {
             let a = e.attr.unwrap_or_default();
-            let _ = writeln!(
-                stdout,
+            outln!(
                 "{}{:04o} {:>12} {:>8} {}",
                 kind_char(e.kind),
                 a.mode & 0o7777,
@@ -455,14 +346,14 @@ async fn ls(client: &Client, path: &str, long: bool, json: bool) -> Result<(), F
                 e.name
             );
         } else {
-            let _ = writeln!(stdout, "{}", e.name);
+            outln!("{}", e.name);
         }
     }
     Ok(())
 }
 
 async fn stat(client: &Client, path: &str, json: bool) -> Result<(), Failure> {
-    let attr = client.resolve(path).await?;
+    let attr = client.resolve(path).await.map_err(at(path))?;
     let layout = if attr.kind == pb::FileKind::File as i32 {
         let ino = attr.ino;
         Some(
@@ -472,7 +363,8 @@ async fn stat(client: &Client, path: &str, json: bool) -> Result<(), Failure> {
                 .call("get layout", |mut c| async move {
                     c.get_layout(pb::InodeRequest { ino }).await
                 })
-                .await?,
+                .await
+                .map_err(at(path))?,
         )
     } else {
         None
@@ -493,26 +385,26 @@ async fn stat(client: &Client, path: &str, json: bool) -> Result<(), Failure> {
             "mode": attr.mode, "uid": attr.uid, "gid": attr.gid, "nlink": attr.nlink,
             "chunk_size": attr.chunk_size, "replication": attr.replication, "version": attr.version,
             "chunks": chunks});
-        println!("{v}");
+        outln!("{v}");
         return Ok(());
     }
-    println!("path:        {path}");
-    println!("inode:       {}", attr.ino);
-    println!("kind:        {}", kind_char(attr.kind));
-    println!("size:        {}", attr.size);
-    println!("mode:        {:04o}", attr.mode & 0o7777);
-    println!("uid/gid:     {}/{}", attr.uid, attr.gid);
-    println!("links:       {}", attr.nlink);
+    outln!("path:        {path}");
+    outln!("inode:       {}", attr.ino);
+    outln!("kind:        {}", kind_char(attr.kind));
+    outln!("size:        {}", attr.size);
+    outln!("mode:        {:04o}", attr.mode & 0o7777);
+    outln!("uid/gid:     {}/{}", attr.uid, attr.gid);
+    outln!("links:       {}", attr.nlink);
     if !attr.symlink_target.is_empty() {
-        println!("target:      {}", attr.symlink_target);
+        outln!("target:      {}", attr.symlink_target);
     }
     if let Some(l) = layout {
-        println!("chunk size:  {}", attr.chunk_size);
-        println!("replication: {}", attr.replication);
+        outln!("chunk size:  {}", attr.chunk_size);
+        outln!("replication: {}", attr.replication);
         for c in l.chunks {
             let r = c.chunk.unwrap_or_default();
             let nodes: Vec<String> = c.replicas.iter().map(|x| x.node_id.clone()).collect();
-            println!(
+            outln!(
                 "chunk {:>6}: {} len {} on [{}]",
                 r.index,
                 hex::encode(&r.id[..6.min(r.id.len())]),
@@ -525,16 +417,17 @@ async fn stat(client: &Client, path: &str, json: bool) -> Result<(), Failure> {
 }
 
 async fn rm(client: &Client, path: &str, recursive: bool) -> Result<(), Failure> {
-    let attr = client.resolve(path).await?;
-    let (parent, name) = client.parent_of(path).await?;
+    let attr = client.resolve(path).await.map_err(at(path))?;
+    let (parent, name) = client.parent_of(path).await.map_err(at(path))?;
     if is_dir(&attr) {
         if !recursive {
-            return Err(anyhow::anyhow!("{path} is a directory (use -r)").into());
+            let words = errno_words(errno::EISDIR);
+            return Err(Failure::new(format!("{path}: {words} (use -r)")));
         }
-        remove_tree(client, attr.ino).await?;
-        client.rmdir(parent, &name).await?;
+        remove_tree(client, attr.ino).await.map_err(at(path))?;
+        client.rmdir(parent, &name).await.map_err(at(path))?;
     } else {
-        client.unlink(parent, &name).await?;
+        client.unlink(parent, &name).await.map_err(at(path))?;
     }
     Ok(())
 }
@@ -567,32 +460,32 @@ async fn remove_tree(client: &Client, ino: u64) -> Result<(), ClientError> {
 
 async fn mkdir(client: &Client, path: &str, parents: bool) -> Result<(), Failure> {
     if !parents {
-        let (parent, name) = client.parent_of(path).await?;
-        client.mkdir(parent, &name, 0o755).await?;
+        let (parent, name) = client.parent_of(path).await.map_err(at(path))?;
+        client.mkdir(parent, &name, 0o755).await.map_err(at(path))?;
         return Ok(());
     }
     let mut ino = client.root();
     for part in path.split('/').filter(|p| !p.is_empty()) {
         ino = match client.lookup(ino, part).await {
             Ok(a) if is_dir(&a) => a.ino,
-            Ok(_) => return Err(anyhow::anyhow!("{part} in {path} is not a directory").into()),
-            Err(e) if e.errno() == bigfs_proto::errno::ENOENT => {
-                client.mkdir(ino, part, 0o755).await?.ino
+            Ok(_) => return Err(errno_failure(path, errno::ENOTDIR)),
+            Err(e) if e.errno() == errno::ENOENT => {
+                client.mkdir(ino, part, 0o755).await.map_err(at(path))?.ino
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(at(path)(e)),
         };
     }
     Ok(())
 }
 
 async fn mv(client: &Client, from: &str, to: &str) -> Result<(), Failure> {
-    let (parent, name) = client.parent_of(from).await?;
+    let (parent, name) = client.parent_of(from).await.map_err(at(from))?;
     let to = match client.resolve(to).await {
         Ok(a) if is_dir(&a) => format!("{}/{}", to.trim_end_matches('/'), name),
         _ => to.to_string(),
     };
-    let (new_parent_path, new_name) = split_path(&to)?;
-    let new_parent = client.resolve(&new_parent_path).await?.ino;
+    let (new_parent_path, new_name) = split_path(&to).map_err(at(&to))?;
+    let new_parent = client.resolve(&new_parent_path).await.map_err(at(&to))?.ino;
     client
         .rename(pb::RenameRequest {
             parent,
@@ -604,7 +497,17 @@ async fn mv(client: &Client, from: &str, to: &str) -> Result<(), Failure> {
             open_lease_ms: 0,
             id: None,
         })
-        .await?;
+        .await
+        // The parents resolved, so a missing name is the source; what
+        // else can fail (exists, not empty, not a directory) is the target.
+        .map_err(|e| {
+            let blamed = if e.errno() == errno::ENOENT {
+                from
+            } else {
+                &to
+            };
+            at(blamed)(e)
+        })?;
     Ok(())
 }
 
@@ -628,36 +531,45 @@ async fn status(client: &Client, json: bool) -> Result<(), Failure> {
             "repair_pending": s.repair_pending, "repair_failed": s.repair_failed,
             "repair_completed": s.repair_completed, "gc_backlog": s.gc_backlog,
             "gc_trash": s.gc_trash});
-        println!("{v}");
+        outln!("{v}");
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<16} {:<22} {:<8} {:>10} {:>10} {:>8} {:>9}",
-        "NODE", "ADDRESS", "STATE", "USED", "CAPACITY", "CHUNKS", "FAILURES"
+        "NODE",
+        "ADDRESS",
+        "STATE",
+        "USED",
+        "CAPACITY",
+        "CHUNKS",
+        "FAILURES"
     );
     for n in &s.nodes {
-        println!(
+        outln!(
             "{:<16} {:<22} {:<8} {:>10} {:>10} {:>8} {:>9}",
             n.node_id,
             n.address,
             bigfs_client::admin::node_state(n.state),
-            human(n.used),
-            human(n.capacity),
+            bigfs_client::admin::human(n.used),
+            bigfs_client::admin::human(n.capacity),
             n.chunk_count,
             n.failures
         );
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "files {}  directories {}  chunks {} ({})",
         s.files,
         s.directories,
         s.chunks,
-        human(s.chunk_bytes)
+        bigfs_client::admin::human(s.chunk_bytes)
     );
-    println!(
+    outln!(
         "replicas: {} available, {} pending, {} deleting; replication {}",
-        s.replicas_available, s.replicas_pending, s.replicas_deleting, s.default_replication
+        s.replicas_available,
+        s.replicas_pending,
+        s.replicas_deleting,
+        s.default_replication
     );
     let health = if s.lost > 0 {
         "DATA UNAVAILABLE"
@@ -666,10 +578,11 @@ async fn status(client: &Client, json: bool) -> Result<(), Failure> {
     } else {
         "healthy"
     };
-    println!(
+    outln!(
         "health: {health} ({} under-replicated, {} lost)",
-        s.under_replicated, s.lost
+        s.under_replicated,
+        s.lost
     );
-    print!("{}", bigfs_client::admin::healing_line(&s));
+    out!("{}", bigfs_client::admin::healing_line(&s));
     Ok(())
 }

@@ -1,25 +1,10 @@
-//! `bigfs admin ...`: operator commands that talk to the metadata service's
-//! Ops RPCs. `fsck` walks the namespace and the chunk table, checks every
-//! listed replica with its node, and with `--repair` fixes what it can.
+//! `bigfs admin fsck`, on the metadata service's Ops service: it walks the
+//! namespace and the chunk table, checks every listed replica with its
+//! node, and with `--repair` fixes what it can.
 
+use crate::output::outln;
 use anyhow::Context;
 use bigfs_proto::pb::{self, FsckProblemKind};
-use clap::Subcommand;
-
-#[derive(Subcommand)]
-pub enum AdminCmd {
-    /// Check the namespace and chunk table against the nodes: missing
-    /// chunks and replicas, refcount drift, orphans. Exit 1 if problems remain.
-    Fsck {
-        /// Fix refcounts, drop replicas whose files are gone, copy
-        /// under-replicated chunks from a surviving copy.
-        #[arg(long)]
-        repair: bool,
-        /// Per-node probe deadline in milliseconds.
-        #[arg(long, default_value_t = 5000)]
-        probe_timeout_ms: u32,
-    },
-}
 
 fn kind_name(k: i32) -> &'static str {
     match FsckProblemKind::try_from(k) {
@@ -34,46 +19,41 @@ fn kind_name(k: i32) -> &'static str {
     }
 }
 
-/// Orphan chunks are garbage collection's normal work, not damage.
-fn is_damage(p: &pb::FsckProblem) -> bool {
-    p.kind != FsckProblemKind::OrphanChunk as i32 && !p.repaired
-}
-
-pub async fn run(metadata: &str, cmd: &AdminCmd, json: bool) -> anyhow::Result<()> {
+pub async fn run(
+    metadata: &str,
+    repair: bool,
+    probe_timeout_ms: u32,
+    json: bool,
+) -> anyhow::Result<()> {
     let channel = bigfs_proto::channel(metadata)
         .with_context(|| format!("bad metadata address {metadata:?}"))?;
     let mut ops = pb::ops_client::OpsClient::new(channel);
-    match cmd {
-        AdminCmd::Fsck {
+    let r = ops
+        .fsck(pb::FsckRequest {
             repair,
             probe_timeout_ms,
-        } => {
-            let r = ops
-                .fsck(pb::FsckRequest {
-                    repair: *repair,
-                    probe_timeout_ms: *probe_timeout_ms,
-                })
-                .await
-                .map_err(|s| anyhow::anyhow!("fsck failed: {}", s.message()))?
-                .into_inner();
-            if json {
-                print_json(&r);
-            } else {
-                print_text(&r);
-            }
-            let remaining = r.problems.iter().filter(|p| is_damage(p)).count();
-            if remaining > 0 {
-                anyhow::bail!("{remaining} problems remain");
-            }
-            Ok(())
-        }
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("fsck failed: {}", s.message()))?
+        .into_inner();
+    if json {
+        print_json(&r);
+    } else {
+        print_text(&r);
     }
+    let remaining = r.problems.iter().filter(|p| !p.repaired).count();
+    if remaining > 0 {
+        anyhow::bail!("{remaining} problems remain");
+    }
+    Ok(())
 }
 
 fn print_text(r: &pb::FsckReply) {
-    println!(
+    outln!(
         "checked {} files, {} chunks, {} replicas",
-        r.files, r.chunks, r.replicas_checked
+        r.files,
+        r.chunks,
+        r.replicas_checked
     );
     for p in &r.problems {
         let mut line = format!("{:<17}", kind_name(p.kind));
@@ -98,12 +78,20 @@ fn print_text(r: &pb::FsckReply) {
             };
             line.push_str(&format!(" -> {verdict}: {}", p.repair));
         }
-        println!("{line}");
+        outln!("{line}");
     }
     if r.problems.is_empty() {
-        println!("no problems found");
+        outln!("no problems found");
     } else {
-        println!("{} problems, {} repaired", r.problems.len(), r.repaired);
+        outln!("{} problems, {} repaired", r.problems.len(), r.repaired);
+    }
+    if r.pending_gc > 0 {
+        outln!(
+            "pending GC: {} unreferenced chunks ({}), deleted by garbage collection \
+             after their grace period (not a problem)",
+            r.pending_gc,
+            bigfs_client::admin::human(r.pending_gc_bytes)
+        );
     }
 }
 
@@ -123,12 +111,27 @@ fn print_json(r: &pb::FsckReply) {
             })
         })
         .collect();
+    let pending: Vec<serde_json::Value> = r
+        .pending_gc_chunks
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "chunk": c.chunk_id,
+                "len": c.len,
+                "grace_left_ms": c.grace_left_ms,
+                "deleting": c.deleting,
+            })
+        })
+        .collect();
     let v = serde_json::json!({
         "files": r.files,
         "chunks": r.chunks,
         "replicas_checked": r.replicas_checked,
         "repaired": r.repaired,
         "problems": problems,
+        "pending_gc": r.pending_gc,
+        "pending_gc_bytes": r.pending_gc_bytes,
+        "pending_gc_chunks": pending,
     });
-    println!("{v}");
+    outln!("{v}");
 }
