@@ -126,10 +126,11 @@ impl Client {
         attr_of(
             self.io
                 .meta
-                .call("setattr", |mut c| {
-                    let r = req;
-                    async move { c.set_attr(r).await }
-                })
+                .mutate(
+                    "setattr",
+                    req,
+                    |mut c, r| async move { c.set_attr(r).await },
+                )
                 .await?,
         )
     }
@@ -138,10 +139,7 @@ impl Client {
         attr_of(
             self.io
                 .meta
-                .call("create", |mut c| {
-                    let r = req.clone();
-                    async move { c.create(r).await }
-                })
+                .mutate("create", req, |mut c, r| async move { c.create(r).await })
                 .await?,
         )
     }
@@ -165,6 +163,7 @@ impl Client {
             symlink_target: String::new(),
             exclusive,
             rdev: 0,
+            id: None,
         })
         .await
     }
@@ -180,6 +179,7 @@ impl Client {
             symlink_target: String::new(),
             exclusive: true,
             rdev: 0,
+            id: None,
         })
         .await
     }
@@ -189,14 +189,12 @@ impl Client {
             ino,
             new_parent,
             new_name: new_name.to_string(),
+            id: None,
         };
         attr_of(
             self.io
                 .meta
-                .call("link", |mut c| {
-                    let r = req.clone();
-                    async move { c.link(r).await }
-                })
+                .mutate("link", req, |mut c, r| async move { c.link(r).await })
                 .await?,
         )
     }
@@ -213,13 +211,11 @@ impl Client {
             parent,
             name: name.to_string(),
             open_lease_ms,
+            id: None,
         };
         self.io
             .meta
-            .call("unlink", |mut c| {
-                let r = req.clone();
-                async move { c.unlink(r).await }
-            })
+            .mutate("unlink", req, |mut c, r| async move { c.unlink(r).await })
             .await?;
         Ok(())
     }
@@ -229,13 +225,11 @@ impl Client {
             parent,
             name: name.to_string(),
             open_lease_ms: 0,
+            id: None,
         };
         self.io
             .meta
-            .call("rmdir", |mut c| {
-                let r = req.clone();
-                async move { c.rmdir(r).await }
-            })
+            .mutate("rmdir", req, |mut c, r| async move { c.rmdir(r).await })
             .await?;
         Ok(())
     }
@@ -243,10 +237,7 @@ impl Client {
     pub async fn rename(&self, req: pb::RenameRequest) -> Result<()> {
         self.io
             .meta
-            .call("rename", |mut c| {
-                let r = req.clone();
-                async move { c.rename(r).await }
-            })
+            .mutate("rename", req, |mut c, r| async move { c.rename(r).await })
             .await?;
         Ok(())
     }
@@ -290,13 +281,15 @@ impl Client {
             name: name.to_string(),
             value,
             flags: flags as u32,
+            id: None,
         };
         self.io
             .meta
-            .call("setxattr", |mut c| {
-                let r = req.clone();
-                async move { c.set_xattr(r).await }
-            })
+            .mutate(
+                "setxattr",
+                req,
+                |mut c, r| async move { c.set_xattr(r).await },
+            )
             .await?;
         Ok(())
     }
@@ -305,6 +298,7 @@ impl Client {
         let req = pb::XattrNameRequest {
             ino,
             name: name.to_string(),
+            id: None,
         };
         Ok(self
             .io
@@ -332,12 +326,12 @@ impl Client {
         let req = pb::XattrNameRequest {
             ino,
             name: name.to_string(),
+            id: None,
         };
         self.io
             .meta
-            .call("removexattr", |mut c| {
-                let r = req.clone();
-                async move { c.remove_xattr(r).await }
+            .mutate("removexattr", req, |mut c, r| async move {
+                c.remove_xattr(r).await
             })
             .await?;
         Ok(())

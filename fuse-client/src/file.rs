@@ -308,12 +308,12 @@ impl FileHandle {
             chunks,
             size,
             mtime: Some(now_timestamp()),
+            id: None,
         };
         self.io
             .meta
-            .call("commit layout", |mut c| {
-                let r = req.clone();
-                async move { c.commit_layout(r).await }
+            .mutate("commit layout", req, |mut c, r| async move {
+                c.commit_layout(r).await
             })
             .await
     }
@@ -408,10 +408,11 @@ impl FileHandle {
         let reply = self
             .io
             .meta
-            .call("truncate", |mut c| {
-                let r = req;
-                async move { c.set_attr(r).await }
-            })
+            .mutate(
+                "truncate",
+                req,
+                |mut c, r| async move { c.set_attr(r).await },
+            )
             .await?;
         st.size = size;
         st.layout = None;

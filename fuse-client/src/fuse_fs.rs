@@ -192,6 +192,7 @@ fn new_inode(
         symlink_target: String::new(),
         exclusive: true,
         rdev: 0,
+        id: None,
     }
 }
 
@@ -427,6 +428,7 @@ impl Filesystem for BigFs {
                             size: None,
                             atime: atime.map(to_timestamp),
                             mtime: mtime.map(to_timestamp),
+                            id: None,
                         })
                         .await?;
                 }
@@ -587,6 +589,7 @@ impl Filesystem for BigFs {
                     noreplace,
                     exchange,
                     open_lease_ms: if keep { lease } else { 0 },
+                    id: None,
                 })
                 .await?;
             if let (true, Some(ino)) = (keep, replaced) {

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod metrics_http;
 pub mod mount_config;
 pub mod open_files;
+pub mod request_ids;
 pub mod write_buffer;
 
 pub use client::Client;

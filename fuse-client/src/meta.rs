@@ -1,20 +1,52 @@
 //! The client's view of the metadata service: every call goes through one
 //! helper with a per-attempt deadline and backoff on transient failures.
+//! A mutation goes through [`Meta::mutate`], which names it with a request
+//! id so that its retries are answered once, as the first try would be.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use bigfs_proto::RetryConfig;
-use bigfs_proto::pb::metadata_client::MetadataClient;
+use bigfs_proto::pb::{self, metadata_client::MetadataClient};
 use tonic::transport::Channel;
 
 use crate::error::{ClientError, Result};
+use crate::request_ids::RequestIds;
 
 #[derive(Clone)]
 pub struct Meta {
     client: MetadataClient<Channel>,
     retry: RetryConfig,
     addr: String,
+    ids: Arc<RequestIds>,
 }
+
+/// A mutating request that carries a [`pb::RequestId`].
+pub trait Mutation: Clone {
+    fn with_id(self, id: pb::RequestId) -> Self;
+}
+
+macro_rules! mutation {
+    ($($t:ty),*) => {$(
+        impl Mutation for $t {
+            fn with_id(mut self, id: pb::RequestId) -> Self {
+                self.id = Some(id);
+                self
+            }
+        }
+    )*};
+}
+
+mutation!(
+    pb::CreateRequest,
+    pb::SetAttrRequest,
+    pb::LinkRequest,
+    pb::NameRequest,
+    pb::RenameRequest,
+    pb::SetXattrRequest,
+    pb::XattrNameRequest,
+    pb::CommitLayoutRequest
+);
 
 /// Codes worth another try: the service is restarting or the link broke.
 /// Everything else is the service's considered answer.
@@ -35,11 +67,26 @@ impl Meta {
             client,
             retry,
             addr: addr.to_string(),
+            ids: RequestIds::new(),
         })
     }
 
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// Runs the mutation `f(client, req)` with retries, every attempt
+    /// carrying the same request id: the service applies it once and
+    /// answers each retry as it answered the first try.
+    pub async fn mutate<R, T, F, Fut>(&self, op: &'static str, req: R, f: F) -> Result<T>
+    where
+        R: Mutation,
+        F: Fn(MetadataClient<Channel>, R) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let held = self.ids.next();
+        let req = req.with_id(held.id());
+        self.call(op, |c| f(c, req.clone())).await
     }
 
     /// Runs `f` with retries. `f` gets a fresh client handle each attempt

@@ -47,6 +47,12 @@ pub struct Config {
     pub log_sync: crate::store::LogSync,
     /// Background sync period of the command log. Default 20 ms.
     pub log_sync_interval_ms: u64,
+    /// How long the answer to a client's mutation is remembered for a
+    /// retry of it (exactly once). Default 600000 ms: far longer than a
+    /// client retries one request (seconds with the default retry policy)
+    /// or a metadata restart takes, short enough that the table of a busy
+    /// cluster stays small. A retry arriving later is applied again.
+    pub client_reply_ttl_ms: u64,
     /// Repair queue, garbage collection and decommissioning (`[heal]`).
     pub heal: crate::heal::HealConfig,
     /// When a node registration is refused (`[registration]`).
@@ -69,6 +75,7 @@ impl Default for Config {
             recent_failures: 200,
             log_sync: crate::store::LogSync::Interval,
             log_sync_interval_ms: 20,
+            client_reply_ttl_ms: 600_000,
             heal: crate::heal::HealConfig::default(),
             registration: crate::registration::RegistrationConfig::default(),
         }
@@ -123,6 +130,9 @@ impl Config {
         }
         if self.snapshot_every == 0 {
             return Err("snapshot_every must be >= 1".into());
+        }
+        if self.client_reply_ttl_ms == 0 {
+            return Err("client_reply_ttl_ms must be > 0".into());
         }
         self.heal.validate()?;
         self.registration.validate()?;

@@ -3,8 +3,9 @@
 use bigfs_proto::errno;
 use tonic::Code;
 
-/// Everything a metadata operation can refuse or fail with.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Everything a metadata operation can refuse or fail with. Serializable:
+/// the clients table remembers refusals as answers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum MetaError {
     /// A namespace error that the client turns into exactly this errno.
     #[error("{msg}")]
@@ -25,6 +26,18 @@ pub enum MetaError {
     /// The persistent store failed; the mutation was not applied.
     #[error("metadata store: {0}")]
     Store(String),
+    /// A retry of a request older than the last one its client slot sent:
+    /// its caller has moved on, so it is not applied.
+    #[error(
+        "request {seq} on slot {slot} of client {client:016x} is older than the last one \
+         answered there ({last}): a stale retry, not applied"
+    )]
+    StaleRequest {
+        client: u64,
+        slot: u32,
+        seq: u64,
+        last: u64,
+    },
     /// A bug or an impossible state.
     #[error("internal: {0}")]
     Internal(String),
@@ -72,6 +85,8 @@ impl From<MetaError> for tonic::Status {
             MetaError::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
             MetaError::ResourceExhausted(m) => tonic::Status::resource_exhausted(m),
             e @ MetaError::Store(_) => tonic::Status::unavailable(e.to_string()),
+            // ABORTED is the sequencer-check failure; clients do not retry it.
+            e @ MetaError::StaleRequest { .. } => tonic::Status::aborted(e.to_string()),
             e @ MetaError::Internal(_) => tonic::Status::internal(e.to_string()),
         }
     }

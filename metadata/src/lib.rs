@@ -7,9 +7,12 @@
 
 pub mod admin;
 pub mod chunks;
+pub mod clients;
 pub mod config;
 pub mod error;
 pub mod failures;
+#[cfg(debug_assertions)]
+pub mod fault;
 pub mod fsck;
 pub mod gc;
 pub mod heal;

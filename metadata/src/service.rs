@@ -11,6 +11,7 @@ use bigfs_proto::pb::{self, NodeState, metadata_server::Metadata};
 use tonic::{Request, Response, Status};
 
 use crate::chunks;
+use crate::clients;
 use crate::config::Config;
 use crate::error::MetaError;
 use crate::failures::{FailureLog, FailureReport};
@@ -144,6 +145,25 @@ impl MetadataService {
         .map(Response::new)
     }
 
+    /// Names `cmd` with the request's id, if it carries one, so that a
+    /// retry of the request is answered from the clients table.
+    fn once(&self, id: Option<pb::RequestId>, cmd: Command) -> Command {
+        let Some(id) = id else {
+            return cmd;
+        };
+        let now_ms = bigfs_proto::now_ms();
+        Command::Once(clients::Once {
+            id: clients::RequestId {
+                client: id.client,
+                slot: id.slot,
+                seq: id.seq,
+            },
+            now_ms,
+            expires_ms: now_ms.saturating_add(self.inner.config.client_reply_ttl_ms),
+            cmd: Box::new(cmd),
+        })
+    }
+
     async fn execute_empty(&self, cmd: Command) -> Result<Response<pb::Empty>, Status> {
         self.with(move |core, _, _| core.execute(cmd).map(|_| pb::Empty {}))
             .await
@@ -239,16 +259,19 @@ impl Metadata for MetadataService {
         if let Some(size) = r.size {
             file_size(size)?;
         }
-        self.execute_attr(Command::SetAttr {
-            ino: r.ino,
-            mode: r.mode,
-            uid: r.uid,
-            gid: r.gid,
-            size: r.size,
-            atime: r.atime.as_ref().map(Time::from_pb),
-            mtime: r.mtime.as_ref().map(Time::from_pb),
-            now: Time::now(),
-        })
+        self.execute_attr(self.once(
+            r.id,
+            Command::SetAttr {
+                ino: r.ino,
+                mode: r.mode,
+                uid: r.uid,
+                gid: r.gid,
+                size: r.size,
+                atime: r.atime.as_ref().map(Time::from_pb),
+                mtime: r.mtime.as_ref().map(Time::from_pb),
+                now: Time::now(),
+            },
+        ))
         .await
     }
 
@@ -261,20 +284,23 @@ impl Metadata for MetadataService {
             MetaError::InvalidArgument(format!("kind {} is not a known file kind", r.kind))
         })?;
         let config = &self.inner.config;
-        self.execute_attr(Command::Create {
-            parent: r.parent,
-            name: r.name,
-            kind,
-            mode: r.mode,
-            uid: r.uid,
-            gid: r.gid,
-            symlink_target: r.symlink_target,
-            exclusive: r.exclusive,
-            rdev: r.rdev,
-            chunk_size: config.chunk_size,
-            replication: config.replication,
-            now: Time::now(),
-        })
+        self.execute_attr(self.once(
+            r.id,
+            Command::Create {
+                parent: r.parent,
+                name: r.name,
+                kind,
+                mode: r.mode,
+                uid: r.uid,
+                gid: r.gid,
+                symlink_target: r.symlink_target,
+                exclusive: r.exclusive,
+                rdev: r.rdev,
+                chunk_size: config.chunk_size,
+                replication: config.replication,
+                now: Time::now(),
+            },
+        ))
         .await
     }
 
@@ -283,12 +309,15 @@ impl Metadata for MetadataService {
         request: Request<pb::LinkRequest>,
     ) -> Result<Response<pb::AttrReply>, Status> {
         let r = request.into_inner();
-        self.execute_attr(Command::Link {
-            ino: r.ino,
-            new_parent: r.new_parent,
-            new_name: r.new_name,
-            now: Time::now(),
-        })
+        self.execute_attr(self.once(
+            r.id,
+            Command::Link {
+                ino: r.ino,
+                new_parent: r.new_parent,
+                new_name: r.new_name,
+                now: Time::now(),
+            },
+        ))
         .await
     }
 
@@ -297,12 +326,15 @@ impl Metadata for MetadataService {
         request: Request<pb::NameRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
         let r = request.into_inner();
-        self.execute_empty(Command::Unlink {
-            parent: r.parent,
-            name: r.name,
-            open_lease_ms: r.open_lease_ms,
-            now: Time::now(),
-        })
+        self.execute_empty(self.once(
+            r.id,
+            Command::Unlink {
+                parent: r.parent,
+                name: r.name,
+                open_lease_ms: r.open_lease_ms,
+                now: Time::now(),
+            },
+        ))
         .await
     }
 
@@ -311,11 +343,14 @@ impl Metadata for MetadataService {
         request: Request<pb::NameRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
         let r = request.into_inner();
-        self.execute_empty(Command::Rmdir {
-            parent: r.parent,
-            name: r.name,
-            now: Time::now(),
-        })
+        self.execute_empty(self.once(
+            r.id,
+            Command::Rmdir {
+                parent: r.parent,
+                name: r.name,
+                now: Time::now(),
+            },
+        ))
         .await
     }
 
@@ -324,16 +359,19 @@ impl Metadata for MetadataService {
         request: Request<pb::RenameRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
         let r = request.into_inner();
-        self.execute_empty(Command::Rename {
-            parent: r.parent,
-            name: r.name,
-            new_parent: r.new_parent,
-            new_name: r.new_name,
-            noreplace: r.noreplace,
-            exchange: r.exchange,
-            open_lease_ms: r.open_lease_ms,
-            now: Time::now(),
-        })
+        self.execute_empty(self.once(
+            r.id,
+            Command::Rename {
+                parent: r.parent,
+                name: r.name,
+                new_parent: r.new_parent,
+                new_name: r.new_name,
+                noreplace: r.noreplace,
+                exchange: r.exchange,
+                open_lease_ms: r.open_lease_ms,
+                now: Time::now(),
+            },
+        ))
         .await
     }
 
@@ -418,13 +456,16 @@ impl Metadata for MetadataService {
             refs.push((c.index, chunk_id(&c.id)?, chunk_len(c.len)?));
         }
         let now = Time::now();
-        self.execute_attr(Command::CommitLayout {
-            ino: r.ino,
-            chunks: refs,
-            size: file_size(r.size)?,
-            mtime: r.mtime.as_ref().map_or(now, Time::from_pb),
-            now,
-        })
+        self.execute_attr(self.once(
+            r.id,
+            Command::CommitLayout {
+                ino: r.ino,
+                chunks: refs,
+                size: file_size(r.size)?,
+                mtime: r.mtime.as_ref().map_or(now, Time::from_pb),
+                now,
+            },
+        ))
         .await
     }
 
@@ -733,13 +774,16 @@ impl Metadata for MetadataService {
         request: Request<pb::SetXattrRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
         let r = request.into_inner();
-        self.execute_empty(Command::SetXattr {
-            ino: r.ino,
-            name: r.name,
-            value: r.value,
-            flags: r.flags,
-            now: Time::now(),
-        })
+        self.execute_empty(self.once(
+            r.id,
+            Command::SetXattr {
+                ino: r.ino,
+                name: r.name,
+                value: r.value,
+                flags: r.flags,
+                now: Time::now(),
+            },
+        ))
         .await
     }
 
@@ -776,11 +820,14 @@ impl Metadata for MetadataService {
         request: Request<pb::XattrNameRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
         let r = request.into_inner();
-        self.execute_empty(Command::RemoveXattr {
-            ino: r.ino,
-            name: r.name,
-            now: Time::now(),
-        })
+        self.execute_empty(self.once(
+            r.id,
+            Command::RemoveXattr {
+                ino: r.ino,
+                name: r.name,
+                now: Time::now(),
+            },
+        ))
         .await
     }
 

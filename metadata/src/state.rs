@@ -4,7 +4,8 @@
 //! `apply` never reads a clock or a random source: commands carry the time
 //! and the chosen nodes, so replaying the log rebuilds the same state. An
 //! `Err` from `apply` leaves the state untouched (every operation validates
-//! before it mutates).
+//! before it mutates), except that a client's named command
+//! ([`Command::Once`]) remembers its refusal in the clients table.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +13,7 @@ use bigfs_proto::{ChunkId, ROOT_INO, pb};
 use serde::{Deserialize, Serialize};
 
 use crate::error::MetaError;
-use crate::{chunks, namespace, orphans, xattr};
+use crate::{chunks, clients, namespace, orphans, xattr};
 
 /// A wall-clock time as stored in inodes (same shape as `pb::Timestamp`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -217,6 +218,9 @@ pub struct State {
     /// The repair queue and the trash (self-healing).
     #[serde(default)]
     pub heal: crate::heal::HealState,
+    /// The last answer per client request slot (exactly-once mutations).
+    #[serde(default)]
+    pub clients: clients::Clients,
 }
 
 impl Default for State {
@@ -257,6 +261,7 @@ impl State {
             next_cookie: 1,
             orphans: BTreeMap::new(),
             heal: crate::heal::HealState::default(),
+            clients: clients::Clients::default(),
         }
     }
 
@@ -404,10 +409,21 @@ pub enum Command {
     },
     /// Repair queue, garbage collection, decommission (see `heal`).
     Heal(crate::heal::HealCommand),
+    /// A client's mutation named by its request id: a retry of it is
+    /// answered from the clients table instead of being applied again.
+    Once(clients::Once),
+}
+
+impl Command {
+    /// Whether the command goes to the log even when `apply` refuses it: a
+    /// named command remembers its refusal, so replay must see it too.
+    pub fn logged_when_refused(&self) -> bool {
+        matches!(self, Command::Once(_))
+    }
 }
 
 /// What a successful command produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
     /// The inode the command created, found or changed.
     Ino(u64),
@@ -612,5 +628,6 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
             Ok(Reply::Done)
         }
         Command::Heal(h) => crate::heal::apply(state, h).map(|()| Reply::Done),
+        Command::Once(once) => clients::apply(state, once),
     }
 }

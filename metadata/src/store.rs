@@ -193,7 +193,10 @@ impl Store {
                 let cmd: Command = decode(payload)?;
                 // Only commands that applied cleanly are logged, so this
                 // succeeds; a failure would leave the state unchanged anyway.
-                if let Err(e) = apply(&mut state, &cmd) {
+                // A client's named command is logged with its refusal too.
+                if let Err(e) = apply(&mut state, &cmd)
+                    && !cmd.logged_when_refused()
+                {
                     tracing::warn!(index, error = %e, "logged command failed on replay");
                 }
                 last = index;

@@ -149,6 +149,7 @@ async fn namespace_chunks_and_nodes_survive_a_restart() {
         }],
         size: data.len() as u64,
         mtime: None,
+        id: None,
     };
     let e = c.commit_layout(commit.clone()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);

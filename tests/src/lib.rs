@@ -156,6 +156,8 @@ pub struct Cluster {
     /// the nodes (named by node id) are: the temporary directory, or the
     /// directory given to [`Cluster::start_on`].
     data_root: PathBuf,
+    /// Extra environment of the metadata service (test faults).
+    meta_env: Vec<(String, String)>,
 }
 
 /// Metadata settings for tests: quick failure detection so tests that kill
@@ -214,6 +216,7 @@ impl Cluster {
             nodes: Vec::new(),
             meta_config,
             data_root,
+            meta_env: Vec::new(),
         };
         if !storage.is_empty() {
             c.set_storage_config(storage);
@@ -247,12 +250,20 @@ impl Cluster {
             .arg("--admin-listen")
             .arg(&self.meta_admin_addr)
             .env("RUST_LOG", "info")
+            .envs(self.meta_env.iter().map(|(k, v)| (k, v)))
             .stdout(self.log_file("metadata"))
             .stderr(self.log_file("metadata"))
             .spawn()
             .expect("spawn bigfs-metadata");
         track_child(&child);
         self.meta_child = Some(child);
+    }
+
+    /// Sets `key=value` in the metadata service's environment from its next
+    /// start on (e.g. a test fault; see `restart_metadata`).
+    pub fn set_metadata_env(&mut self, key: &str, value: &str) {
+        self.meta_env.retain(|(k, _)| k != key);
+        self.meta_env.push((key.to_string(), value.to_string()));
     }
 
     /// Kills the metadata service with SIGKILL.

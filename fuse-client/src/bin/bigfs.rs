@@ -495,6 +495,7 @@ async fn mv(client: &Client, from: &str, to: &str) -> Result<(), Failure> {
             noreplace: false,
             exchange: false,
             open_lease_ms: 0,
+            id: None,
         })
         .await
         // The parents resolved, so a missing name is the source; what
