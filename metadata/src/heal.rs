@@ -167,6 +167,13 @@ pub struct HealState {
     pub completed_total: u64,
 }
 
+impl HealState {
+    /// Whether the queue holds work still to do for (chunk, target).
+    pub fn is_active(&self, key: &(ChunkId, String)) -> bool {
+        self.queue.get(key).is_some_and(|e| e.status.is_active())
+    }
+}
+
 /// The outcome of one copy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepairOutcome {
@@ -295,12 +302,7 @@ pub fn apply(state: &mut State, cmd: &HealCommand) -> Result<(), MetaError> {
                     }
                 }
                 let key = (*id, target.clone());
-                if state
-                    .heal
-                    .queue
-                    .get(&key)
-                    .is_some_and(|e| e.status.is_active())
-                {
+                if state.heal.is_active(&key) {
                     continue;
                 }
                 state.heal.queue.insert(
@@ -454,12 +456,7 @@ pub fn apply(state: &mut State, cmd: &HealCommand) -> Result<(), MetaError> {
         HealCommand::Unqueue { items } => {
             for (id, target) in items {
                 let key = (*id, target.clone());
-                if state
-                    .heal
-                    .queue
-                    .get(&key)
-                    .is_some_and(|e| e.status.is_active())
-                {
+                if state.heal.is_active(&key) {
                     state.heal.queue.remove(&key);
                     drop_pending(state, *id, target);
                 }

@@ -252,6 +252,28 @@ fn four_up() -> Nodes {
     nodes(&[("a", up()), ("b", up()), ("c", up()), ("d", up())])
 }
 
+/// Lists chunk 1's copy on `node` with `status`.
+fn list(s: &mut State, node: &str, status: ReplicaStatus) {
+    s.chunks
+        .get_mut(&id(1))
+        .unwrap()
+        .replicas
+        .insert(node.into(), status);
+}
+
+/// One pass over four Up nodes at replication 3, a 1 s pending timeout and
+/// a failed-target hold of `hold` ms.
+fn plan4(s: &State, now: u64, hold: u64, seed: u64) -> Plan {
+    plan(
+        s,
+        &four_up(),
+        3,
+        now,
+        (1000, hold),
+        &mut StdRng::seed_from_u64(seed),
+    )
+}
+
 #[test]
 fn a_queued_copy_whose_designation_vanished_is_designated_again_keeping_its_attempts() {
     let mut s = queued_to_c();
@@ -259,14 +281,7 @@ fn a_queued_copy_whose_designation_vanished_is_designated_again_keeping_its_atte
     s.heal.queue.get_mut(&key).unwrap().attempts = 2;
     // What a crash between the queue and the chunk table left behind.
     s.chunks.get_mut(&id(1)).unwrap().replicas.remove("c");
-    let p = plan(
-        &s,
-        &four_up(),
-        3,
-        0,
-        (1000, 0),
-        &mut StdRng::seed_from_u64(7),
-    );
+    let p = plan4(&s, 0, 0, 7);
     assert_eq!(p.enqueue, vec![(id(1), "c".into(), "a".into())]);
     assert!(p.cancel.is_empty() && p.done.is_empty());
     crate::heal::apply(
@@ -279,61 +294,25 @@ fn a_queued_copy_whose_designation_vanished_is_designated_again_keeping_its_atte
     .unwrap();
     assert_eq!(s.chunks[&id(1)].replicas["c"], ReplicaStatus::Pending);
     assert_eq!(s.heal.queue[&key].attempts, 2, "the entry is kept");
-    assert_eq!(
-        plan(
-            &s,
-            &four_up(),
-            3,
-            0,
-            (1000, 0),
-            &mut StdRng::seed_from_u64(7)
-        ),
-        Plan::default(),
-        "consistent again"
-    );
+    assert_eq!(plan4(&s, 0, 0, 7), Plan::default(), "consistent again");
 }
 
 #[test]
 fn queued_copies_already_listed_are_done_and_those_of_dead_chunks_dropped() {
     let mut s = queued_to_c();
-    s.chunks
-        .get_mut(&id(1))
-        .unwrap()
-        .replicas
-        .insert("c".into(), AV);
-    let p = plan(
-        &s,
-        &four_up(),
-        3,
-        0,
-        (1000, 0),
-        &mut StdRng::seed_from_u64(8),
-    );
+    list(&mut s, "c", AV);
+    let p = plan4(&s, 0, 0, 8);
     assert_eq!(p.done, vec![(id(1), "c".into())]);
 
     let mut s = queued_to_c();
     s.chunks.get_mut(&id(1)).unwrap().refcount = 0;
-    let p = plan(
-        &s,
-        &four_up(),
-        3,
-        0,
-        (1000, 0),
-        &mut StdRng::seed_from_u64(8),
-    );
+    let p = plan4(&s, 0, 0, 8);
     assert_eq!(p.unqueue, vec![(id(1), "c".into())]);
     assert!(p.cancel.is_empty(), "not a failure");
 
     let mut s = queued_to_c();
     s.chunks.remove(&id(1));
-    let p = plan(
-        &s,
-        &four_up(),
-        3,
-        0,
-        (1000, 0),
-        &mut StdRng::seed_from_u64(8),
-    );
+    let p = plan4(&s, 0, 0, 8);
     assert_eq!(p.unqueue, vec![(id(1), "c".into())]);
 }
 
@@ -355,28 +334,12 @@ fn a_target_that_failed_a_chunk_is_not_picked_for_it_again() {
     )
     .unwrap();
     for seed in 0..20 {
-        let p = plan(
-            &s,
-            &four_up(),
-            3,
-            1,
-            (1000, 500),
-            &mut StdRng::seed_from_u64(seed),
-        );
+        let p = plan4(&s, 1, 500, seed);
         assert_eq!(p.enqueue, vec![(id(1), "d".into(), "a".into())]);
     }
     // Past the hold, c may be picked again.
     let picked: BTreeSet<String> = (0..20)
-        .map(|seed| {
-            plan(
-                &s,
-                &four_up(),
-                3,
-                501,
-                (1000, 500),
-                &mut StdRng::seed_from_u64(seed),
-            )
-        })
+        .map(|seed| plan4(&s, 501, 500, seed))
         .map(|p| p.enqueue[0].1.clone())
         .collect();
     assert!(picked.contains("c"), "{picked:?}");
@@ -390,33 +353,15 @@ fn a_target_that_failed_a_chunk_is_not_picked_for_it_again() {
 fn waiting_copies_are_dropped_when_the_chunk_has_enough_copies_again() {
     let mut s = queued_to_c();
     // The node that held the third copy came back.
-    s.chunks
-        .get_mut(&id(1))
-        .unwrap()
-        .replicas
-        .insert("d".into(), AV);
-    let p = plan(
-        &s,
-        &four_up(),
-        3,
-        0,
-        (1000, 0),
-        &mut StdRng::seed_from_u64(9),
-    );
+    list(&mut s, "d", AV);
+    let p = plan4(&s, 0, 0, 9);
     assert_eq!(p.unqueue, vec![(id(1), "c".into())]);
     assert!(
         p.enqueue.is_empty() && p.drain.is_empty(),
         "the dropped entry's designation is not queued again: {p:?}"
     );
     // Past the pending timeout too.
-    let p2 = plan(
-        &s,
-        &four_up(),
-        3,
-        5000,
-        (1000, 0),
-        &mut StdRng::seed_from_u64(9),
-    );
+    let p2 = plan4(&s, 5000, 0, 9);
     assert_eq!(p2, p, "stable past the pending timeout");
     crate::heal::apply(
         &mut s,
@@ -431,11 +376,7 @@ fn waiting_copies_are_dropped_when_the_chunk_has_enough_copies_again() {
 
     // A copy already running is left to finish.
     let mut s = queued_to_c();
-    s.chunks
-        .get_mut(&id(1))
-        .unwrap()
-        .replicas
-        .insert("d".into(), AV);
+    list(&mut s, "d", AV);
     crate::heal::apply(
         &mut s,
         &crate::heal::HealCommand::Start {
@@ -443,14 +384,7 @@ fn waiting_copies_are_dropped_when_the_chunk_has_enough_copies_again() {
         },
     )
     .unwrap();
-    let p = plan(
-        &s,
-        &four_up(),
-        3,
-        0,
-        (1000, 0),
-        &mut StdRng::seed_from_u64(9),
-    );
+    let p = plan4(&s, 0, 0, 9);
     assert!(p.unqueue.is_empty());
 }
 
@@ -468,25 +402,11 @@ fn a_stale_designation_is_dropped_when_no_copy_is_missing_and_queued_when_one_is
         )],
         &["a", "b", "c", "d"],
     );
-    let p = plan(
-        &s,
-        &four_up(),
-        3,
-        5000,
-        (1000, 0),
-        &mut StdRng::seed_from_u64(10),
-    );
+    let p = plan4(&s, 5000, 0, 10);
     assert_eq!(p.drain, vec![(id(1), "d".into())]);
     assert!(p.enqueue.is_empty());
     s.chunks.get_mut(&id(1)).unwrap().replicas.remove("c");
-    let p = plan(
-        &s,
-        &four_up(),
-        3,
-        5000,
-        (1000, 0),
-        &mut StdRng::seed_from_u64(10),
-    );
+    let p = plan4(&s, 5000, 0, 10);
     assert!(p.drain.is_empty());
     assert_eq!(p.enqueue.len(), 1);
     assert_eq!(p.enqueue[0].1, "d", "the stale designation gets its copy");
