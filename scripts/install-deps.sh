@@ -2,7 +2,8 @@
 # Installs what building and testing BigFS needs on a fresh Debian machine:
 # FUSE 3 (the mount and its tests), attr (setfattr/getfattr in tests),
 # systemd (systemd-analyze, tests/tests/deploy.rs), chromium (headless, for
-# the status page in tests/tests/admin_http.rs), pkg-config, and the
+# the status page in tests/tests/admin_http.rs), iptables (the metadata
+# partition test drops a member's loopback traffic), pkg-config, and the
 # rustfmt/clippy toolchain components. The tests fail, not skip, without them.
 set -euo pipefail
 need=()
@@ -13,6 +14,7 @@ command -v setfattr >/dev/null 2>&1 || need+=(attr)
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq

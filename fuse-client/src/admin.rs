@@ -107,6 +107,95 @@ impl AdminConn {
         r.map_err(|s| rpc_error("remove node", s))?;
         Ok(())
     }
+
+    /// The metadata group as the member reached sees it.
+    pub async fn meta_status(&mut self) -> Result<pb::MetaStatusReply> {
+        let r = self.client.meta_status(pb::Empty {}).await;
+        Ok(r.map_err(|s| rpc_error("meta status", s))?.into_inner())
+    }
+
+    /// Adds metadata member `id` at `address` (on the leader).
+    pub async fn meta_add(&mut self, id: u64, address: &str) -> Result<pb::MetaStatusReply> {
+        let req = pb::MetaMemberRequest {
+            id,
+            address: address.to_string(),
+        };
+        let r = self.client.meta_add(req).await;
+        Ok(r.map_err(|s| rpc_error("meta add", s))?.into_inner())
+    }
+
+    /// Removes metadata member `id` (on the leader).
+    pub async fn meta_remove(&mut self, id: u64) -> Result<pb::MetaStatusReply> {
+        let req = pb::MetaMemberRequest {
+            id,
+            address: String::new(),
+        };
+        let r = self.client.meta_remove(req).await;
+        Ok(r.map_err(|s| rpc_error("meta remove", s))?.into_inner())
+    }
+}
+
+/// `admin meta status` as text or JSON.
+pub fn render_meta(s: &pb::MetaStatusReply, json: bool) -> String {
+    if json {
+        let members: Vec<serde_json::Value> = s
+            .members
+            .iter()
+            .map(|m| {
+                serde_json::json!({"id": m.id, "address": m.address, "voter": m.voter,
+                    "matched": m.has_matched.then_some(m.matched),
+                    "lag": m.has_matched.then_some(m.lag)})
+            })
+            .collect();
+        return serde_json::json!({
+            "member": s.id, "state": s.state, "leader": (s.leader != 0).then_some(s.leader),
+            "leader_address": s.leader_address, "term": s.term,
+            "last_log_index": s.last_log_index, "commit_index": s.commit_index,
+            "applied_index": s.applied_index, "snapshot_index": s.snapshot_index,
+            "proposals_per_sec": s.proposals_per_sec, "members": members,
+        })
+        .to_string()
+            + "\n";
+    }
+    let leader = if s.leader == 0 {
+        "none".to_string()
+    } else {
+        format!("{} ({})", s.leader, s.leader_address)
+    };
+    let mut out = format!(
+        "member {}: {}; leader {leader}; term {}\n\
+         log {} committed {} applied {} snapshot {}; {:.1} proposals/s\n\
+         {:>4}  {:<24} {:<8} {:>10} {:>8}\n",
+        s.id,
+        s.state,
+        s.term,
+        s.last_log_index,
+        s.commit_index,
+        s.applied_index,
+        s.snapshot_index,
+        s.proposals_per_sec,
+        "ID",
+        "ADDRESS",
+        "ROLE",
+        "MATCHED",
+        "LAG"
+    );
+    for m in &s.members {
+        let (matched, lag) = if m.has_matched {
+            (m.matched.to_string(), m.lag.to_string())
+        } else {
+            ("-".into(), "-".into())
+        };
+        out += &format!(
+            "{:>4}  {:<24} {:<8} {:>10} {:>8}\n",
+            m.id,
+            m.address,
+            if m.voter { "voter" } else { "learner" },
+            matched,
+            lag
+        );
+    }
+    out
 }
 
 /// `admin nodes` as text or JSON.

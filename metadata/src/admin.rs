@@ -130,10 +130,10 @@ impl Admin for AdminService {
                     MetaError::NotFound(format!("node {:?} is not registered", r.node_id))
                 })?;
                 if known.decommissioned == r.cancel {
-                    core.execute(Command::Heal(HealCommand::Decommission {
+                    core.propose(Command::Heal(HealCommand::Decommission {
                         node: r.node_id.clone(),
                         on: !r.cancel,
-                    }))?;
+                    }));
                     tracing::info!(node = %r.node_id, on = !r.cancel, "decommission changed");
                 }
                 let decom = !r.cancel;
@@ -197,14 +197,39 @@ impl Admin for AdminService {
                          {trash_left} copies to delete; wait for the drain to finish"
                     )));
                 }
-                core.execute(Command::Heal(HealCommand::RemoveNode {
+                core.propose(Command::Heal(HealCommand::RemoveNode {
                     node: node.clone(),
-                }))?;
+                }));
                 live.remove(&node);
                 tracing::info!(node = %node, "node removed");
                 Ok(pb::Empty {})
             })
             .await
             .map(Response::new)
+    }
+    async fn meta_status(
+        &self,
+        _r: Request<pb::Empty>,
+    ) -> Result<Response<pb::MetaStatusReply>, Status> {
+        Ok(Response::new(self.svc.consensus().meta_status()))
+    }
+
+    async fn meta_add(
+        &self,
+        r: Request<pb::MetaMemberRequest>,
+    ) -> Result<Response<pb::MetaStatusReply>, Status> {
+        let r = r.into_inner();
+        let c = self.svc.consensus();
+        c.add_member(r.id, r.address).await?;
+        Ok(Response::new(c.meta_status()))
+    }
+
+    async fn meta_remove(
+        &self,
+        r: Request<pb::MetaMemberRequest>,
+    ) -> Result<Response<pb::MetaStatusReply>, Status> {
+        let c = self.svc.consensus();
+        c.remove_member(r.into_inner().id).await?;
+        Ok(Response::new(c.meta_status()))
     }
 }

@@ -6,9 +6,8 @@ use bigfs_proto::errno::{EEXIST, ENOENT};
 use bigfs_proto::{ChunkId, ROOT_INO};
 
 use super::*;
-use crate::machine::Core;
 use crate::state::{Kind, Time, apply};
-use crate::store::{Store, encode};
+use crate::store::encode;
 
 const CLIENT: u64 = 0xc1;
 
@@ -229,27 +228,4 @@ fn the_table_is_bounded_and_drops_the_answer_closest_to_expiry() {
     };
     assert!(seen(0) && seen(MAX_ENTRIES as u64 - 2) && seen(n - 1));
     assert!(!seen(MAX_ENTRIES as u64 - 1) && !seen(n - 2));
-}
-
-#[test]
-fn the_table_survives_a_restart_from_the_log_and_from_a_snapshot() {
-    for snapshot_every in [1000, 1] {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, state) = Store::open(dir.path(), snapshot_every).unwrap();
-        let mut core = Core::new(state, store);
-        let created = core.execute(once(id(0, 1), create("a"))).unwrap();
-        let refused = core.execute(once(id(1, 1), create("a")));
-        assert_eq!(errno(refused.clone()), Some(EEXIST));
-        drop(core);
-        let (store, state) = Store::open(dir.path(), snapshot_every).unwrap();
-        let mut core = Core::new(state, store);
-        let before = encode(&core.state).unwrap();
-        assert_eq!(core.execute(once(id(0, 1), create("a"))), Ok(created));
-        assert_eq!(core.execute(once(id(1, 1), create("a"))), refused);
-        assert_eq!(
-            encode(&core.state).unwrap(),
-            before,
-            "retries changed state"
-        );
-    }
 }

@@ -57,6 +57,49 @@ pub struct Config {
     pub heal: crate::heal::HealConfig,
     /// When a node registration is refused (`[registration]`).
     pub registration: crate::registration::RegistrationConfig,
+    /// This member's id in the metadata group. Default 1.
+    pub node_id: u64,
+    /// The group's members, `1=host:port,2=host:port,3=host:port` (this
+    /// member included). Default empty: a group of this member alone.
+    pub peers: String,
+    /// Start as a new member joining a running group (`bigfs admin meta
+    /// add`), instead of forming the group from `peers`. Default false.
+    pub join: bool,
+    /// Raft timing (`[raft]`).
+    pub raft: RaftConfig,
+}
+
+/// Raft timing. Elections wait long enough that a loaded two-core machine
+/// (the test and CI machines) does not mistake a slow heartbeat for a dead
+/// leader.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftConfig {
+    /// Leader heartbeat period. Default 150 ms.
+    pub heartbeat_ms: u64,
+    /// A follower that hears no leader for a random time between these
+    /// starts an election. Defaults 1000 and 2000 ms.
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    /// Longest a request waits for a majority before it is answered
+    /// UNAVAILABLE (the client then retries, possibly elsewhere).
+    /// Default 5000 ms.
+    pub wait_ms: u64,
+    /// Log entries kept after a snapshot, so a briefly lagging member
+    /// catches up from the log instead of a snapshot. Default 1000.
+    pub log_kept_after_snapshot: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            heartbeat_ms: 150,
+            election_min_ms: 1_000,
+            election_max_ms: 2_000,
+            wait_ms: 5_000,
+            log_kept_after_snapshot: 1_000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -78,6 +121,10 @@ impl Default for Config {
             client_reply_ttl_ms: 600_000,
             heal: crate::heal::HealConfig::default(),
             registration: crate::registration::RegistrationConfig::default(),
+            node_id: 1,
+            peers: String::new(),
+            join: false,
+            raft: RaftConfig::default(),
         }
     }
 }
@@ -136,6 +183,26 @@ impl Config {
         }
         self.heal.validate()?;
         self.registration.validate()?;
+        if self.node_id == 0 {
+            return Err("node_id must be >= 1".into());
+        }
+        let peers = crate::raft::parse_peers(&self.peers).map_err(|e| format!("peers: {e}"))?;
+        if !peers.is_empty() && !peers.contains_key(&self.node_id) && !self.join {
+            return Err(format!(
+                "peers must list this member (node_id {}) unless join = true",
+                self.node_id
+            ));
+        }
+        let r = &self.raft;
+        if r.heartbeat_ms == 0 || r.election_min_ms <= r.heartbeat_ms * 2 {
+            return Err("raft.election_min_ms must be more than twice raft.heartbeat_ms".into());
+        }
+        if r.election_max_ms <= r.election_min_ms {
+            return Err("raft.election_max_ms must be more than raft.election_min_ms".into());
+        }
+        if r.wait_ms == 0 {
+            return Err("raft.wait_ms must be > 0".into());
+        }
         bigfs_proto::daemon::parse_admin_listen(&self.admin_listen)?;
         bigfs_proto::daemon::validate_log_level(&self.log_level)?;
         Ok(())

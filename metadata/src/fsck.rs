@@ -194,8 +194,9 @@ fn problem(
 impl MetadataService {
     /// Runs one command for a repair; the error becomes the repair note.
     async fn fix(&self, cmd: Command) -> Result<(), String> {
-        self.with(move |core, _, _| core.execute(cmd).map(|_| ()))
+        self.execute(cmd)
             .await
+            .map(|_| ())
             .map_err(|s| s.message().to_string())
     }
 
@@ -231,14 +232,14 @@ impl MetadataService {
                         "no other node is up with room for a copy".into(),
                     ));
                 };
-                core.execute(Command::RegisterChunk {
+                core.propose(Command::RegisterChunk {
                     confirmed: vec![],
                     id,
                     len,
                     node: src.clone(),
                     designated: vec![target.clone()],
                     now_ms: bigfs_proto::now_ms(),
-                })?;
+                });
                 let addr = |n: &str| {
                     core.state
                         .nodes

@@ -22,6 +22,7 @@ pub mod machine;
 pub mod namespace;
 pub mod orphans;
 pub mod placement;
+pub mod raft;
 pub mod registration;
 pub mod repair;
 pub mod service;
@@ -50,19 +51,28 @@ pub use service::MetadataService;
 /// minute by default, so a few seconds of lateness frees nothing early.
 const ORPHAN_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Validates `config`, creates the data directory and opens the store.
-pub fn open_service(config: Config) -> anyhow::Result<MetadataService> {
+/// Validates `config`, creates the data directory and starts this member
+/// (its Raft log and state machine); `listen` is the address it serves on.
+pub async fn open_service(
+    config: Config,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<MetadataService> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
-    MetadataService::open(config.clone()).with_context(|| {
-        format!(
-            "opening the metadata store in {}",
-            config.data_dir.display()
-        )
-    })
+    // The address the other members reach this one at: its entry in
+    // `peers`, else the address it listens on.
+    let peers = raft::parse_peers(&config.peers).map_err(anyhow::Error::msg)?;
+    let my_addr = peers
+        .get(&config.node_id)
+        .cloned()
+        .unwrap_or_else(|| listen.to_string());
+    let dir = config.data_dir.display().to_string();
+    MetadataService::open(config, my_addr)
+        .await
+        .with_context(|| format!("opening the metadata store in {dir}"))
 }
 
 /// Serves the Metadata service on `listener` until `shutdown` completes.
@@ -82,9 +92,9 @@ pub async fn serve_with_admin(
     admin: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let svc = tokio::task::spawn_blocking(move || open_service(config)).await??;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "metadata service listening");
+    let svc = open_service(config, addr).await?;
+    tracing::info!(%addr, member = svc.consensus().id, "metadata service listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let http_task = admin.map(|l| {
         bigfs_proto::daemon::prometheus();
@@ -107,6 +117,7 @@ pub async fn serve_with_admin(
             }
         }
     });
+    let leadership = tokio::spawn(watch_leadership(svc.clone()));
     let worker = worker::Worker::new(svc.clone());
     let admin = admin::AdminService::new(svc.clone(), worker.clone());
     let worker_task = tokio::spawn(worker.run(stop_rx.clone()));
@@ -118,7 +129,8 @@ pub async fn serve_with_admin(
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
         )
         .add_service(AdminServer::new(admin))
-        .add_service(OpsServer::new(svc))
+        .add_service(raft::network::RaftService::new(svc.consensus().raft.clone()).server())
+        .add_service(OpsServer::new(svc.clone()))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
@@ -130,9 +142,45 @@ pub async fn serve_with_admin(
         let _ = t.await;
     }
     orphan_task.abort();
+    leadership.abort();
+    if let Err(e) = svc.consensus().raft.shutdown().await {
+        tracing::warn!(error = %e, "Raft did not shut down cleanly");
+    }
     result?;
     tracing::info!("metadata service stopped");
     Ok(())
+}
+
+/// Logs leadership changes, and gives the storage nodes a grace period
+/// when this member becomes leader: liveness is the leader's soft state, and
+/// a new leader has heard from nobody yet.
+async fn watch_leadership(svc: MetadataService) {
+    let mut rx = svc.consensus().raft.metrics();
+    let mut leading = false;
+    loop {
+        let (now_leading, term, leader) = {
+            let m = rx.borrow_and_update();
+            (
+                m.state == openraft::ServerState::Leader,
+                m.current_term,
+                m.current_leader,
+            )
+        };
+        if now_leading != leading {
+            leading = now_leading;
+            metrics::gauge!("bigfs_metadata_is_leader").set(if leading { 1.0 } else { 0.0 });
+            if leading {
+                tracing::info!(term, "this member is now the metadata leader");
+                svc.grant_liveness_grace();
+            } else {
+                tracing::info!(term, leader = ?leader, "this member follows");
+            }
+        }
+        metrics::gauge!("bigfs_metadata_raft_term").set(term as f64);
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Binds `config.listen` and `config.admin_listen` and serves until SIGINT

@@ -1,84 +1,54 @@
-//! The state machine as the service runs it: the in-memory state and its
-//! durable log, changed only through `execute`.
+//! The state machine as a member holds it: the state, and how far into the
+//! Raft log it has applied. Changed only by [`crate::raft::machine`], which
+//! applies committed entries; the services read it under its lock.
 
-use crate::error::MetaError;
-use crate::state::{Command, Reply, State, apply};
-use crate::store::Store;
+use openraft::{BasicNode, LogId, StoredMembership};
 
-/// The persisted state and its store, behind one lock: a mutation holds it
-/// from apply to durable append, so nobody sees an unlogged change.
+use crate::raft::NodeId;
+use crate::state::{Command, State};
+
 pub struct Core {
     pub state: State,
-    store: Store,
-    /// Set when an append failed and the state could not be reloaded.
-    broken: bool,
-    #[cfg(debug_assertions)]
-    drop_replies: Option<crate::fault::DropReplies>,
+    /// The last log entry applied to `state`.
+    pub applied: Option<LogId<NodeId>>,
+    /// The last membership applied.
+    pub membership: StoredMembership<NodeId, BasicNode>,
+    /// Commands a service closure decided on, proposed in order once it
+    /// returns and the lock is released (see `MetadataService::with`).
+    pub(crate) queued: Vec<Queued>,
+}
+
+/// A command to propose, and what to do if it is refused.
+pub(crate) struct Queued {
+    pub cmd: Command,
+    /// `None`: the refusal is the request's answer. `Some(what)`: a
+    /// background duty's command; a refusal is logged as failing `what`.
+    pub warn: Option<&'static str>,
 }
 
 impl Core {
-    pub fn new(state: State, store: Store) -> Self {
+    pub fn new(state: State) -> Self {
         Core {
             state,
-            store,
-            broken: false,
-            #[cfg(debug_assertions)]
-            drop_replies: crate::fault::DropReplies::from_env(),
+            applied: None,
+            membership: StoredMembership::default(),
+            queued: Vec::new(),
         }
     }
 
-    /// Applies `cmd` and makes it durable; an error changes nothing.
-    ///
-    /// Applying first means refused commands never reach the log, except a
-    /// client's named command, whose refusal is its remembered answer. A
-    /// retry of a named command is answered from the clients table without
-    /// touching the log. If the append fails, the state is rebuilt from
-    /// disk, undoing the change.
-    pub fn execute(&mut self, cmd: Command) -> Result<Reply, MetaError> {
-        if self.broken {
-            return Err(MetaError::Store(
-                "the store failed earlier; restart the service".into(),
-            ));
-        }
-        if let Command::Once(once) = &cmd
-            && let Some(answer) = self.state.clients.answered(once.id)
-        {
-            tracing::info!(
-                client = %format_args!("{:016x}", once.id.client),
-                slot = once.id.slot,
-                seq = once.id.seq,
-                "retried request answered from the clients table"
-            );
-            return answer;
-        }
-        let outcome = apply(&mut self.state, &cmd);
-        if outcome.is_err() && !cmd.logged_when_refused() {
-            return outcome;
-        }
-        if let Err(e) = self.store.append(&cmd) {
-            tracing::error!(error = %e, "appending to the metadata log failed; reloading");
-            match self.store.load() {
-                Ok(s) => self.state = s,
-                Err(e2) => {
-                    tracing::error!(error = %e2, "reloading the metadata state failed");
-                    self.broken = true;
-                }
-            }
-            return Err(e);
-        }
-        if let Err(e) = self.store.maybe_snapshot(&self.state) {
-            // The log still has everything; try again at the next command.
-            tracing::warn!(error = %e, "metadata snapshot failed");
-        }
-        #[cfg(debug_assertions)]
-        if matches!(cmd, Command::Once(_))
-            && outcome.is_ok()
-            && self.drop_replies.as_mut().is_some_and(|d| d.drop_this())
-        {
-            return Err(MetaError::Store(
-                "test fault: reply dropped after the command was applied".into(),
-            ));
-        }
-        outcome
+    /// Proposes `cmd` once the caller's closure returns; a refusal becomes
+    /// the request's error. The state seen inside the closure does not
+    /// include it yet.
+    pub fn propose(&mut self, cmd: Command) {
+        self.queued.push(Queued { cmd, warn: None });
+    }
+
+    /// As [`Core::propose`] for a background duty: a refusal is logged as
+    /// failing `what` and the remaining commands go on.
+    pub fn propose_or_warn(&mut self, cmd: Command, what: &'static str) {
+        self.queued.push(Queued {
+            cmd,
+            warn: Some(what),
+        });
     }
 }

@@ -1,4 +1,4 @@
-//! `bigfs-metadata --data-dir DIR --listen ADDR [--config FILE]`
+//! `bigfs-metadata --data-dir DIR --listen ADDR [--node-id N --peers 1=A,2=B,3=C] [--config FILE]`
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +26,17 @@ struct Args {
     /// Log level or filter, e.g. info or debug (RUST_LOG overrides it).
     #[arg(long)]
     log_level: Option<String>,
+    /// This member's id in the metadata group (default 1).
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// The group's members: 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT (this one
+    /// included). Without it the member forms a group of one.
+    #[arg(long)]
+    peers: Option<String>,
+    /// Join a running group as a new member (added with `bigfs admin meta
+    /// add`) instead of forming one.
+    #[arg(long)]
+    join: bool,
 }
 
 fn main() -> ExitCode {
@@ -56,9 +67,29 @@ fn real_main() -> anyhow::Result<()> {
     if let Some(l) = args.log_level {
         config.log_level = l;
     }
+    if let Some(id) = args.node_id {
+        config.node_id = id;
+    }
+    if let Some(p) = args.peers {
+        config.peers = p;
+    }
+    if args.join {
+        config.join = true;
+    }
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))?;
-    bigfs_proto::daemon::init_logging(&config.log_level);
+    // openraft logs every failed heartbeat to a down member, twice a
+    // second: keep its warnings, not that stream (our own leadership and
+    // membership changes are logged by bigfs_metadata).
+    let filter = if config.log_level.contains("openraft") {
+        config.log_level.clone()
+    } else {
+        format!(
+            "{},openraft=warn,openraft::replication=off,openraft::engine::handler::replication_handler=off",
+            config.log_level
+        )
+    };
+    bigfs_proto::daemon::init_logging(&filter);
     tokio::runtime::Runtime::new()?.block_on(bigfs_metadata::run(config))
 }

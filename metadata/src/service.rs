@@ -19,18 +19,18 @@ use crate::liveness::Liveness;
 use crate::machine::Core;
 use crate::namespace;
 use crate::placement::{self, Candidate};
+use crate::raft::Consensus;
 use crate::registration;
 use crate::state::{Command, Kind, ReplicaStatus, Reply, State, Time};
-use crate::store::Store;
 use crate::validate::{chunk_id, chunk_len, file_size, node_field};
 
 struct Inner {
-    core: Mutex<Core>,
+    consensus: Consensus,
     live: Mutex<Liveness>,
     failures: Mutex<FailureLog>,
-    /// Makes the command log durable without taking the state lock.
-    syncer: crate::store::Syncer,
     config: Config,
+    #[cfg(debug_assertions)]
+    drop_replies: Mutex<Option<crate::fault::DropReplies>>,
 }
 
 /// The Metadata gRPC service.
@@ -54,26 +54,26 @@ fn read_rank(s: NodeState) -> u8 {
 }
 
 impl MetadataService {
-    /// Opens the store in `config.data_dir` and rebuilds the state.
-    pub fn open(config: Config) -> Result<Self, MetaError> {
-        let (store, state) = Store::open_with(
-            &config.data_dir,
-            config.snapshot_every,
-            config.log_sync,
-            Duration::from_millis(config.log_sync_interval_ms),
-        )?;
-        let syncer = store.syncer();
+    /// Starts this metadata member in `config.data_dir` (its Raft log and
+    /// state machine), reachable by the other members at `my_addr`.
+    pub async fn open(config: Config, my_addr: String) -> Result<Self, MetaError> {
+        let dir = config.data_dir.clone();
+        let legacy = tokio::task::spawn_blocking(move || crate::store::load_legacy(&dir))
+            .await
+            .map_err(|e| MetaError::Internal(format!("migration task: {e}")))??;
+        let consensus = crate::raft::start(&config, legacy, my_addr).await?;
         let live = Liveness::new(
             Duration::from_millis(config.suspect_after_ms),
             Duration::from_millis(config.down_after_ms),
         );
         Ok(MetadataService {
             inner: Arc::new(Inner {
-                core: Mutex::new(Core::new(state, store)),
+                consensus,
                 live: Mutex::new(live),
                 failures: Mutex::new(FailureLog::new(config.recent_failures)),
-                syncer,
                 config,
+                #[cfg(debug_assertions)]
+                drop_replies: Mutex::new(crate::fault::DropReplies::from_env()),
             }),
         })
     }
@@ -83,66 +83,149 @@ impl MetadataService {
         &self.inner.config
     }
 
-    /// Runs `f` with the state (and liveness) locked, on a blocking thread:
-    /// a mutation waits for an fsync.
+    /// The Raft member this service runs on.
+    pub fn consensus(&self) -> &Consensus {
+        &self.inner.consensus
+    }
+
+    /// Runs `f` on the state (and liveness) once this member has confirmed
+    /// it leads (a linearizable read), then proposes, in order, the
+    /// commands `f` queued with [`Core::propose`]. Answers `f`'s value, or
+    /// the first refusal of a proposed command.
     pub(crate) async fn with<T, F>(&self, f: F) -> Result<T, Status>
     where
         T: Send + 'static,
         F: FnOnce(&mut Core, &mut Liveness, &Config) -> Result<T, MetaError> + Send + 'static,
     {
-        // Runs inline: an operation holds the lock for microseconds (the
-        // log append is one write, its fsync is batched elsewhere), far less
-        // than handing it to a blocking thread would cost.
+        self.inner.consensus.read_barrier().await?;
+        let (out, queued) = self.with_local(f)?;
+        let mut first_err = None;
+        for q in queued {
+            if let Err(e) = self.execute(q.cmd).await {
+                match q.warn {
+                    Some(what) => tracing::warn!(error = %e.message(), "{what} failed"),
+                    None => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Runs `f` on this member's state as it is, leader or not, and hands
+    /// back what it queued.
+    fn with_local<T, F>(&self, f: F) -> Result<(T, Vec<crate::machine::Queued>), Status>
+    where
+        F: FnOnce(&mut Core, &mut Liveness, &Config) -> Result<T, MetaError>,
+    {
         let inner = &self.inner;
         let out = (|| {
-            let mut core = lock(&inner.core)?;
+            let mut core = lock(&inner.consensus.core)?;
             let mut live = lock(&inner.live)?;
-            f(&mut core, &mut live, &inner.config)
+            let out = f(&mut core, &mut live, &inner.config);
+            let queued = std::mem::take(&mut core.queued);
+            out.map(|o| (o, queued))
         })();
         out.map_err(Status::from)
     }
 
-    /// Runs `f` on a read-only view of the state, liveness, configuration
-    /// and recent failures (for the admin HTTP pages).
+    /// Runs `f` on a read-only view of this member's state, liveness,
+    /// configuration and recent failures (for the admin HTTP pages, which
+    /// a follower serves from its own, possibly lagging, copy).
     pub async fn inspect<T, F>(&self, f: F) -> Result<T, Status>
     where
         T: Send + 'static,
         F: FnOnce(&State, &Liveness, &Config, &FailureLog) -> T + Send + 'static,
     {
         let inner = self.inner.clone();
-        self.with(move |core, live, config| {
+        self.with_local(move |core, live, config| {
             let failures = lock(&inner.failures)?;
             Ok(f(&core.state, live, config, &failures))
         })
-        .await
+        .map(|(out, _)| out)
+    }
+
+    /// Proposes `cmd` through the Raft group and answers what applying it
+    /// answered. A retried client mutation already answered is answered
+    /// from the clients table without a proposal.
+    pub(crate) async fn execute(&self, cmd: Command) -> Result<Reply, Status> {
+        if let Command::Once(once) = &cmd {
+            let id = once.id;
+            let (answer, _) =
+                self.with_local(move |core, _, _| Ok(core.state.clients.answered(id)))?;
+            if let Some(answer) = answer {
+                tracing::info!(
+                    client = %format_args!("{:016x}", id.client),
+                    slot = id.slot,
+                    seq = id.seq,
+                    "retried request answered from the clients table"
+                );
+                return answer.map_err(Status::from);
+            }
+        }
+        #[cfg(debug_assertions)]
+        let named = matches!(cmd, Command::Once(_));
+        let out = self.inner.consensus.propose(cmd).await;
+        #[cfg(debug_assertions)]
+        if named
+            && out.is_ok()
+            && lock(&self.inner.drop_replies)?
+                .as_mut()
+                .is_some_and(|d| d.drop_this())
+        {
+            return Err(Status::unavailable(
+                "test fault: reply dropped after the command was applied",
+            ));
+        }
+        out
     }
 
     /// Frees open-but-unlinked inodes whose lease ran out (their client
-    /// died without closing them).
+    /// died without closing them). Leader only.
     pub async fn expire_orphans(&self) -> Result<(), Status> {
+        if !self.inner.consensus.is_leader() {
+            return Ok(());
+        }
         self.with(move |core, _, _| {
             let now = Time::now();
             if crate::orphans::any_expired(&core.state, now.as_ms()) {
-                core.execute(Command::ExpireOrphans { now })?;
+                core.propose(Command::ExpireOrphans { now });
             }
             Ok(())
         })
         .await
     }
 
+    /// Counts every registered node as just heard from (with the capacity
+    /// it registered), unless already heard: a new leader gives the nodes
+    /// a heartbeat period to find it before calling them Suspect or Down.
+    pub fn grant_liveness_grace(&self) {
+        let r = self.with_local(|core, live, _| {
+            let now = Instant::now();
+            for (id, n) in &core.state.nodes {
+                if live.get(id).is_none_or(|s| s.last_heartbeat.is_none()) {
+                    live.heard(id, n.capacity, 0, 0, now);
+                }
+            }
+            Ok(core.state.nodes.len())
+        });
+        if let Ok((nodes, _)) = r {
+            tracing::info!(nodes, "storage nodes given a heartbeat grace period");
+        }
+    }
+
     /// Runs a command built from the request and answers the inode's attr.
     async fn execute_attr(&self, cmd: Command) -> Result<Response<pb::AttrReply>, Status> {
-        self.with(move |core, _, _| {
-            let ino = match core.execute(cmd)? {
-                Reply::Ino(ino) => ino,
-                Reply::Done => return Err(MetaError::Internal("command returned no inode".into())),
-            };
-            Ok(pb::AttrReply {
-                attr: Some(core.state.attr(ino)?),
-            })
-        })
-        .await
-        .map(Response::new)
+        let ino = match self.execute(cmd).await? {
+            Reply::Ino(ino) => ino,
+            Reply::Done => return Err(Status::internal("command returned no inode")),
+        };
+        let (attr, _) = self.with_local(move |core, _, _| core.state.attr(ino))?;
+        Ok(Response::new(pb::AttrReply { attr: Some(attr) }))
     }
 
     /// Names `cmd` with the request's id, if it carries one, so that a
@@ -165,9 +248,7 @@ impl MetadataService {
     }
 
     async fn execute_empty(&self, cmd: Command) -> Result<Response<pb::Empty>, Status> {
-        self.with(move |core, _, _| core.execute(cmd).map(|_| pb::Empty {}))
-            .await
-            .map(Response::new)
+        self.execute(cmd).await.map(|_| Response::new(pb::Empty {}))
     }
 }
 
@@ -571,14 +652,14 @@ impl Metadata for MetadataService {
                 &exclude,
                 &mut rand::rng(),
             ));
-            core.execute(Command::RegisterChunk {
+            core.propose(Command::RegisterChunk {
                 id,
                 len,
                 node: r.node_id.clone(),
                 designated: designated.clone(),
                 now_ms: bigfs_proto::now_ms(),
                 confirmed,
-            })?;
+            });
             tracing::debug!(chunk = %id.short(), node = %r.node_id, ?designated, "chunk registered");
             let st = &core.state;
             Ok(pb::RegisterChunkReply {
@@ -631,10 +712,10 @@ impl Metadata for MetadataService {
             // A node reporting its own replica corrupt (scrub or read) has
             // quarantined it: unlist it, and repair makes a new copy.
             if let Some(id) = crate::heal::self_reported_loss(&r) {
-                core.execute(Command::RemoveReplica {
+                core.propose(Command::RemoveReplica {
                     id,
                     node: r.node_id.clone(),
-                })?;
+                });
             }
             metrics::counter!("bigfs_metadata_failure_reports_total", "operation" => r.operation.clone())
                 .increment(1);
@@ -714,13 +795,13 @@ impl Metadata for MetadataService {
                 delete = delete.len(),
                 "node registered"
             );
-            core.execute(Command::RegisterNode {
+            core.propose(Command::RegisterNode {
                 node_id: r.node_id.clone(),
                 address: r.address,
                 capacity: r.capacity,
                 lost: rec.lost,
                 confirmed: rec.confirmed,
-            })?;
+            });
             live.heard(
                 &r.node_id,
                 r.capacity,
@@ -852,10 +933,10 @@ impl Metadata for MetadataService {
         self.with(move |core, _, _| {
             // Only an orphan is released; skip the log otherwise.
             if core.state.orphans.contains_key(&ino) {
-                core.execute(Command::ReleaseInode {
+                core.propose(Command::ReleaseInode {
                     ino,
                     now: Time::now(),
-                })?;
+                });
             }
             Ok(pb::Empty {})
         })
@@ -864,7 +945,8 @@ impl Metadata for MetadataService {
     }
 
     async fn sync(&self, _request: Request<pb::Empty>) -> Result<Response<pb::Empty>, Status> {
-        let syncer = self.inner.syncer.clone();
+        self.inner.consensus.read_barrier().await?;
+        let syncer = self.inner.consensus.syncer();
         tokio::task::spawn_blocking(move || syncer.sync())
             .await
             .map_err(|e| Status::internal(format!("sync worker failed: {e}")))?

@@ -54,11 +54,11 @@ pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, MetaError> {
     )?)
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, MetaError> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, MetaError> {
     Ok(bincode::serde::decode_from_slice(bytes, bincode::config::standard())?.0)
 }
 
-fn io(context: &str, e: std::io::Error) -> MetaError {
+pub(crate) fn io(context: &str, e: std::io::Error) -> MetaError {
     // A full disk is the operator's to fix, and the client's errno is
     // ENOSPC, not a generic I/O error.
     if e.kind() == std::io::ErrorKind::StorageFull {
@@ -70,13 +70,20 @@ fn io(context: &str, e: std::io::Error) -> MetaError {
 }
 
 /// The log file and whether it holds bytes not yet synced.
-struct LogFile {
-    file: Mutex<File>,
-    dirty: AtomicBool,
+pub(crate) struct LogFile {
+    pub(crate) file: Mutex<File>,
+    pub(crate) dirty: AtomicBool,
 }
 
 impl LogFile {
-    fn sync(&self) -> Result<(), MetaError> {
+    pub(crate) fn new(file: File) -> Self {
+        LogFile {
+            file: Mutex::new(file),
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn sync(&self) -> Result<(), MetaError> {
         if self.dirty.swap(false, Ordering::AcqRel) {
             let f = self
                 .file
@@ -138,25 +145,10 @@ impl Store {
             .append(true)
             .open(data_dir.join(LOG_FILE))
             .map_err(|e| io("opening the command log", e))?;
-        let log = Arc::new(LogFile {
-            file: Mutex::new(file),
-            dirty: AtomicBool::new(false),
-        });
+        let log = Arc::new(LogFile::new(file));
         let stop_syncer = Arc::new(AtomicBool::new(false));
         if sync == LogSync::Interval {
-            let (log, stop) = (Arc::clone(&log), Arc::clone(&stop_syncer));
-            let interval = interval.max(Duration::from_millis(1));
-            std::thread::Builder::new()
-                .name("metadata-log-sync".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Acquire) {
-                        std::thread::sleep(interval);
-                        if let Err(e) = log.sync() {
-                            tracing::error!(error = %e, "background log sync failed");
-                        }
-                    }
-                })
-                .map_err(|e| io("starting the log sync thread", e))?;
+            spawn_syncer(Arc::clone(&log), Arc::clone(&stop_syncer), interval)?;
         }
         let mut store = Store {
             db,
@@ -236,11 +228,8 @@ impl Store {
     pub fn append(&mut self, cmd: &Command) -> Result<u64, MetaError> {
         let payload = encode(cmd)?;
         let index = self.next_index;
-        let mut rec = Vec::with_capacity(HEADER + payload.len());
-        rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        rec.extend_from_slice(&crc32(index, &payload).to_le_bytes());
-        rec.extend_from_slice(&index.to_le_bytes());
-        rec.extend_from_slice(&payload);
+        let mut rec = Vec::new();
+        push_record(&mut rec, index, &payload);
         {
             let mut f = self.lock_log()?;
             f.write_all(&rec)
@@ -322,9 +311,39 @@ impl Store {
     }
 }
 
+/// The state a single-member data directory of an earlier BigFS holds
+/// (`metadata.redb` + `commands.log`, before the Raft log), if this one has
+/// such files and no snapshot of the Raft state machine yet: the member
+/// starts from it, then [`retire_legacy`] renames the old files.
+pub fn load_legacy(dir: &Path) -> Result<Option<State>, MetaError> {
+    if !dir.join(DB_FILE).exists() || crate::raft::machine::Machine::has_snapshot(dir) {
+        return Ok(None);
+    }
+    let (_store, state) = Store::open(dir, u64::MAX)?;
+    tracing::warn!(
+        dir = %dir.display(),
+        inodes = state.inodes.len(),
+        "migrating a single-member metadata store to the Raft format"
+    );
+    Ok(Some(state))
+}
+
+/// Renames the files [`load_legacy`] read to `*.migrated`, once their state
+/// is in the new snapshot. Delete them when the cluster runs well.
+pub fn retire_legacy(dir: &Path) -> Result<(), MetaError> {
+    for name in [DB_FILE, LOG_FILE] {
+        let from = dir.join(name);
+        if from.exists() {
+            let to = dir.join(format!("{name}.migrated"));
+            std::fs::rename(&from, &to).map_err(|e| io("renaming a migrated file", e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Makes the log durable on request, without the state lock.
 #[derive(Clone)]
-pub struct Syncer(Arc<LogFile>);
+pub struct Syncer(pub(crate) Arc<LogFile>);
 
 impl Syncer {
     pub fn sync(&self) -> Result<(), MetaError> {
@@ -332,9 +351,39 @@ impl Syncer {
     }
 }
 
+/// Appends the record of `payload` at `index` to `out`.
+pub(crate) fn push_record(out: &mut Vec<u8>, index: u64, payload: &[u8]) {
+    out.reserve(HEADER + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32(index, payload).to_le_bytes());
+    out.extend_from_slice(&index.to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Starts a thread that syncs `log` every `interval` until `stop` is set.
+pub(crate) fn spawn_syncer(
+    log: Arc<LogFile>,
+    stop: Arc<AtomicBool>,
+    interval: Duration,
+) -> Result<(), MetaError> {
+    let interval = interval.max(Duration::from_millis(1));
+    std::thread::Builder::new()
+        .name("metadata-log-sync".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                std::thread::sleep(interval);
+                if let Err(e) = log.sync() {
+                    tracing::error!(error = %e, "background log sync failed");
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| io("starting the log sync thread", e))
+}
+
 /// The record at `pos`: (index, payload, position after it), or None at the
 /// end or at a torn or corrupt record.
-fn record_at(bytes: &[u8], pos: usize) -> Option<(u64, &[u8], usize)> {
+pub(crate) fn record_at(bytes: &[u8], pos: usize) -> Option<(u64, &[u8], usize)> {
     let header = bytes.get(pos..pos + HEADER)?;
     let len = u32::from_le_bytes(header[0..4].try_into().ok()?) as usize;
     let crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
@@ -478,23 +527,5 @@ mod tests {
         assert!(store.log.dirty.load(Ordering::Acquire), "synced per append");
         store.syncer().sync().unwrap();
         assert!(!store.log.dirty.load(Ordering::Acquire), "sync on request");
-    }
-
-    /// A command applied in memory whose append fails is undone: the
-    /// service reloads from disk, and the change, never logged, is gone.
-    #[test]
-    fn load_discards_unlogged_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut store, mut state) = Store::open(dir.path(), 100).unwrap();
-        run(&mut store, &mut state, mkdir(1, "kept", 1));
-        let logged = state.clone();
-        // Appends fail from now on: the log handle can no longer write.
-        *store.log.file.lock().unwrap() = File::open(dir.path().join(LOG_FILE)).unwrap();
-        let mut core = crate::machine::Core::new(state, store);
-        assert!(core.execute(mkdir(1, "lost", 2)).is_err(), "append failed");
-        assert_eq!(core.state, logged, "the unlogged mkdir is still there");
-        drop(core);
-        let (_, reopened) = Store::open(dir.path(), 100).unwrap();
-        assert_eq!(reopened, logged);
     }
 }

@@ -114,9 +114,7 @@ fn address(state: &State, node: &str) -> String {
 }
 
 fn heal(core: &mut Core, cmd: HealCommand) {
-    if let Err(e) = core.execute(Command::Heal(cmd)) {
-        tracing::warn!(error = %e, "healing command failed");
-    }
+    core.propose_or_warn(Command::Heal(cmd), "healing command");
 }
 
 impl Worker {
@@ -144,6 +142,10 @@ impl Worker {
             }
             if *shutdown.borrow() {
                 break;
+            }
+            // Healing, GC and the audit are the leader's duties.
+            if !self.svc.consensus().is_leader() {
+                continue;
             }
             if let Err(e) = self.tick().await {
                 tracing::warn!(error = %e.message(), "healing tick failed");
@@ -207,9 +209,10 @@ impl Worker {
                 heal(core, HealCommand::Finish { outcomes, now_ms: now });
                 for (id, node) in lost_sources {
                     tracing::warn!(chunk = %id.short(), node = %node, "source lacks a listed replica; unlisting it");
-                    if let Err(e) = core.execute(Command::RemoveReplica { id, node }) {
-                        tracing::warn!(error = %e, "cannot unlist a lost replica");
-                    }
+                    core.propose_or_warn(
+                        Command::RemoveReplica { id, node },
+                        "unlisting a lost replica",
+                    );
                 }
                 Ok(())
             })
@@ -555,9 +558,10 @@ impl Worker {
                         continue;
                     }
                     tracing::warn!(chunk = %id.short(), node = %node, "replica audit: the node no longer has this copy; unlisted, it will be made again");
-                    if let Err(e) = core.execute(Command::RemoveReplica { id, node }) {
-                        tracing::warn!(error = %e, "unlisting a lost replica failed");
-                    }
+                    core.propose_or_warn(
+                        Command::RemoveReplica { id, node },
+                        "unlisting a lost replica",
+                    );
                 }
                 Ok(())
             })

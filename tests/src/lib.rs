@@ -15,6 +15,7 @@ use bigfs_client::{Client, ClientConfig};
 use bigfs_proto::{RetryConfig, pb};
 use sha2::{Digest, Sha256};
 
+pub mod group;
 pub mod power;
 
 /// Processes and mount points the harness started, so a test that runs past

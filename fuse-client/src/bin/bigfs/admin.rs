@@ -2,7 +2,7 @@
 //! and Ops services (node states, the repair queue, recovery,
 //! decommissioning, files and their replica health, fsck).
 
-use bigfs_client::admin::{AdminConn, render_files, render_nodes, render_queue};
+use bigfs_client::admin::{AdminConn, render_files, render_meta, render_nodes, render_queue};
 use clap::Subcommand;
 
 use crate::failure::Failure;
@@ -61,6 +61,22 @@ pub enum AdminCmd {
     /// Forget NODE for good once it is stopped and holds nothing (after a
     /// decommission has drained it).
     RemoveNode { node: String },
+    /// The metadata group: members, leader, term, log indexes, lag.
+    Meta {
+        #[command(subcommand)]
+        cmd: MetaCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum MetaCmd {
+    /// Members, leader, term, commit and applied index, each one's lag.
+    Status,
+    /// Add member ID at ADDRESS (started with `--join`); it catches up
+    /// from a snapshot, then votes.
+    Add { id: u64, address: String },
+    /// Remove member ID from the group.
+    Remove { id: u64 },
 }
 
 pub async fn run(metadata: &str, cmd: &AdminCmd, json: bool) -> Result<(), Failure> {
@@ -127,6 +143,14 @@ pub async fn run(metadata: &str, cmd: &AdminCmd, json: bool) -> Result<(), Failu
                     r.trash_left
                 );
             }
+        }
+        AdminCmd::Meta { cmd } => {
+            let r = match cmd {
+                MetaCmd::Status => conn.meta_status().await?,
+                MetaCmd::Add { id, address } => conn.meta_add(*id, address).await?,
+                MetaCmd::Remove { id } => conn.meta_remove(*id).await?,
+            };
+            out!("{}", render_meta(&r, json));
         }
         AdminCmd::RemoveNode { node } => {
             conn.remove_node(node).await?;
