@@ -73,8 +73,9 @@ async fn metrics(State(svc): State<MetadataService>) -> Response {
             views::gauges(&status, &views::gc_backlog(st), queue.length)
         })
         .await;
+    let group = crate::raft::members::gauges(&svc.consensus().meta_status());
     match gauges {
-        Ok(g) => bigfs_proto::daemon::metrics_response(&g),
+        Ok(g) => bigfs_proto::daemon::metrics_response(&(g + &group)),
         Err(e) => internal(e),
     }
 }
@@ -221,9 +222,58 @@ struct Summary {
     nodes: Vec<NodeView>,
     failures_total: u64,
     failures: Vec<FailureReport>,
+    group: Group,
+}
+
+/// The metadata group as this member sees it (for the status page).
+#[derive(Debug, Serialize)]
+struct Group {
+    member: u64,
+    state: String,
+    leader: u64,
+    leader_address: String,
+    term: u64,
+    commit_index: u64,
+    applied_index: u64,
+    proposals_per_sec: f64,
+    members: Vec<GroupMember>,
+}
+
+#[derive(Debug, Serialize)]
+struct GroupMember {
+    id: u64,
+    address: String,
+    voter: bool,
+    lag: Option<u64>,
+}
+
+impl Group {
+    fn of(s: bigfs_proto::pb::MetaStatusReply) -> Self {
+        Group {
+            member: s.id,
+            state: s.state,
+            leader: s.leader,
+            leader_address: s.leader_address,
+            term: s.term,
+            commit_index: s.commit_index,
+            applied_index: s.applied_index,
+            proposals_per_sec: s.proposals_per_sec,
+            members: s
+                .members
+                .into_iter()
+                .map(|m| GroupMember {
+                    id: m.id,
+                    address: m.address,
+                    voter: m.voter,
+                    lag: m.has_matched.then_some(m.lag),
+                })
+                .collect(),
+        }
+    }
 }
 
 async fn summary(State(svc): State<MetadataService>) -> Response {
+    let group = Group::of(svc.consensus().meta_status());
     match svc
         .inspect(|st, live, config, f| {
             let s = crate::status::status(st, live, config);
@@ -244,6 +294,7 @@ async fn summary(State(svc): State<MetadataService>) -> Response {
                 nodes: views::nodes(&s),
                 failures_total: f.total(),
                 failures: f.newest(PAGE_FAILURES),
+                group,
             }
         })
         .await

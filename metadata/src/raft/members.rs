@@ -122,3 +122,61 @@ impl Consensus {
         }
     }
 }
+
+/// The group's figures for `/metrics`, as this member sees them.
+pub fn gauges(s: &pb::MetaStatusReply) -> String {
+    use bigfs_proto::daemon::push_gauge;
+    let mut out = String::new();
+    let leader = if s.state == "Leader" { 1.0 } else { 0.0 };
+    let figures: [(&str, &str, f64); 7] = [
+        (
+            "bigfs_metadata_raft_leader",
+            "1 if this member leads the metadata group.",
+            leader,
+        ),
+        (
+            "bigfs_metadata_raft_term",
+            "Current Raft term.",
+            s.term as f64,
+        ),
+        (
+            "bigfs_metadata_raft_last_log_index",
+            "Last index in this member's Raft log.",
+            s.last_log_index as f64,
+        ),
+        (
+            "bigfs_metadata_raft_commit_index",
+            "Highest index this member knows committed.",
+            s.commit_index as f64,
+        ),
+        (
+            "bigfs_metadata_raft_applied_index",
+            "Highest index applied to this member's state.",
+            s.applied_index as f64,
+        ),
+        (
+            "bigfs_metadata_raft_members",
+            "Members of the metadata group.",
+            s.members.len() as f64,
+        ),
+        (
+            "bigfs_metadata_raft_proposals_per_second",
+            "Proposals over the last minute, per second.",
+            s.proposals_per_sec,
+        ),
+    ];
+    for (name, help, v) in figures {
+        push_gauge(&mut out, name, help, &[], v);
+    }
+    for m in s.members.iter().filter(|m| m.has_matched) {
+        let id = m.id.to_string();
+        push_gauge(
+            &mut out,
+            "bigfs_metadata_raft_member_lag",
+            "Entries a member is behind the leader's log (leader only).",
+            &[("member", &id)],
+            m.lag as f64,
+        );
+    }
+    out
+}
