@@ -1,9 +1,9 @@
 //! Administration of the self-healing machinery (the `Admin` service of the
 //! metadata server): what `bigfs admin ...` runs and prints.
 
-use bigfs_proto::pb::{self, admin_client::AdminClient};
-use bigfs_proto::{ChunkId, MAX_MESSAGE_SIZE};
-use tonic::transport::Channel;
+use bigfs_proto::ChunkId;
+use bigfs_proto::leader::AdminClient;
+use bigfs_proto::pb;
 
 use crate::error::{ClientError, Result};
 
@@ -28,9 +28,10 @@ fn repair_status(s: i32) -> &'static str {
     }
 }
 
-/// A connection to the Admin service of the metadata server at `addr`.
+/// A connection to the Admin service of the metadata members in `addrs`
+/// ("a,b,c" or one address); calls go to the leader.
 pub struct AdminConn {
-    client: AdminClient<Channel>,
+    client: AdminClient,
 }
 
 fn rpc_error(what: &str, s: tonic::Status) -> ClientError {
@@ -38,16 +39,13 @@ fn rpc_error(what: &str, s: tonic::Status) -> ClientError {
 }
 
 impl AdminConn {
-    pub fn new(addr: &str) -> Result<Self> {
-        let ch = bigfs_proto::channel(addr).map_err(|e| ClientError::Connect {
-            addr: addr.into(),
-            message: e.to_string(),
-        })?;
-        Ok(AdminConn {
-            client: AdminClient::new(ch)
-                .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                .max_encoding_message_size(MAX_MESSAGE_SIZE),
-        })
+    pub fn new(addrs: &str) -> Result<Self> {
+        let client =
+            bigfs_proto::leader::admin_client(addrs).map_err(|e| ClientError::Connect {
+                addr: addrs.into(),
+                message: e.to_string(),
+            })?;
+        Ok(AdminConn { client })
     }
 
     pub async fn nodes(&mut self) -> Result<pb::StatusReply> {

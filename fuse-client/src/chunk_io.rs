@@ -19,6 +19,7 @@ use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
 use crate::layout::Replica;
 use crate::meta::Meta;
+use crate::meta_wait::MetaWait;
 use crate::metrics::TransferMetrics;
 
 type FetchFuture = Shared<BoxFuture<'static, Result<Bytes>>>;
@@ -41,7 +42,7 @@ pub struct ChunkIo {
 impl ChunkIo {
     pub fn new(cfg: &ClientConfig) -> Result<Self> {
         Ok(ChunkIo {
-            meta: Meta::new(&cfg.metadata, cfg.retry.clone())?,
+            meta: Meta::new(&cfg.metadata, cfg.retry.clone(), cfg.meta_wait)?,
             cache: ChunkCache::new(cfg.cache_bytes),
             metrics: TransferMetrics::default(),
             retry: cfg.retry.clone(),
@@ -99,10 +100,12 @@ impl ChunkIo {
             error: error.to_string(),
             reporter: self.client_name.clone(),
         };
-        // Reporting is advice to the metadata service; never wait for it.
+        // Reporting is advice to the metadata service; never wait for it,
+        // and do not keep retrying through a metadata outage (the mount's
+        // meta_wait is for calls an application waits on).
         tokio::spawn(async move {
             let _ = meta
-                .call("report failure", |mut c| {
+                .call_waiting("report failure", MetaWait::Retries, |mut c| {
                     let r = req.clone();
                     async move { c.report_failure(r).await }
                 })

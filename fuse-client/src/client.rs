@@ -9,6 +9,7 @@ use crate::chunk_io::ChunkIo;
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
 use crate::file::FileHandle;
+use crate::meta_wait::MetaWait;
 use crate::metrics::MetricsSnapshot;
 
 pub struct Client {
@@ -51,7 +52,15 @@ impl Client {
         cfg.validate().map_err(ClientError::Invalid)?;
         let io = Arc::new(ChunkIo::new(&cfg)?);
         let client = Arc::new(Client { io, cfg });
-        client.status().await.map_err(|e| ClientError::Connect {
+        // Fail fast when the cluster cannot be reached at all, whatever the
+        // wait configured for later calls.
+        let first = client
+            .io
+            .meta
+            .call_waiting("status", MetaWait::Retries, |mut c| async move {
+                c.status(pb::Empty {}).await
+            });
+        first.await.map_err(|e| ClientError::Connect {
             addr: client.cfg.metadata.clone(),
             message: e.to_string(),
         })?;
@@ -67,7 +76,10 @@ impl Client {
     }
 
     pub fn metrics(&self) -> MetricsSnapshot {
-        self.io.metrics.snapshot()
+        MetricsSnapshot {
+            meta_waits: self.io.meta.wait_counts(),
+            ..self.io.metrics.snapshot()
+        }
     }
 
     pub async fn status(&self) -> Result<pb::StatusReply> {

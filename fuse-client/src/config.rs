@@ -3,13 +3,22 @@
 use bigfs_proto::RetryConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::meta_wait::MetaWait;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
-    /// Address of the metadata service ("host:port"). Default 127.0.0.1:9400.
+    /// Addresses of the metadata members: "host:port", "a:9400,b:9400,c:9400"
+    /// or a TOML list; calls go to whichever leads. Default 127.0.0.1:9400.
+    #[serde(deserialize_with = "bigfs_proto::leader::addr_list")]
     pub metadata: String,
     /// Retry policy for chunk transfers and metadata calls.
     pub retry: RetryConfig,
+    /// How long a metadata call waits for the service through transient
+    /// failures. Not a file key: the CLI keeps the retry budget
+    /// ([`MetaWait::Retries`]); the mount sets it from `meta_wait`/`hard`.
+    #[serde(skip)]
+    pub meta_wait: MetaWait,
     /// Bytes of verified chunks kept in the LRU chunk cache. Default 256 MiB.
     pub cache_bytes: u64,
     /// Bytes one open file may hold in its write buffer (dirty chunks and
@@ -37,6 +46,7 @@ impl Default for ClientConfig {
         ClientConfig {
             metadata: "127.0.0.1:9400".into(),
             retry: RetryConfig::default(),
+            meta_wait: MetaWait::Retries,
             cache_bytes: 256 << 20,
             write_buffer_bytes: 64 << 20,
             parallel_transfers: 8,
@@ -52,7 +62,7 @@ impl ClientConfig {
     /// Checks the values; the message names the bad key.
     pub fn validate(&self) -> Result<(), String> {
         self.retry.validate()?;
-        if self.metadata.is_empty() {
+        if bigfs_proto::leader::parse_addrs(&self.metadata).is_empty() {
             return Err("metadata: an address is required".into());
         }
         if self.write_buffer_bytes < (1 << 20) {

@@ -16,6 +16,7 @@ pub mod fresh_inodes;
 pub mod fuse_fs;
 pub mod layout;
 pub mod meta;
+pub mod meta_wait;
 pub mod metrics;
 pub mod metrics_http;
 pub mod mount_config;

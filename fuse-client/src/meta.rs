@@ -1,22 +1,27 @@
 //! The client's view of the metadata service: every call goes through one
-//! helper with a per-attempt deadline and backoff on transient failures.
+//! helper with a per-attempt deadline and backoff on transient failures,
+//! for as long as the client's [`MetaWait`] allows. The channel underneath
+//! finds the leader among the metadata members.
 //! A mutation goes through [`Meta::mutate`], which names it with a request
 //! id so that its retries are answered once, as the first try would be.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
-use bigfs_proto::RetryConfig;
-use bigfs_proto::pb::{self, metadata_client::MetadataClient};
-use tonic::transport::Channel;
+use bigfs_proto::pb;
+use bigfs_proto::{MetaClient, RetryConfig};
 
 use crate::error::{ClientError, Result};
+use crate::meta_wait::{MetaWait, WaitCounts, WaitLog};
 use crate::request_ids::RequestIds;
 
 #[derive(Clone)]
 pub struct Meta {
-    client: MetadataClient<Channel>,
+    client: MetaClient,
     retry: RetryConfig,
+    wait: MetaWait,
+    waits: Arc<WaitLog>,
     addr: String,
     ids: Arc<RequestIds>,
 }
@@ -48,8 +53,9 @@ mutation!(
     pb::CommitLayoutRequest
 );
 
-/// Codes worth another try: the service is restarting or the link broke.
-/// Everything else is the service's considered answer.
+/// Codes worth another try: the service is restarting, has no leader (or
+/// the channel found none: `not the leader` / `no leader` are UNAVAILABLE)
+/// or the link broke. Everything else is the service's considered answer.
 fn transient(code: tonic::Code) -> bool {
     matches!(
         code,
@@ -58,21 +64,30 @@ fn transient(code: tonic::Code) -> bool {
 }
 
 impl Meta {
-    pub fn new(addr: &str, retry: RetryConfig) -> Result<Self> {
-        let client = bigfs_proto::metadata_client(addr).map_err(|e| ClientError::Connect {
-            addr: addr.into(),
+    /// A client of the metadata members in `addrs` ("a,b,c" or one).
+    pub fn new(addrs: &str, retry: RetryConfig, wait: MetaWait) -> Result<Self> {
+        let client = bigfs_proto::metadata_client(addrs).map_err(|e| ClientError::Connect {
+            addr: addrs.into(),
             message: e.to_string(),
         })?;
         Ok(Meta {
             client,
             retry,
-            addr: addr.to_string(),
+            wait,
+            waits: Arc::default(),
+            addr: addrs.to_string(),
             ids: RequestIds::new(),
         })
     }
 
+    /// The metadata members as configured.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// The waits of this client's calls so far.
+    pub fn wait_counts(&self) -> WaitCounts {
+        self.waits.counts()
     }
 
     /// Runs the mutation `f(client, req)` with retries, every attempt
@@ -81,7 +96,7 @@ impl Meta {
     pub async fn mutate<R, T, F, Fut>(&self, op: &'static str, req: R, f: F) -> Result<T>
     where
         R: Mutation,
-        F: Fn(MetadataClient<Channel>, R) -> Fut,
+        F: Fn(MetaClient, R) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let held = self.ids.next();
@@ -89,28 +104,56 @@ impl Meta {
         self.call(op, |c| f(c, req.clone())).await
     }
 
-    /// Runs `f` with retries. `f` gets a fresh client handle each attempt
-    /// and must build its request anew (requests are cheap to clone).
+    /// Runs `f` with retries for as long as the client's [`MetaWait`]
+    /// allows. `f` gets a fresh client handle each attempt and must build
+    /// its request anew (requests are cheap to clone).
     pub async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T>
     where
-        F: Fn(MetadataClient<Channel>) -> Fut,
+        F: Fn(MetaClient) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
+        self.call_waiting(op, self.wait, f).await
+    }
+
+    /// As [`Meta::call`], waiting as `wait` says instead.
+    pub async fn call_waiting<T, F, Fut>(&self, op: &'static str, wait: MetaWait, f: F) -> Result<T>
+    where
+        F: Fn(MetaClient) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let start = Instant::now();
+        let mut waiting_since = None;
         let mut attempt = 0;
         loop {
-            let outcome =
-                tokio::time::timeout(self.retry.attempt_timeout(), f(self.client.clone()))
-                    .await
-                    .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("attempt timed out")));
-            match outcome {
-                Ok(resp) => return Ok(resp.into_inner()),
-                Err(status) if transient(status.code()) && attempt < self.retry.max_retries => {
-                    tracing::debug!(op, attempt, error = %status.message(), "metadata call failed, retrying");
-                    tokio::time::sleep(self.retry.backoff_jittered(attempt)).await;
-                    attempt += 1;
+            let deadline = wait.attempt_timeout(&self.retry, attempt, start.elapsed());
+            let outcome = tokio::time::timeout(deadline, f(self.client.clone()))
+                .await
+                .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("attempt timed out")));
+            let status = match outcome {
+                Ok(resp) => {
+                    if let Some(began) = waiting_since {
+                        self.waits.end(op, began, true);
+                    }
+                    return Ok(resp.into_inner());
                 }
+                Err(status) if transient(status.code()) => status,
                 Err(status) => return Err(ClientError::remote(op, status)),
+            };
+            let Some(sleep) = wait.next_sleep(&self.retry, attempt, start.elapsed()) else {
+                if let Some(began) = waiting_since {
+                    self.waits.end(op, began, false);
+                }
+                tracing::warn!(op, attempts = attempt + 1, waited_ms = start.elapsed().as_millis() as u64,
+                    error = %status.message(), "metadata call gave up");
+                return Err(ClientError::remote(op, status));
+            };
+            if waiting_since.is_none() {
+                waiting_since = Some(Instant::now());
+                self.waits.begin(op, wait, status.message());
             }
+            tracing::debug!(op, attempt, error = %status.message(), "metadata call failed, retrying");
+            tokio::time::sleep(sleep).await;
+            attempt += 1;
         }
     }
 }

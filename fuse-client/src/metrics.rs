@@ -1,11 +1,14 @@
 //! Counters about chunk transfers: how often the first try works, how many
-//! attempts an operation needs, and which nodes fail.
+//! attempts an operation needs, and which nodes fail; plus the metadata
+//! waits ([`WaitCounts`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
+
+use crate::meta_wait::WaitCounts;
 
 #[derive(Default)]
 pub struct TransferMetrics {
@@ -37,6 +40,8 @@ pub struct MetricsSnapshot {
     pub dedup_hits: u64,
     /// Nodes by failure count, worst first.
     pub worst_nodes: Vec<(String, u64)>,
+    /// Metadata calls that waited for the service (filled by the client).
+    pub meta_waits: WaitCounts,
 }
 
 impl TransferMetrics {
@@ -100,6 +105,7 @@ impl TransferMetrics {
             cache_misses: self.cache_misses.load(Relaxed),
             dedup_hits: self.dedup_hits.load(Relaxed),
             worst_nodes: worst,
+            meta_waits: WaitCounts::default(),
         }
     }
 }

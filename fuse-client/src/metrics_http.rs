@@ -99,6 +99,24 @@ pub fn render(s: &MetricsSnapshot) -> String {
         "Chunk uploads skipped because the cluster already had them.",
         s.dedup_hits as f64,
     );
+    one(
+        "bigfs_client_meta_waits_total",
+        "counter",
+        "Metadata calls that waited for the service (a restart, no leader).",
+        s.meta_waits.waits as f64,
+    );
+    one(
+        "bigfs_client_meta_wait_seconds_total",
+        "counter",
+        "Seconds metadata calls spent waiting for the service.",
+        s.meta_waits.wait_seconds,
+    );
+    one(
+        "bigfs_client_meta_wait_gave_up_total",
+        "counter",
+        "Metadata calls that failed (EIO) when meta_wait ran out.",
+        s.meta_waits.gave_up as f64,
+    );
     let _ = writeln!(
         out,
         "# HELP bigfs_client_node_failures_total Failed attempts by storage node."

@@ -1,9 +1,12 @@
 //! `bigfs-mount` configuration: one struct with documented defaults, read
 //! from TOML (`/etc/bigfs/mount.toml`) and overridden by `-o` options.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::ClientConfig;
+use crate::meta_wait::MetaWait;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -31,13 +34,21 @@ pub struct MountConfig {
     pub open_lease_ms: u64,
     /// Threads reading kernel requests (`-o threads=N`). Default 4.
     pub threads: usize,
+    /// How long a metadata call waits for the metadata service (a restart,
+    /// a leader election) before it fails with EIO, in seconds
+    /// (`-o meta_wait=SECONDS`). Default 60: a routine restart or failover
+    /// is a pause for applications, not an error.
+    pub meta_wait_secs: u64,
+    /// Metadata calls wait for ever (`-o hard`; `-o soft` undoes it), as
+    /// an NFS hard mount. Default false.
+    pub hard: bool,
     /// Source name shown in `mount` and `df` (`-o fsname=NAME`).
     pub fsname: String,
     /// Address of this mount's HTTP endpoint (`/healthz`, `/metrics`:
     /// transfers, retries, failovers, cache hits) (`-o admin_listen=ADDR`).
     /// Default empty: off (several mounts on one host would collide).
     pub admin_listen: String,
-    /// The client library's settings: metadata address, cache and buffer
+    /// The client library's settings: metadata members, cache and buffer
     /// sizes (`-o cache_mb=N`, `-o write_buffer_mb=N`,
     /// `-o readahead_chunks=N`), retry policy.
     pub client: ClientConfig,
@@ -55,6 +66,8 @@ impl Default for MountConfig {
             entry_ttl_ms: 1000,
             open_lease_ms: 60_000,
             threads: 4,
+            meta_wait_secs: 60,
+            hard: false,
             fsname: "bigfs".into(),
             admin_listen: String::new(),
             client: ClientConfig::default(),
@@ -96,8 +109,16 @@ const IGNORED: &[&str] = &[
 
 impl MountConfig {
     /// Applies one `-o` list ("ro,allow_other,cache_mb=512").
+    /// `metadata=a:9400,b:9400` takes the addresses after it too: an item
+    /// with a ':' and no '=' is no option but the next member.
     pub fn apply_options(&mut self, opts: &str) -> Result<(), String> {
+        let mut in_metadata = false;
         for opt in opts.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            if in_metadata && opt.contains(':') && !opt.contains('=') {
+                self.client.metadata = format!("{},{opt}", self.client.metadata);
+                continue;
+            }
+            in_metadata = opt.starts_with("metadata=");
             let (key, value) = match opt.split_once('=') {
                 Some((k, v)) => (k, Some(v)),
                 None => (opt, None),
@@ -120,12 +141,15 @@ impl MountConfig {
                 "attr_ttl_ms" => self.attr_ttl_ms = num(value)?,
                 "entry_ttl_ms" => self.entry_ttl_ms = num(value)?,
                 "threads" => self.threads = num(value)? as usize,
+                "meta_wait" => self.meta_wait_secs = num(value)?,
+                "hard" => self.hard = true,
+                "soft" => self.hard = false,
                 "cache_mb" => self.client.cache_bytes = num(value)? << 20,
                 "write_buffer_mb" => self.client.write_buffer_bytes = num(value)? << 20,
                 "readahead_chunks" => self.client.readahead_chunks = num(value)? as u32,
                 "metadata" => {
                     self.client.metadata = value
-                        .ok_or("option metadata needs a value (metadata=HOST:PORT)")?
+                        .ok_or("option metadata needs a value (metadata=HOST:PORT[,HOST:PORT])")?
                         .into()
                 }
                 "fsname" => self.fsname = value.ok_or("option fsname needs a value")?.into(),
@@ -147,6 +171,9 @@ impl MountConfig {
         if self.threads == 0 || self.threads > 64 {
             return Err(format!("threads must be 1..=64, got {}", self.threads));
         }
+        if self.meta_wait_secs == 0 && !self.hard {
+            return Err("meta_wait must be at least 1 second (or use hard)".into());
+        }
         if self.open_lease_ms < 3000 {
             return Err("open_lease_ms must be at least 3000".into());
         }
@@ -155,6 +182,25 @@ impl MountConfig {
             return Err("allow_other and allow_root cannot be used together".into());
         }
         Ok(())
+    }
+}
+
+impl MountConfig {
+    /// How the mount's metadata calls wait, from `meta_wait` and `hard`.
+    pub fn meta_wait(&self) -> MetaWait {
+        if self.hard {
+            MetaWait::Forever
+        } else {
+            MetaWait::For(Duration::from_secs(self.meta_wait_secs))
+        }
+    }
+
+    /// The client library's settings with the mount's metadata wait.
+    pub fn client_config(&self) -> ClientConfig {
+        ClientConfig {
+            meta_wait: self.meta_wait(),
+            ..self.client.clone()
+        }
     }
 }
 
@@ -174,6 +220,33 @@ mod tests {
         assert!(e.contains("bogus"), "{e}");
         let e = c.apply_options("cache_mb=lots").unwrap_err();
         assert!(e.contains("cache_mb"), "{e}");
+    }
+
+    #[test]
+    fn metadata_wait_options() {
+        let mut c = MountConfig::default();
+        assert_eq!(c.meta_wait(), MetaWait::For(Duration::from_secs(60)));
+        c.apply_options("meta_wait=2").unwrap();
+        assert_eq!(
+            c.client_config().meta_wait,
+            MetaWait::For(Duration::from_secs(2))
+        );
+        c.apply_options("hard").unwrap();
+        assert_eq!(c.meta_wait(), MetaWait::Forever);
+        c.apply_options("soft,meta_wait=0").unwrap();
+        assert!(c.validate().unwrap_err().contains("meta_wait"));
+    }
+
+    #[test]
+    fn metadata_option_takes_a_member_list() {
+        let mut c = MountConfig::default();
+        c.apply_options("ro,metadata=a:1,b:2,c:3,cache_mb=16")
+            .unwrap();
+        assert_eq!(c.client.metadata, "a:1,b:2,c:3");
+        assert_eq!(c.client.cache_bytes, 16 << 20);
+        assert!(c.apply_options("metadata=a:1,bogus").is_err());
+        let t: MountConfig = toml::from_str("[client]\nmetadata = [\"a:1\", \"b:2\"]").unwrap();
+        assert_eq!(t.client.metadata, "a:1,b:2");
     }
 
     #[test]

@@ -158,6 +158,13 @@ async fn watch_leadership(svc: MetadataService) {
     let mut rx = svc.consensus().raft.metrics();
     let mut leading = false;
     loop {
+        if let Err(fatal) = &rx.borrow().running_state {
+            // openraft stops for good on a storage error (a log write that
+            // failed): exit, so the service manager restarts this member
+            // from its intact log, instead of answering "no leader" forever.
+            tracing::error!(error = %fatal, "Raft stopped; exiting so that this member is restarted");
+            std::process::exit(70);
+        }
         let (now_leading, term, leader) = {
             let m = rx.borrow_and_update();
             (

@@ -46,9 +46,7 @@ fn free_port() -> u16 {
         .expect("a free port below 30000")
 }
 
-async fn client(
-    port: u16,
-) -> bigfs_proto::pb::metadata_client::MetadataClient<tonic::transport::Channel> {
+async fn client(port: u16) -> bigfs_proto::MetaClient {
     let c = bigfs_proto::metadata_client(&format!("127.0.0.1:{port}")).unwrap();
     for _ in 0..100 {
         let mut probe = c.clone();

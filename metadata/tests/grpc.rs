@@ -4,16 +4,16 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use bigfs_metadata::Config;
-use bigfs_proto::pb::{self, metadata_client::MetadataClient};
+use bigfs_proto::MetaClient;
+use bigfs_proto::pb;
 use bigfs_proto::{ChunkId, errno, errno_of};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tonic::transport::Channel;
 
 struct Server {
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    client: MetadataClient<Channel>,
+    client: MetaClient,
 }
 
 async fn start(dir: &Path) -> Server {
@@ -41,7 +41,7 @@ impl Server {
 }
 
 async fn create(
-    c: &mut MetadataClient<Channel>,
+    c: &mut MetaClient,
     parent: u64,
     name: &str,
     kind: pb::FileKind,
@@ -59,7 +59,7 @@ async fn create(
     Ok(r.into_inner().attr.unwrap())
 }
 
-async fn register_node(c: &mut MetadataClient<Channel>, id: &str) -> pb::RegisterNodeReply {
+async fn register_node(c: &mut MetaClient, id: &str) -> pb::RegisterNodeReply {
     c.register_node(pb::RegisterNodeRequest {
         node_id: id.into(),
         address: format!("{id}.local:1"),

@@ -327,14 +327,15 @@ pub fn channel(addr: &str) -> Result<tonic::transport::Channel, tonic::transport
         .connect_lazy())
 }
 
-/// A Metadata client with BigFS's message limits.
-pub fn metadata_client(
-    addr: &str,
-) -> Result<pb::metadata_client::MetadataClient<tonic::transport::Channel>, tonic::transport::Error>
-{
-    Ok(pb::metadata_client::MetadataClient::new(channel(addr)?)
-        .max_decoding_message_size(MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(MAX_MESSAGE_SIZE))
+/// A Metadata client with BigFS's message limits over the metadata
+/// members in `list` ("a:9400,b:9400,c:9400" or one address): each call
+/// goes to the leader (see [`crate::leader`]).
+pub fn metadata_client(list: &str) -> Result<crate::leader::MetaClient, crate::leader::AddrError> {
+    Ok(
+        pb::metadata_client::MetadataClient::new(crate::leader::MetaChannel::new(list)?)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE),
+    )
 }
 
 /// Storage clients by node address, one connection each, shared by every

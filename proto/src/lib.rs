@@ -1,7 +1,8 @@
 //! The BigFS wire contract and the few pieces of code every crate shares.
 //!
 //! `pb` is generated from `proto/bigfs.proto`; `common` holds chunk ids,
-//! limits, name validation and the retry policy.
+//! limits, name validation and the retry policy; `leader` finds the
+//! metadata leader among the members.
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod pb {
@@ -10,5 +11,7 @@ pub mod pb {
 
 pub mod common;
 pub mod daemon;
+pub mod leader;
 
 pub use common::*;
+pub use leader::{MetaChannel, MetaClient};

@@ -18,7 +18,10 @@ pub struct Config {
     /// "host:port" that peers and clients use to reach this node. Default:
     /// the listen address; must be set when listening on 0.0.0.0 / [::].
     pub advertise: Option<String>,
-    /// Address of the metadata service. Default `127.0.0.1:9400`.
+    /// Addresses of the metadata members: `"a:9400,b:9400,c:9400"` or a
+    /// list; registration and heartbeats go to whichever leads. Default
+    /// `127.0.0.1:9400`.
+    #[serde(deserialize_with = "bigfs_proto::leader::addr_list")]
     pub metadata: String,
     /// Directory holding chunk files and the pinned node id. Required.
     pub data_dir: PathBuf,
@@ -220,6 +223,14 @@ mod tests {
         // The override is a flag only.
         assert!(toml::from_str::<Config>("accept_inventory = true").is_err());
         assert!(toml::from_str::<Config>("[retry]\nbogus = 1").is_err());
+    }
+
+    #[test]
+    fn metadata_members_are_a_comma_list_or_a_toml_list() {
+        let one: Config = toml::from_str("metadata = \"a:1,b:2\"").unwrap();
+        let list: Config = toml::from_str("metadata = [\"a:1\", \"b:2\"]").unwrap();
+        assert_eq!(one.metadata, "a:1,b:2");
+        assert_eq!(list.metadata, "a:1,b:2");
     }
 
     #[test]

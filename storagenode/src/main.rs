@@ -19,7 +19,8 @@ struct Args {
     /// Address to listen on (ip:port). Default 127.0.0.1:9500.
     #[arg(long)]
     listen: Option<String>,
-    /// Address of the metadata service (host:port). Default 127.0.0.1:9400.
+    /// Metadata members, comma separated (host:port,host:port,...); the
+    /// node finds the leader. Default 127.0.0.1:9400.
     #[arg(long)]
     metadata: Option<String>,
     /// This node's id. Default: pinned in <data-dir>/node_id, else generated.

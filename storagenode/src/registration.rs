@@ -8,12 +8,11 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use bigfs_proto::ChunkId;
+use bigfs_proto::MetaClient;
 use bigfs_proto::RetryConfig;
-use bigfs_proto::pb::metadata_client::MetadataClient;
 use bigfs_proto::pb::{HeartbeatRequest, RegisterNodeRequest};
 use tokio::sync::watch;
 use tonic::Code;
-use tonic::transport::Channel;
 
 use crate::chunk_store::ChunkStore;
 use crate::error::{ConfigError, RegistrationError};
@@ -87,7 +86,7 @@ pub struct Registration {
     /// The address peers and clients use to reach this node.
     pub advertise: String,
     pub store: ChunkStore,
-    pub metadata: MetadataClient<Channel>,
+    pub metadata: MetaClient,
     pub retry: RetryConfig,
     /// Heartbeat interval used when the metadata service does not give one.
     pub default_heartbeat: Duration,

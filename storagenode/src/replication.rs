@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use bigfs_proto::pb::metadata_client::MetadataClient;
+use bigfs_proto::MetaClient;
 use bigfs_proto::pb::storage_client::StorageClient;
 use bigfs_proto::pb::{PutChunkRequest, ReportFailureRequest};
 use bigfs_proto::{ChunkId, RetryConfig};
@@ -72,12 +72,12 @@ pub struct Target {
 pub struct Replicator {
     node_id: String,
     retry: RetryConfig,
-    metadata: MetadataClient<Channel>,
+    metadata: MetaClient,
     peers: Arc<bigfs_proto::StoragePool>,
 }
 
 impl Replicator {
-    pub fn new(node_id: String, retry: RetryConfig, metadata: MetadataClient<Channel>) -> Self {
+    pub fn new(node_id: String, retry: RetryConfig, metadata: MetaClient) -> Self {
         Replicator {
             node_id,
             retry,
@@ -94,7 +94,7 @@ impl Replicator {
         &self.retry
     }
 
-    pub fn metadata(&self) -> MetadataClient<Channel> {
+    pub fn metadata(&self) -> MetaClient {
         self.metadata.clone()
     }
 

@@ -790,6 +790,12 @@ impl Mount {
     /// Mounts `cluster` with the test options plus `extra_opts` (each one
     /// `-o` value) and waits until the mount is up (20 s at most).
     pub fn new(cluster: &Cluster, extra_opts: &[&str]) -> Mount {
+        Self::with_metadata(cluster, &cluster.meta_addr, extra_opts)
+    }
+
+    /// As [`Mount::new`], given `--metadata metadata` (a member list such
+    /// as "dead:1,live:2") instead of the cluster's address.
+    pub fn with_metadata(cluster: &Cluster, metadata: &str, extra_opts: &[&str]) -> Mount {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static NEXT: AtomicUsize = AtomicUsize::new(1);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -803,7 +809,7 @@ impl Mount {
         let mut cmd = Command::new(bin("bigfs-mount"));
         cmd.arg(&dir)
             .arg("--metadata")
-            .arg(&cluster.meta_addr)
+            .arg(metadata)
             .arg("--foreground")
             .arg("--config")
             .arg(&config)

@@ -183,7 +183,12 @@ async fn run_chaos(secs: u64, seed: u64) {
     eprintln!("chaos: seed {seed} (replay with BIGFS_CHAOS_SEED={seed}), {secs} s");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut c = Cluster::start_with(NODES, CHAOS_META).await;
-    let mut m = Mount::new(&c, &[]);
+    // The writers' open files are inherited by every server the harness
+    // spawns (posix_spawn copies the fd table) and exec closes them, which
+    // flushes through the mount; a flush waits for the metadata service,
+    // which may be the very process being started. A short meta_wait keeps
+    // that exec stall (one per open file) well inside wait_metadata's 20 s.
+    let mut m = Mount::new(&c, &["meta_wait=2"]);
 
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Acked = Arc::default();

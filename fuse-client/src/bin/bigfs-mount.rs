@@ -1,8 +1,9 @@
 //! `bigfs-mount`: mounts a BigFS cluster as an ordinary directory.
 //!
-//! `bigfs-mount MOUNTPOINT --metadata HOST:PORT [-o OPTIONS] [--background]`
-//! or, as fstab's helper (`mount.fuse.bigfs`),
-//! `bigfs-mount bigfs#HOST:PORT MOUNTPOINT -o OPTIONS`.
+//! `bigfs-mount MOUNTPOINT --metadata HOST:PORT[,HOST:PORT...] [-o OPTIONS]
+//! [--background]` or, as fstab's helper (`mount.fuse.bigfs`),
+//! `bigfs-mount bigfs#HOST:PORT[,HOST:PORT...] MOUNTPOINT -o OPTIONS`.
+//! With several metadata members the mount follows their leader.
 //!
 //! SIGTERM, SIGINT, `umount` and `fusermount3 -u` flush every buffered
 //! write to the cluster before the daemon exits.
@@ -27,11 +28,11 @@ use fuser::{MountOption, SessionACL};
     about = "Mount a BigFS cluster as a directory"
 )]
 struct Args {
-    /// `[SOURCE] MOUNTPOINT`; SOURCE is `bigfs#HOST:PORT` or `HOST:PORT`
-    /// (as fstab passes it) and stands in for --metadata.
+    /// `[SOURCE] MOUNTPOINT`; SOURCE is `bigfs#HOST:PORT[,HOST:PORT...]`
+    /// or the list alone (as fstab passes it) and stands in for --metadata.
     #[arg(num_args = 1..=2, required = true)]
     positional: Vec<String>,
-    /// Metadata service address (host:port).
+    /// Metadata members, comma separated (host:port,host:port,...).
     #[arg(long, env = "BIGFS_METADATA")]
     metadata: Option<String>,
     /// Mount options, comma separated (ro, allow_other, cache_mb=N, ...).
@@ -236,7 +237,7 @@ fn run_foreground(cfg: MountConfig, mountpoint: &Path, log_file: Option<&Path>) 
         Ok(rt) => rt,
         Err(e) => return fail(1, format!("cannot start the runtime: {e}")),
     };
-    let client = match rt.block_on(Client::connect(cfg.client.clone())) {
+    let client = match rt.block_on(Client::connect(cfg.client_config())) {
         Ok(c) => c,
         Err(e) => return fail(3, e),
     };
@@ -279,7 +280,7 @@ fn run_foreground(cfg: MountConfig, mountpoint: &Path, log_file: Option<&Path>) 
         let _ = done_tx.send(());
         r
     });
-    tracing::info!(mountpoint = %mountpoint.display(), metadata = %cfg.client.metadata, "mounted");
+    tracing::info!(mountpoint = %mountpoint.display(), metadata = %cfg.client.metadata, meta_wait = ?cfg.meta_wait(), "mounted");
     notify_ready();
     // Mounted: from now on a panic message belongs in the log too.
     if let Some(f) = &log {

@@ -34,7 +34,7 @@ use crate::output::{out, outln};
     about = "Transfer files to and from a BigFS cluster and inspect it"
 )]
 struct Cli {
-    /// Metadata service address (host:port).
+    /// Metadata members, comma separated (host:port,host:port,...).
     #[arg(long, env = "BIGFS_METADATA", global = true)]
     metadata: Option<String>,
     /// Client configuration file (TOML, keys of ClientConfig).

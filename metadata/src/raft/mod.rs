@@ -51,10 +51,6 @@ openraft::declare_raft_types!(
 pub type Raft = openraft::Raft<TypeConfig>;
 pub type Entry = openraft::Entry<TypeConfig>;
 
-/// The gRPC metadata key carrying the leader's address on a not-leader
-/// refusal; clients resend the request there.
-pub const LEADER_HEADER: &str = "bigfs-leader";
-
 /// Parses `--peers`: `1=host:port,2=host:port,...` (empty: no peers).
 pub fn parse_peers(s: &str) -> Result<BTreeMap<NodeId, String>, String> {
     let mut peers = BTreeMap::new();
@@ -81,17 +77,15 @@ pub fn parse_peers(s: &str) -> Result<BTreeMap<NodeId, String>, String> {
 }
 
 /// A not-leader refusal: UNAVAILABLE, with the leader's address when known
-/// so the client can go there.
+/// (the `bigfs-leader` header of [`bigfs_proto::leader`]) so the client can
+/// go there; without one, a `no leader` refusal.
 pub fn not_leader(hint: Option<&str>) -> tonic::Status {
     match hint {
-        Some(addr) => {
-            let mut s = tonic::Status::unavailable(format!("not the leader; the leader is {addr}"));
-            if let Ok(v) = addr.parse() {
-                s.metadata_mut().insert(LEADER_HEADER, v);
-            }
-            s
-        }
-        None => tonic::Status::unavailable("no leader: this member cannot reach a majority now"),
+        Some(addr) => bigfs_proto::leader::not_leader(Some(addr)),
+        None => tonic::Status::unavailable(format!(
+            "{}: this member cannot reach a majority now",
+            bigfs_proto::leader::NO_LEADER
+        )),
     }
 }
 
@@ -106,6 +100,8 @@ pub struct Consensus {
     pub id: NodeId,
     pub core: Arc<Mutex<Core>>,
     log: log::LogStore,
+    /// The data directory (its free space is checked per proposal).
+    dir: std::path::PathBuf,
     /// Longest a proposal or a read barrier waits for a majority.
     wait: Duration,
     /// A leader that heard from a majority this recently serves reads
@@ -114,6 +110,26 @@ pub struct Consensus {
     lease: Duration,
     /// Proposals per second over the last minute: (second, count).
     rate: Arc<Mutex<VecDeque<(u64, u64)>>>,
+}
+
+/// Bytes always kept free on the metadata disk beyond the log and snapshot
+/// (a batch of entries, the vote file, a snapshot's temporary copy header).
+pub const DISK_RESERVE: u64 = 64 * 1024;
+
+/// Free bytes (for unprivileged writers) on the file system holding `dir`.
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` is written by
+    // statvfs before it is read, only when it returns 0.
+    let r = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// Seconds of proposal counts kept for the rate.
@@ -208,6 +224,7 @@ pub async fn start(
         id: config.node_id,
         core,
         log,
+        dir: dir.clone(),
         wait: Duration::from_millis(config.raft.wait_ms),
         lease: Duration::from_millis(config.raft.election_min_ms / 2),
         rate: Arc::default(),
@@ -275,6 +292,7 @@ impl Consensus {
     /// Proposes `cmd` and waits until it is committed and applied here;
     /// answers what apply answered.
     pub async fn propose(&self, cmd: Command) -> Result<Reply, tonic::Status> {
+        self.check_space()?;
         self.count_proposal();
         metrics::counter!("bigfs_metadata_proposals_total").increment(1);
         let fut = self.raft.client_write(cmd);
@@ -287,6 +305,29 @@ impl Consensus {
                 Err(forward_status(&f))
             }
             Ok(Err(e)) => Err(tonic::Status::unavailable(format!("no leader: {e}"))),
+        }
+    }
+
+    /// Refuses a proposal when the data directory's file system has less
+    /// free space than the log and the next snapshot may need: openraft
+    /// treats a failed log write as fatal and stops the member, so a full
+    /// disk must be an ENOSPC answer before the write, not an I/O error
+    /// during it. Kept free: [`DISK_RESERVE`], plus twice the last
+    /// snapshot and the log since it (the next snapshot is about their size).
+    fn check_space(&self) -> Result<(), tonic::Status> {
+        let dir = &self.dir;
+        let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
+        let needed = DISK_RESERVE
+            + 2 * (size(machine::SNAPSHOT_FILE) + size(log::LOG_FILE));
+        match free_bytes(dir) {
+            Some(free) if free < needed => {
+                metrics::counter!("bigfs_metadata_disk_full_refusals_total").increment(1);
+                Err(tonic::Status::from(MetaError::ResourceExhausted(format!(
+                    "the metadata disk is full ({free} bytes free, {needed} kept for the log and \
+                     snapshots); free space on it"
+                ))))
+            }
+            _ => Ok(()),
         }
     }
 

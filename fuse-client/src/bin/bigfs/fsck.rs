@@ -25,9 +25,8 @@ pub async fn run(
     probe_timeout_ms: u32,
     json: bool,
 ) -> anyhow::Result<()> {
-    let channel = bigfs_proto::channel(metadata)
+    let mut ops = bigfs_proto::leader::ops_client(metadata)
         .with_context(|| format!("bad metadata address {metadata:?}"))?;
-    let mut ops = pb::ops_client::OpsClient::new(channel);
     let r = ops
         .fsck(pb::FsckRequest {
             repair,
