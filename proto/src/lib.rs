@@ -10,5 +10,6 @@ pub mod pb {
 
 pub mod common;
 pub mod daemon;
+pub mod message_limit;
 
 pub use common::*;
