@@ -264,15 +264,21 @@ impl Client {
     }
 
     /// Renews the leases of open-but-unlinked inodes.
+    /// Sends `MAX_KEEP_INODES` per call, the most the service takes.
     pub async fn keep_inodes(&self, inos: Vec<u64>, lease_ms: u64) -> Result<()> {
-        let req = pb::KeepInodesRequest { inos, lease_ms };
-        self.io
-            .meta
-            .call("keep inodes", |mut c| {
-                let r = req.clone();
-                async move { c.keep_inodes(r).await }
-            })
-            .await?;
+        for batch in inos.chunks(bigfs_proto::MAX_KEEP_INODES) {
+            let req = pb::KeepInodesRequest {
+                inos: batch.to_vec(),
+                lease_ms,
+            };
+            self.io
+                .meta
+                .call("keep inodes", |mut c| {
+                    let r = req.clone();
+                    async move { c.keep_inodes(r).await }
+                })
+                .await?;
+        }
         Ok(())
     }
 

@@ -74,6 +74,12 @@ impl ClientConfig {
         if self.commit_every_chunks == 0 {
             return Err("commit_every_chunks must be at least 1".into());
         }
+        if self.commit_every_chunks > bigfs_proto::MAX_COMMIT_LAYOUT_ENTRIES {
+            return Err(format!(
+                "commit_every_chunks must be at most {} (MAX_COMMIT_LAYOUT_ENTRIES)",
+                bigfs_proto::MAX_COMMIT_LAYOUT_ENTRIES
+            ));
+        }
         Ok(())
     }
 }

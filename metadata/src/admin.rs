@@ -73,7 +73,7 @@ impl Admin for AdminService {
         let limit = if r.limit == 0 {
             DEFAULT_QUEUE_LIMIT
         } else {
-            r.limit as usize
+            (r.limit as usize).min(crate::limits::MAX_QUEUE_PAGE)
         };
         self.svc
             .with(move |core, _, _| {

@@ -17,6 +17,7 @@ pub mod fsck;
 pub mod gc;
 pub mod heal;
 pub mod http;
+pub mod limits;
 pub mod liveness;
 pub mod machine;
 pub mod namespace;
@@ -37,10 +38,11 @@ pub mod xattr;
 use std::future::Future;
 
 use anyhow::Context;
-use bigfs_proto::MAX_MESSAGE_SIZE;
+use bigfs_proto::message_limit::MessageLimitLayer;
 use bigfs_proto::pb::admin_server::AdminServer;
 use bigfs_proto::pb::metadata_server::MetadataServer;
 use bigfs_proto::pb::ops_server::OpsServer;
+use bigfs_proto::{MAX_MESSAGE_SIZE, MAX_REQUEST_SIZE};
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -123,14 +125,23 @@ pub async fn serve_with_admin(
     let worker_task = tokio::spawn(worker.run(stop_rx.clone()));
     let result = tonic::transport::Server::builder()
         .layer(bigfs_proto::daemon::GrpcMetricsLayer)
+        .layer(MessageLimitLayer::new(limits::request_limit))
         .add_service(
             MetadataServer::new(svc.clone())
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
         )
-        .add_service(AdminServer::new(admin))
+        .add_service(
+            AdminServer::new(admin)
+                .max_decoding_message_size(MAX_REQUEST_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+        )
         .add_service(raft::network::RaftService::new(svc.consensus().raft.clone()).server())
-        .add_service(OpsServer::new(svc.clone()))
+        .add_service(
+            OpsServer::new(svc.clone())
+                .max_decoding_message_size(MAX_REQUEST_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+        )
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,

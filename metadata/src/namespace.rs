@@ -113,7 +113,7 @@ pub fn read_dir(
     let limit = if limit == 0 {
         DEFAULT_READDIR_LIMIT
     } else {
-        limit
+        limit.min(crate::limits::MAX_READDIR_PAGE)
     } as usize;
     let mut out = Vec::new();
     let mut range = d.by_cookie.range(offset.saturating_add(1)..);

@@ -475,6 +475,21 @@ fn readdir_pages_by_cookie_and_survives_changes() {
 }
 
 #[test]
+fn readdir_pages_are_clamped_to_max_readdir_page() {
+    let mut s = State::new();
+    let max = crate::limits::MAX_READDIR_PAGE as usize;
+    for n in 0..max + 5 {
+        file(&mut s, ROOT_INO, &format!("f{n}"));
+    }
+    let (page, eof) = read_dir(&s, ROOT_INO, 0, u32::MAX).unwrap();
+    assert_eq!(page.len(), max);
+    assert!(!eof);
+    let (rest, eof) = read_dir(&s, ROOT_INO, page[max - 1].cookie, u32::MAX).unwrap();
+    assert_eq!(rest.len(), 5);
+    assert!(eof);
+}
+
+#[test]
 fn truncate_shrink_cuts_boundary_and_releases_refs() {
     let mut s = with_chunks();
     let f = file(&mut s, ROOT_INO, "f");

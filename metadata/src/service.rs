@@ -22,7 +22,7 @@ use crate::placement::{self, Candidate};
 use crate::raft::Consensus;
 use crate::registration;
 use crate::state::{Command, Kind, ReplicaStatus, Reply, State, Time};
-use crate::validate::{chunk_id, chunk_len, file_size, node_field};
+use crate::validate::{self, chunk_id, chunk_len, file_size, node_field};
 
 struct Inner {
     consensus: Consensus,
@@ -308,6 +308,7 @@ impl Metadata for MetadataService {
         request: Request<pb::ResolvePathRequest>,
     ) -> Result<Response<pb::AttrReply>, Status> {
         let r = request.into_inner();
+        validate::path(&r.path)?;
         self.with(move |core, _, _| {
             let ino = namespace::resolve_path(&core.state, &r.path)?;
             Ok(pb::AttrReply {
@@ -361,6 +362,7 @@ impl Metadata for MetadataService {
         request: Request<pb::CreateRequest>,
     ) -> Result<Response<pb::AttrReply>, Status> {
         let r = request.into_inner();
+        validate::name(&r.name).and_then(|()| validate::symlink_target(&r.symlink_target))?;
         let kind = Kind::from_pb(r.kind).ok_or_else(|| {
             MetaError::InvalidArgument(format!("kind {} is not a known file kind", r.kind))
         })?;
@@ -390,6 +392,7 @@ impl Metadata for MetadataService {
         request: Request<pb::LinkRequest>,
     ) -> Result<Response<pb::AttrReply>, Status> {
         let r = request.into_inner();
+        validate::name(&r.new_name)?;
         self.execute_attr(self.once(
             r.id,
             Command::Link {
@@ -407,6 +410,7 @@ impl Metadata for MetadataService {
         request: Request<pb::NameRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
         let r = request.into_inner();
+        validate::name(&r.name)?;
         self.execute_empty(self.once(
             r.id,
             Command::Unlink {
@@ -424,6 +428,7 @@ impl Metadata for MetadataService {
         request: Request<pb::NameRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
         let r = request.into_inner();
+        validate::name(&r.name)?;
         self.execute_empty(self.once(
             r.id,
             Command::Rmdir {
@@ -440,6 +445,7 @@ impl Metadata for MetadataService {
         request: Request<pb::RenameRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
         let r = request.into_inner();
+        validate::name(&r.name).and_then(|()| validate::name(&r.new_name))?;
         self.execute_empty(self.once(
             r.id,
             Command::Rename {
@@ -532,6 +538,7 @@ impl Metadata for MetadataService {
         request: Request<pb::CommitLayoutRequest>,
     ) -> Result<Response<pb::AttrReply>, Status> {
         let r = request.into_inner();
+        validate::commit_entries(r.chunks.len())?;
         let mut refs = Vec::with_capacity(r.chunks.len());
         for c in &r.chunks {
             refs.push((c.index, chunk_id(&c.id)?, chunk_len(c.len)?));
@@ -557,6 +564,7 @@ impl Metadata for MetadataService {
         let r = request.into_inner();
         let id = chunk_id(&r.id)?;
         let len = chunk_len(r.len)?;
+        validate::node_list("exclude_nodes", &r.exclude_nodes)?;
         self.with(move |core, live, config| {
             let st = &core.state;
             let now = Instant::now();
@@ -598,6 +606,8 @@ impl Metadata for MetadataService {
         let id = chunk_id(&r.id)?;
         let len = chunk_len(r.len)?;
         node_field("node_id", &r.node_id)?;
+        validate::node_list("confirmed", &r.confirmed)
+            .and_then(|()| validate::node_list("pending", &r.pending))?;
         self.with(move |core, live, config| {
             let now = Instant::now();
             let st = &core.state;
@@ -694,6 +704,7 @@ impl Metadata for MetadataService {
     ) -> Result<Response<pb::Empty>, Status> {
         let r = request.into_inner();
         node_field("node_id", &r.node_id)?;
+        let (error, op_label) = validate::failure_report(&r.operation, &r.error, &r.reporter)?;
         let chunk = if r.chunk_id.is_empty() {
             String::new()
         } else {
@@ -717,21 +728,21 @@ impl Metadata for MetadataService {
                     node: r.node_id.clone(),
                 });
             }
-            metrics::counter!("bigfs_metadata_failure_reports_total", "operation" => r.operation.clone())
+            metrics::counter!("bigfs_metadata_failure_reports_total", "operation" => op_label)
                 .increment(1);
             lock(&inner.failures)?.push(FailureReport {
                 at_ms: bigfs_proto::now_ms(),
                 node_id: r.node_id.clone(),
                 chunk: chunk.clone(),
                 operation: r.operation.clone(),
-                error: r.error.clone(),
+                error: error.clone(),
                 reporter: r.reporter.clone(),
             });
             tracing::warn!(
                 node = %r.node_id,
                 chunk = %chunk,
                 op = %r.operation,
-                error = %r.error,
+                error = %error,
                 reporter = %r.reporter,
                 failures,
                 "failure reported"
@@ -748,7 +759,8 @@ impl Metadata for MetadataService {
     ) -> Result<Response<pb::RegisterNodeReply>, Status> {
         let r = request.into_inner();
         node_field("node_id", &r.node_id)?;
-        node_field("address", &r.address)?;
+        validate::node_address(&r.address)?;
+        validate::inventory_len(r.chunks.len())?;
         let mut inventory = Vec::with_capacity(r.chunks.len());
         for c in &r.chunks {
             inventory.push(chunk_id(c)?);
@@ -855,6 +867,7 @@ impl Metadata for MetadataService {
         request: Request<pb::SetXattrRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
         let r = request.into_inner();
+        validate::xattr(&r.name, &r.value)?;
         self.execute_empty(self.once(
             r.id,
             Command::SetXattr {
@@ -901,6 +914,7 @@ impl Metadata for MetadataService {
         request: Request<pb::XattrNameRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
         let r = request.into_inner();
+        validate::xattr(&r.name, &[])?;
         self.execute_empty(self.once(
             r.id,
             Command::RemoveXattr {
@@ -917,12 +931,20 @@ impl Metadata for MetadataService {
         request: Request<pb::KeepInodesRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
         let r = request.into_inner();
+        validate::keep_inodes_len(r.inos.len())?;
         let until_ms = bigfs_proto::now_ms().saturating_add(r.lease_ms);
-        self.execute_empty(Command::KeepInodes {
-            inos: r.inos,
-            until_ms,
+        self.with(move |core, _, _| {
+            // Only orphans have leases: log just those, if any.
+            let inos: Vec<u64> = (r.inos.into_iter())
+                .filter(|i| core.state.orphans.contains_key(i))
+                .collect();
+            if !inos.is_empty() {
+                core.propose(Command::KeepInodes { inos, until_ms });
+            }
+            Ok(pb::Empty {})
         })
         .await
+        .map(Response::new)
     }
 
     async fn release_inode(

@@ -1,9 +1,10 @@
 //! Extended attributes: names with a namespace prefix, bounded values.
 
-use bigfs_proto::errno::{E2BIG, EEXIST, ENODATA, EOPNOTSUPP, ERANGE};
+use bigfs_proto::errno::{E2BIG, EEXIST, ENODATA, ENOSPC, EOPNOTSUPP, ERANGE};
 use bigfs_proto::{MAX_XATTR_NAME_LEN, MAX_XATTR_VALUE_LEN};
 
 use crate::error::MetaError;
+use crate::limits::{MAX_XATTR_BYTES_PER_INODE, MAX_XATTRS_PER_INODE};
 use crate::state::{State, Time};
 
 /// `setxattr` flags, as in Linux.
@@ -60,9 +61,41 @@ pub(crate) fn set(
     if flags & XATTR_REPLACE != 0 && !exists {
         return Err(MetaError::ns(ENODATA, format!("no attribute {name:?}")));
     }
+    check_room(&inode.xattrs, name, value.len())?;
     if let Some(i) = state.inodes.get_mut(&ino) {
         i.xattrs.insert(name.to_string(), value.to_vec());
         i.ctime = now;
+    }
+    Ok(())
+}
+
+/// Whether setting `name` to a value of `len` bytes keeps the inode within
+/// `MAX_XATTRS_PER_INODE` and `MAX_XATTR_BYTES_PER_INODE` (ENOSPC, as a
+/// full ext4 inode answers, otherwise).
+fn check_room(
+    xattrs: &std::collections::BTreeMap<String, Vec<u8>>,
+    name: &str,
+    len: usize,
+) -> Result<(), MetaError> {
+    let replaced = xattrs.get(name).map(|v| name.len() + v.len());
+    let count = xattrs.len() + usize::from(replaced.is_none());
+    if count > MAX_XATTRS_PER_INODE {
+        return Err(MetaError::ns(
+            ENOSPC,
+            format!(
+                "the inode already has {MAX_XATTRS_PER_INODE} attributes (MAX_XATTRS_PER_INODE)"
+            ),
+        ));
+    }
+    let used: usize = xattrs.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let after = used - replaced.unwrap_or(0) + name.len() + len;
+    if after > MAX_XATTR_BYTES_PER_INODE {
+        return Err(MetaError::ns(
+            ENOSPC,
+            format!(
+                "the inode's attributes would take {after} bytes, the limit is {MAX_XATTR_BYTES_PER_INODE} (MAX_XATTR_BYTES_PER_INODE)"
+            ),
+        ));
     }
     Ok(())
 }
@@ -145,5 +178,31 @@ mod tests {
             E2BIG
         );
         assert!(list(&s, ROOT_INO).unwrap().is_empty());
+    }
+
+    #[test]
+    fn attributes_per_inode_are_capped_by_count_and_bytes() {
+        let mut s = State::new();
+        let t = Time::default();
+        for n in 0..MAX_XATTRS_PER_INODE {
+            set(&mut s, ROOT_INO, &format!("user.{n}"), b"", 0, t).unwrap();
+        }
+        let err = set(&mut s, ROOT_INO, "user.one-more", b"", 0, t).unwrap_err();
+        assert!(err.to_string().contains("MAX_XATTRS_PER_INODE"), "{err}");
+        assert_eq!(errno(err), bigfs_proto::errno::ENOSPC);
+        // Replacing an existing one is still allowed at the cap.
+        set(&mut s, ROOT_INO, "user.0", b"new", 0, t).unwrap();
+
+        let mut s = State::new();
+        let big = vec![0u8; MAX_XATTR_VALUE_LEN];
+        let fits = MAX_XATTR_BYTES_PER_INODE / (MAX_XATTR_VALUE_LEN + 8);
+        for n in 0..fits {
+            set(&mut s, ROOT_INO, &format!("user.{n}"), &big, 0, t).unwrap();
+        }
+        let err = set(&mut s, ROOT_INO, "user.last", &big, 0, t).unwrap_err();
+        assert!(
+            err.to_string().contains("MAX_XATTR_BYTES_PER_INODE"),
+            "{err}"
+        );
     }
 }

@@ -376,6 +376,89 @@ pub fn storage_client(
         .max_encoding_message_size(MAX_MESSAGE_SIZE))
 }
 
+/// Largest request the namespace services (Metadata, Admin, Ops) decode,
+/// except `RegisterNode`, which carries a node's inventory. The biggest
+/// legitimate namespace request is a `CommitLayout` of
+/// [`MAX_COMMIT_LAYOUT_ENTRIES`] references (~200 KiB) or a 64 KiB xattr
+/// value; 1 MiB leaves room for both and pins little memory per call.
+pub const MAX_REQUEST_SIZE: usize = 1024 * 1024;
+
+/// Most chunk references one `CommitLayout` carries. A client commits
+/// every 64 chunks by default; 4096 x 4 MiB is 16 GiB of file per commit
+/// and ~200 KiB on the wire, well inside [`MAX_REQUEST_SIZE`].
+pub const MAX_COMMIT_LAYOUT_ENTRIES: usize = 4096;
+
+/// Most inodes one `KeepInodes` renews: open files of one mount per call;
+/// a mount with more sends several calls. 65536 x 8 bytes is 512 KiB, under
+/// [`MAX_REQUEST_SIZE`] even with the widest varints.
+pub const MAX_KEEP_INODES: usize = 65_536;
+
+/// Longest path `ResolvePath` takes, in bytes (as Linux's PATH_MAX).
+pub const MAX_PATH_LEN: usize = 4096;
+
+/// Longest storage node id, in bytes: room for a host name and a suffix.
+pub const MAX_NODE_ID_LEN: usize = 128;
+
+/// Longest node address ("host:port" or a URL), in bytes: a DNS name is at
+/// most 253, plus a port and a scheme.
+pub const MAX_NODE_ADDRESS_LEN: usize = 300;
+
+/// Checks a storage node id: 1..=[`MAX_NODE_ID_LEN`] bytes of ASCII letters,
+/// digits and `.` `_` `-` `:` `@`. Ids become metric labels, log fields and
+/// status page text, so quotes, spaces and newlines are refused.
+pub fn check_node_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_NODE_ID_LEN {
+        return Err(format!(
+            "node id must be 1..={MAX_NODE_ID_LEN} bytes (MAX_NODE_ID_LEN), got {}",
+            id.len()
+        ));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@')))
+    {
+        return Err(format!(
+            "node id {:?} contains {c:?}; only ASCII letters, digits and . _ - : @ are allowed",
+            truncate_utf8(id, 64)
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a node address: 1..=[`MAX_NODE_ADDRESS_LEN`] bytes of printable
+/// ASCII without spaces, quotes or backslashes.
+pub fn check_node_address(addr: &str) -> Result<(), String> {
+    if addr.is_empty() || addr.len() > MAX_NODE_ADDRESS_LEN {
+        return Err(format!(
+            "address must be 1..={MAX_NODE_ADDRESS_LEN} bytes (MAX_NODE_ADDRESS_LEN), got {}",
+            addr.len()
+        ));
+    }
+    if let Some(c) = addr
+        .chars()
+        .find(|c| !c.is_ascii_graphic() || matches!(c, '"' | '\'' | '\\'))
+    {
+        return Err(format!(
+            "address {:?} contains {c:?}; only printable ASCII without quotes or backslashes is allowed",
+            truncate_utf8(addr, 64)
+        ));
+    }
+    Ok(())
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char
+/// boundary.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,5 +529,33 @@ mod tests {
         assert!(id.matches(b"hello"));
         assert!(!id.matches(b"hellO"));
         assert!(ChunkId::from_slice(&[0u8; 31]).is_err());
+    }
+
+    #[test]
+    fn node_ids_with_quotes_newlines_or_spaces_are_refused() {
+        assert!(check_node_id("node-1").is_ok());
+        assert!(check_node_id("rack2.host_3:disk@a").is_ok());
+        for bad in ["", "a\nb", "a\"b", "a b", "a{b}", "é"] {
+            assert!(check_node_id(bad).is_err(), "{bad:?}");
+        }
+        let err = check_node_id(&"x".repeat(MAX_NODE_ID_LEN + 1)).unwrap_err();
+        assert!(err.contains("MAX_NODE_ID_LEN"), "{err}");
+    }
+
+    #[test]
+    fn addresses_must_be_printable_ascii_without_quotes() {
+        assert!(check_node_address("127.0.0.1:9500").is_ok());
+        assert!(check_node_address("http://[::1]:9500").is_ok());
+        for bad in ["", "a b:1", "a\n:1", "\"a\":1"] {
+            assert!(check_node_address(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_node_address(&"x".repeat(MAX_NODE_ADDRESS_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate_utf8("héllo", 2), "h");
+        assert_eq!(truncate_utf8("héllo", 3), "hé");
+        assert_eq!(truncate_utf8("abc", 10), "abc");
     }
 }

@@ -206,11 +206,27 @@ pub fn push_gauge(out: &mut String, name: &str, help: &str, labels: &[(&str, &st
     if !labels.is_empty() {
         let parts: Vec<String> = labels
             .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+            .map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v)))
             .collect();
         let _ = write!(out, "{{{}}}", parts.join(","));
     }
     let _ = writeln!(out, " {value}");
+}
+
+/// A label value as the Prometheus text format wants it: backslash, double
+/// quote and newline escaped, so a value (a node id, an operation name) can
+/// never end the sample line or start a new one.
+pub fn escape_label_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -249,5 +265,39 @@ mod tests {
         push_gauge(&mut s, "x_nodes", "Nodes.", &[("state", "down")], 1.0);
         assert_eq!(s.matches("# TYPE x_nodes gauge").count(), 1);
         assert!(s.contains("x_nodes{state=\"down\"} 1\n"), "{s}");
+    }
+
+    #[test]
+    fn label_values_cannot_inject_lines() {
+        let mut s = String::new();
+        let evil = "n1\"} 1\nbigfs_fake{x=\"y\\";
+        push_gauge(&mut s, "x_nodes", "Nodes.", &[("node", evil)], 1.0);
+        let samples: Vec<&str> = s.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(samples.len(), 1, "{s}");
+        assert!(!s.contains("\nbigfs_fake"), "{s}");
+        assert_eq!(
+            samples[0],
+            "x_nodes{node=\"n1\\\"} 1\\nbigfs_fake{x=\\\"y\\\\\"} 1"
+        );
+    }
+
+    /// The `metrics` exporter escapes label values itself: a counter
+    /// labelled with a newline and a quote stays one sample line.
+    #[test]
+    fn exporter_escapes_label_values() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::counter!("x_reports_total", "op" => "a\"} 1\ny_fake 2").increment(1);
+        });
+        let text = handle.render();
+        assert!(!text.lines().any(|l| l.starts_with("y_fake")), "{text}");
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("x_reports_total"))
+                .count(),
+            1,
+            "{text}"
+        );
     }
 }

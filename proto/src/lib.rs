@@ -12,6 +12,7 @@ pub mod pb {
 pub mod common;
 pub mod daemon;
 pub mod leader;
+pub mod message_limit;
 
 pub use common::*;
 pub use leader::{MetaChannel, MetaClient};

@@ -69,6 +69,20 @@ pub struct Config {
     /// check off for good.
     #[serde(skip)]
     pub accept_inventory: bool,
+    /// Bytes of stored uploads that may wait for the metadata service to
+    /// list them (a primary's registration, a replica's confirmation);
+    /// further uploads get RESOURCE_EXHAUSTED. Default 4 GiB: a thousand
+    /// 4 MiB chunks in flight is far past any real burst, and a small share
+    /// of a disk.
+    pub pending_upload_quota_bytes: u64,
+    /// How long a stored upload may stay unlisted before the node asks the
+    /// metadata service about it, keeping it if listed and quarantining it
+    /// otherwise. Default 600000 ms (10 min): a registration retried
+    /// through a metadata failover has long finished by then.
+    pub pending_upload_grace_ms: u64,
+    /// How often pending uploads past their grace are settled. Default
+    /// 60000 ms (1 min), a tenth of the grace.
+    pub pending_upload_sweep_ms: u64,
 }
 
 impl Default for Config {
@@ -93,6 +107,9 @@ impl Default for Config {
             quarantine_grace_ms: 86_400_000,
             quarantine_sweep_ms: 600_000,
             accept_inventory: false,
+            pending_upload_quota_bytes: 4 << 30,
+            pending_upload_grace_ms: 600_000,
+            pending_upload_sweep_ms: 60_000,
         }
     }
 }
@@ -173,6 +190,12 @@ impl Config {
         }
         if self.quarantine_sweep_ms == 0 {
             return Err(ConfigError::invalid("quarantine_sweep_ms", "must be > 0"));
+        }
+        if self.pending_upload_sweep_ms == 0 {
+            return Err(ConfigError::invalid(
+                "pending_upload_sweep_ms",
+                "must be > 0",
+            ));
         }
         if self.max_concurrent_puts == 0 {
             return Err(ConfigError::invalid("max_concurrent_puts", "must be > 0"));

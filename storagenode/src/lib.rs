@@ -21,8 +21,10 @@ pub mod registration;
 pub mod replication;
 pub mod scrub;
 pub mod service;
+pub mod uploads;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use bigfs_proto::MAX_MESSAGE_SIZE;
 use bigfs_proto::pb::storage_server::StorageServer;
@@ -85,7 +87,23 @@ pub async fn serve_with_admin(
         pause: std::time::Duration::from_millis(config.scrub_pause_ms),
         stats: Default::default(),
     };
-    let service = StorageService::new(store.clone(), replicator, config.max_concurrent_puts);
+    let pending = Arc::new(uploads::PendingUploads::new(
+        config.pending_upload_quota_bytes,
+    ));
+    let collector = uploads::Collector {
+        pending: pending.clone(),
+        store: store.clone(),
+        replicator: replicator.clone(),
+        grace: std::time::Duration::from_millis(config.pending_upload_grace_ms),
+        interval: std::time::Duration::from_millis(config.pending_upload_sweep_ms),
+    };
+    let service = StorageService::new(
+        store.clone(),
+        replicator,
+        config.max_concurrent_puts,
+        pending,
+    );
+    let gate = service.upload_gate();
 
     let local = listener.local_addr()?;
     tracing::info!(node = %node_id, listen = %local, advertise = %config.advertise_addr(), "storage node serving");
@@ -118,6 +136,7 @@ pub async fn serve_with_admin(
     };
     let scrub_task = tokio::spawn(scrubber.run(stop_rx.clone()));
     let sweep_task = tokio::spawn(sweeper.run(stop_rx.clone()));
+    let collect_task = tokio::spawn(collector.run(stop_rx.clone()));
     // A refused registration stops the server: a node whose id or disk is
     // in question must not serve.
     let (refused_tx, refused_rx) = tokio::sync::oneshot::channel::<()>();
@@ -147,6 +166,10 @@ pub async fn serve_with_admin(
         .initial_connection_window_size(Some(bigfs_proto::CONNECTION_WINDOW))
         .max_frame_size(Some(bigfs_proto::MAX_FRAME_SIZE))
         .layer(bigfs_proto::daemon::GrpcMetricsLayer)
+        .layer(bigfs_proto::message_limit::MessageLimitLayer::new(
+            uploads::request_limit,
+        ))
+        .layer(gate)
         .add_service(server)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
@@ -155,6 +178,7 @@ pub async fn serve_with_admin(
     let registered = registration_task.await;
     let _ = scrub_task.await;
     let _ = sweep_task.await;
+    let _ = collect_task.await;
     if let Some(t) = admin_task {
         let _ = t.await;
     }

@@ -42,6 +42,8 @@ pub fn validate_node_id(id: &str) -> Result<(), ConfigError> {
             format!("{id:?} contains whitespace or control characters"),
         ));
     }
+    // What the metadata service accepts: ids become metric labels.
+    bigfs_proto::check_node_id(id).map_err(|e| ConfigError::invalid("node_id", e))?;
     Ok(())
 }
 

@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 use crate::chunk_store::{Check, ChunkStore, PutOutcome};
 use crate::error::StoreError;
 use crate::replication::{Replicator, Target, with_retry};
+use crate::uploads::{GatePermit, PendingUploads, UploadGateLayer};
 
 /// Copies that make a write durable enough to answer the client. Two
 /// survive the loss of any one node; more are left to background pushes and
@@ -35,15 +36,29 @@ pub struct StorageService {
     replicator: Replicator,
     /// Bounds the chunks held in memory by puts and copies in flight.
     put_permits: Arc<Semaphore>,
+    /// Stored uploads not yet listed by the metadata service.
+    pending: Arc<PendingUploads>,
 }
 
 impl StorageService {
-    pub fn new(store: ChunkStore, replicator: Replicator, max_concurrent_puts: usize) -> Self {
+    pub fn new(
+        store: ChunkStore,
+        replicator: Replicator,
+        max_concurrent_puts: usize,
+        pending: Arc<PendingUploads>,
+    ) -> Self {
         StorageService {
             store,
             replicator,
             put_permits: Arc::new(Semaphore::new(max_concurrent_puts.max(1))),
+            pending,
         }
+    }
+
+    /// The gate that takes this service's upload permit before a
+    /// `PutChunk` body is read.
+    pub fn upload_gate(&self) -> UploadGateLayer {
+        UploadGateLayer::new(self.put_permits.clone())
     }
 
     fn node_id(&self) -> &str {
@@ -58,15 +73,20 @@ impl StorageService {
             .map_err(|_| Status::unavailable("the node is shutting down"))
     }
 
-    /// Stores a chunk, turning a store error into a status.
+    /// Stores a chunk, turning a store error into a status; a new file
+    /// counts as pending until the metadata service lists it.
     async fn store_chunk(&self, id: ChunkId, data: &Bytes) -> Result<PutOutcome, Status> {
         if data.is_empty() {
             return Err(Status::invalid_argument(format!("chunk {id} has no data")));
         }
-        self.store.put(id, data.clone()).await.map_err(|e| {
+        let outcome = self.store.put(id, data.clone()).await.map_err(|e| {
             tracing::warn!(chunk = %id.short(), error = %e, "put refused");
             Status::from(e)
-        })
+        })?;
+        if outcome == PutOutcome::Stored {
+            self.pending.add(id, data.len() as u64);
+        }
+        Ok(outcome)
     }
 
     /// Reads a chunk (verified unless the caller checks it); a corrupt one
@@ -102,8 +122,8 @@ impl StorageService {
         id: ChunkId,
         data: Bytes,
         primary_registers: bool,
+        _permit: OwnedSemaphorePermit,
     ) -> Result<PutChunkReply, Status> {
-        let _permit = self.permit().await?;
         let outcome = self.store_chunk(id, &data).await?;
         if primary_registers {
             tracing::debug!(chunk = %id.short(), "replica stored; the primary registers it");
@@ -143,6 +163,7 @@ impl StorageService {
                 s.message()
             )));
         }
+        self.pending.settle(id);
         tracing::debug!(chunk = %id.short(), "replica stored and confirmed");
         Ok(PutChunkReply {
             copies: 1,
@@ -157,8 +178,8 @@ impl StorageService {
         id: ChunkId,
         data: Bytes,
         forward_to: Vec<Target>,
+        permit: OwnedSemaphorePermit,
     ) -> Result<PutChunkReply, Status> {
-        let permit = self.permit().await?;
         // Forwards run while our own copy is written: the copies are made in
         // parallel, and each is registered only once it is durable.
         let (ftx, mut frx) = mpsc::unbounded_channel();
@@ -231,6 +252,7 @@ impl StorageService {
             ))
         })?
         .into_inner();
+        self.pending.settle(id);
 
         let me = self.node_id().to_string();
         // Late forwards: confirm each copy as it lands (it was designated
@@ -343,13 +365,21 @@ impl Storage for StorageService {
         &self,
         request: Request<PutChunkRequest>,
     ) -> Result<Response<PutChunkReply>, Status> {
+        // The gate took the permit before the body was read; a call that
+        // did not pass the gate (an in-process caller) takes one here.
+        let permit = match GatePermit::take(&request) {
+            Some(p) => p,
+            None => self.permit().await?,
+        };
         let req = request.into_inner();
         let id = parse_id(&req.id)?;
         let data = req.data;
         let len = data.len() as u64;
+        self.pending.admit(len)?;
         let kind = if req.is_replica { "replica" } else { "primary" };
         let reply = if req.is_replica {
-            self.put_replica(id, data, req.primary_registers).await?
+            self.put_replica(id, data, req.primary_registers, permit)
+                .await?
         } else {
             let forward_to = req
                 .forward_to
@@ -361,7 +391,7 @@ impl Storage for StorageService {
                     address: r.address,
                 })
                 .collect();
-            self.put_primary(id, data, forward_to).await?
+            self.put_primary(id, data, forward_to, permit).await?
         };
         crate::metrics::chunk_bytes("put", kind, len);
         Ok(Response::new(reply))
