@@ -194,6 +194,34 @@ impl Cluster {
         Self::start_in(Some(data_root.to_path_buf()), n, extra_meta, storage).await
     }
 
+    /// A cluster whose metadata service is a group run by the caller (see
+    /// [`group::Group`]): `meta_addrs` is its member list, which storage
+    /// nodes, mounts and the CLI get. Starts `n` storage nodes.
+    pub async fn start_external(meta_addrs: &str, n: usize) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("bigfs-test-")
+            .tempdir()
+            .expect("tempdir");
+        let data_root = dir.path().to_path_buf();
+        let meta_config = dir.path().join("metadata.toml");
+        let mut c = Cluster {
+            dir,
+            meta_addr: meta_addrs.to_string(),
+            meta_admin_addr: String::new(),
+            meta_child: None,
+            nodes: Vec::new(),
+            meta_config,
+            data_root,
+            meta_env: Vec::new(),
+        };
+        c.wait_metadata().await;
+        for i in 0..n {
+            c.add_node(&format!("node-{}", i + 1));
+        }
+        c.wait_nodes_up(n).await;
+        c
+    }
+
     async fn start_in(
         data_root: Option<PathBuf>,
         n: usize,

@@ -317,8 +317,7 @@ impl Consensus {
     fn check_space(&self) -> Result<(), tonic::Status> {
         let dir = &self.dir;
         let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
-        let needed = DISK_RESERVE
-            + 2 * (size(machine::SNAPSHOT_FILE) + size(log::LOG_FILE));
+        let needed = DISK_RESERVE + 2 * (size(machine::SNAPSHOT_FILE) + size(log::LOG_FILE));
         match free_bytes(dir) {
             Some(free) if free < needed => {
                 metrics::counter!("bigfs_metadata_disk_full_refusals_total").increment(1);
