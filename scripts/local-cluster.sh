@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds BigFS and runs a local cluster: one metadata service and three
-# storage nodes under $BIGFS_HOME (default ./local-cluster), on loopback.
+# Builds BigFS and runs a local cluster: one metadata service (or, with
+# BIGFS_META_MEMBERS=3, a group of three members) and three storage nodes
+# under $BIGFS_HOME (default ./local-cluster), on loopback.
 #
 #   scripts/local-cluster.sh start    build, start, show status
 #   scripts/local-cluster.sh stop     stop everything
@@ -10,7 +11,12 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 HOME_DIR=${BIGFS_HOME:-$ROOT/local-cluster}
 META_PORT=${BIGFS_META_PORT:-9400}
-META=127.0.0.1:$META_PORT
+MEMBERS=${BIGFS_META_MEMBERS:-1}
+# Member i listens on META_PORT + 10*(i-1); clients get the whole list.
+META=$(for i in $(seq 1 "$MEMBERS"); do printf '127.0.0.1:%s,' $((META_PORT + 10 * (i - 1))); done)
+META=${META%,}
+PEERS=$(for i in $(seq 1 "$MEMBERS"); do printf '%s=127.0.0.1:%s,' "$i" $((META_PORT + 10 * (i - 1))); done)
+PEERS=${PEERS%,}
 BIN=$ROOT/target/release
 MNT=${BIGFS_MOUNT:-$HOME_DIR/mnt}
 
@@ -19,9 +25,18 @@ start() {
   cargo build --release --workspace --bins
   mkdir -p "$HOME_DIR/logs"
   stop quiet
-  "$BIN/bigfs-metadata" --data-dir "$HOME_DIR/meta" --listen "$META" \
-    >>"$HOME_DIR/logs/metadata.log" 2>&1 &
-  echo $! >"$HOME_DIR/metadata.pid"
+  if [ "$MEMBERS" -eq 1 ]; then
+    "$BIN/bigfs-metadata" --data-dir "$HOME_DIR/meta" --listen "$META" \
+      >>"$HOME_DIR/logs/metadata.log" 2>&1 &
+    echo $! >"$HOME_DIR/metadata.pid"
+  else
+    for i in $(seq 1 "$MEMBERS"); do
+      "$BIN/bigfs-metadata" --data-dir "$HOME_DIR/meta-$i" \
+        --listen "127.0.0.1:$((META_PORT + 10 * (i - 1)))" --node-id "$i" --peers "$PEERS" \
+        --admin-listen "127.0.0.1:$((META_PORT + 79 + i))" >>"$HOME_DIR/logs/metadata-$i.log" 2>&1 &
+      echo $! >"$HOME_DIR/metadata-$i.pid"
+    done
+  fi
   for i in 1 2 3; do
     "$BIN/bigfs-storage" --data-dir "$HOME_DIR/node-$i" --listen "127.0.0.1:$((META_PORT + 100 + i))" \
       --metadata "$META" --node-id "node-$i" \
