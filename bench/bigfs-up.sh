@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts a release-build BigFS cluster (metadata + 3 storage nodes) under
-# $1 (default /tmp/bigfs-bench) and mounts it at $1/mnt; `stop` undoes it.
+# $2 (default /tmp/bigfs-bench) and mounts it at $2/mnt; `stop` undoes it.
+# MEMBERS=3 runs the metadata service as a group of three members.
 # For benchmarks: no build, no package installs (see scripts/local-cluster.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,13 +13,24 @@ if [ "${1:-start}" = stop ]; then
   exit 0
 fi
 rm -rf "$H"; mkdir -p "$H/logs" "$H/mnt"
-"$B/bigfs-metadata" --data-dir "$H/meta" --listen 127.0.0.1:9400 >"$H/logs/meta.log" 2>&1 &
+MEMBERS=${MEMBERS:-1}
+META=127.0.0.1:9400
+if [ "$MEMBERS" -eq 1 ]; then
+  "$B/bigfs-metadata" --data-dir "$H/meta" --listen 127.0.0.1:9400 >"$H/logs/meta.log" 2>&1 &
+else
+  PEERS=1=127.0.0.1:9400,2=127.0.0.1:9410,3=127.0.0.1:9420
+  META=127.0.0.1:9400,127.0.0.1:9410,127.0.0.1:9420
+  for i in 1 2 3; do
+    "$B/bigfs-metadata" --data-dir "$H/meta$i" --listen "127.0.0.1:94$((i - 1))0" --node-id "$i" \
+      --peers "$PEERS" --admin-listen "127.0.0.1:948$i" >"$H/logs/meta$i.log" 2>&1 &
+  done
+fi
 for i in 1 2 3; do
-  "$B/bigfs-storage" --data-dir "$H/n$i" --listen "127.0.0.1:950$i" --metadata 127.0.0.1:9400 \
+  "$B/bigfs-storage" --data-dir "$H/n$i" --listen "127.0.0.1:950$i" --metadata "$META" \
     --node-id "n$i" --admin-listen "127.0.0.1:958$i" >"$H/logs/n$i.log" 2>&1 &
 done
 for _ in $(seq 1 100); do
-  [ "$("$B/bigfs" --metadata 127.0.0.1:9400 status --json 2>/dev/null | grep -o '"state":"up"' | wc -l)" -ge 3 ] && break
+  [ "$("$B/bigfs" --metadata "$META" status --json 2>/dev/null | grep -o '"state":"up"' | wc -l)" -ge 3 ] && break
   sleep 0.1
 done
-"$B/bigfs-mount" "$H/mnt" --metadata 127.0.0.1:9400 --log-file "$H/logs/mount.log"
+"$B/bigfs-mount" "$H/mnt" --metadata "$META" --log-file "$H/logs/mount.log"
