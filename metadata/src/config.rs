@@ -57,6 +57,13 @@ pub struct Config {
     pub heal: crate::heal::HealConfig,
     /// When a node registration is refused (`[registration]`).
     pub registration: crate::registration::RegistrationConfig,
+    /// Directory with `ca.pem`, `cert.pem` and `key.pem` (a `meta:`
+    /// certificate) and optionally `revoked.txt`: every gRPC call in and out
+    /// uses mutual TLS. No default: this or `insecure` must be set.
+    pub tls_dir: Option<PathBuf>,
+    /// Run without TLS or authentication (a warning at every start).
+    /// Default false.
+    pub insecure: bool,
 }
 
 impl Default for Config {
@@ -78,6 +85,8 @@ impl Default for Config {
             client_reply_ttl_ms: 600_000,
             heal: crate::heal::HealConfig::default(),
             registration: crate::registration::RegistrationConfig::default(),
+            tls_dir: None,
+            insecure: false,
         }
     }
 }
@@ -136,6 +145,7 @@ impl Config {
         }
         self.heal.validate()?;
         self.registration.validate()?;
+        bigfs_proto::tls::check_settings("bigfs-metadata", self.tls_dir.as_deref(), self.insecure)?;
         bigfs_proto::daemon::parse_admin_listen(&self.admin_listen)?;
         bigfs_proto::daemon::validate_log_level(&self.log_level)?;
         Ok(())
@@ -150,9 +160,20 @@ mod tests {
     fn defaults_need_only_a_data_dir() {
         let c = Config {
             data_dir: "/tmp/x".into(),
+            insecure: true,
             ..Config::default()
         };
         assert_eq!(c.validate(), Ok(()));
+        let secure_by_default = Config {
+            insecure: false,
+            ..c.clone()
+        };
+        assert!(
+            secure_by_default
+                .validate()
+                .unwrap_err()
+                .contains("--tls-dir")
+        );
         assert!(
             Config::default()
                 .validate()
@@ -174,6 +195,7 @@ mod tests {
     fn bad_values_name_their_key() {
         let base = Config {
             data_dir: "/d".into(),
+            insecure: true,
             ..Config::default()
         };
         let bad = Config {

@@ -6,6 +6,7 @@
 //! shutdown future.
 
 pub mod admin;
+pub mod auth;
 pub mod chunks;
 pub mod clients;
 pub mod config;
@@ -82,6 +83,14 @@ pub async fn serve_with_admin(
     admin: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let security = bigfs_proto::tls::Security::from_settings(
+        "bigfs-metadata",
+        config.tls_dir.as_deref(),
+        config.insecure,
+    )?;
+    security.log_start("bigfs-metadata");
+    auth::check_own_identity(&security)?;
+    security.install_client();
     let svc = tokio::task::spawn_blocking(move || open_service(config)).await??;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "metadata service listening");
@@ -110,8 +119,10 @@ pub async fn serve_with_admin(
     let worker = worker::Worker::new(svc.clone());
     let admin = admin::AdminService::new(svc.clone(), worker.clone());
     let worker_task = tokio::spawn(worker.run(stop_rx.clone()));
-    let result = tonic::transport::Server::builder()
+    let result = security
+        .server()?
         .layer(bigfs_proto::daemon::GrpcMetricsLayer)
+        .layer(security.auth_layer(auth::policy))
         .add_service(
             MetadataServer::new(svc.clone())
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)

@@ -26,6 +26,12 @@ struct Args {
     /// Log level or filter, e.g. info or debug (RUST_LOG overrides it).
     #[arg(long)]
     log_level: Option<String>,
+    /// Directory with ca.pem, cert.pem, key.pem (a meta: certificate).
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
+    /// Run without TLS or authentication (only on a trusted network).
+    #[arg(long)]
+    insecure: bool,
 }
 
 fn main() -> ExitCode {
@@ -56,6 +62,10 @@ fn real_main() -> anyhow::Result<()> {
     if let Some(l) = args.log_level {
         config.log_level = l;
     }
+    if let Some(d) = args.tls_dir {
+        config.tls_dir = Some(d);
+    }
+    config.insecure |= args.insecure;
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))?;

@@ -513,6 +513,7 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::RegisterChunkRequest>,
     ) -> Result<Response<pb::RegisterChunkReply>, Status> {
+        bigfs_proto::auth::require_node(&request, &request.get_ref().node_id)?;
         let r = request.into_inner();
         let id = chunk_id(&r.id)?;
         let len = chunk_len(r.len)?;
@@ -597,6 +598,7 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::ConfirmReplicaRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        crate::auth::check_confirm(self, &request).await?;
         let r = request.into_inner();
         let id = chunk_id(&r.id)?;
         node_field("node_id", &r.node_id)?;
@@ -611,6 +613,7 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::ReportFailureRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        crate::auth::check_report(&request)?;
         let r = request.into_inner();
         node_field("node_id", &r.node_id)?;
         let chunk = if r.chunk_id.is_empty() {
@@ -665,6 +668,7 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::RegisterNodeRequest>,
     ) -> Result<Response<pb::RegisterNodeReply>, Status> {
+        bigfs_proto::auth::require_node(&request, &request.get_ref().node_id)?;
         let r = request.into_inner();
         node_field("node_id", &r.node_id)?;
         node_field("address", &r.address)?;
@@ -741,6 +745,7 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatReply>, Status> {
+        bigfs_proto::auth::require_node(&request, &request.get_ref().node_id)?;
         let r = request.into_inner();
         node_field("node_id", &r.node_id)?;
         self.with(move |core, live, _| {

@@ -159,25 +159,16 @@ pub enum Security {
 
 impl Security {
     /// The security a process runs with, from its `--tls-dir`/`tls_dir` and
-    /// `--insecure`/`insecure` settings. Neither (or both) is an error that
-    /// says what to pass; `program` names the binary in it.
+    /// `--insecure`/`insecure` settings (see [`check_settings`]).
     pub fn from_settings(
         program: &str,
         tls_dir: Option<&Path>,
         insecure: bool,
     ) -> Result<Security, TlsError> {
-        match (tls_dir, insecure) {
-            (Some(_), true) => Err(TlsError::Setup(format!(
-                "{program}: both a TLS directory and insecure are set; choose one"
-            ))),
-            (Some(dir), false) => Ok(Security::Tls(Arc::new(TlsMaterial::load(dir)?))),
-            (None, true) => Ok(Security::Insecure),
-            (None, false) => Err(TlsError::Setup(format!(
-                "{program} runs with mutual TLS and has no certificate: pass --tls-dir DIR \
-                 (or tls_dir in its config file) naming a directory with ca.pem, cert.pem and \
-                 key.pem (make them with `bigfs admin ca init` and `bigfs admin cert issue`), \
-                 or --insecure (insecure = true) to run without TLS or authentication"
-            ))),
+        check_settings(program, tls_dir, insecure).map_err(TlsError::Setup)?;
+        match tls_dir {
+            Some(dir) => Ok(Security::Tls(Arc::new(TlsMaterial::load(dir)?))),
+            None => Ok(Security::Insecure),
         }
     }
 
@@ -233,6 +224,23 @@ impl Security {
             Security::Tls(m) => auth::AuthLayer::checking(policy, m.revoked.clone()),
             Security::Insecure => auth::AuthLayer::anonymous(),
         }
+    }
+}
+
+/// Exactly one of a TLS directory and `insecure` must be set; the error
+/// says what to pass. `program` names the binary in it.
+pub fn check_settings(program: &str, tls_dir: Option<&Path>, insecure: bool) -> Result<(), String> {
+    match (tls_dir, insecure) {
+        (Some(_), true) => Err(format!(
+            "{program}: both a TLS directory and insecure are set; choose one"
+        )),
+        (None, false) => Err(format!(
+            "{program} runs with mutual TLS and has no certificate: pass --tls-dir DIR \
+             (or tls_dir in its config file) naming a directory with ca.pem, cert.pem and \
+             key.pem (make them with `bigfs admin ca init` and `bigfs admin cert issue`), \
+             or --insecure (insecure = true) to run without TLS or authentication"
+        )),
+        _ => Ok(()),
     }
 }
 

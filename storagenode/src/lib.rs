@@ -11,6 +11,7 @@
 //! - [`registration`]: node id, registration with inventory, heartbeats.
 //! - [`config`]: the configuration file and its defaults.
 
+pub mod auth;
 pub mod chunk_store;
 pub mod config;
 pub mod error;
@@ -69,7 +70,18 @@ pub async fn serve_with_admin(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let node_id = registration::resolve_node_id(config.node_id.as_deref(), &config.data_dir)?;
+    let security = bigfs_proto::tls::Security::from_settings(
+        "bigfs-storage",
+        config.tls_dir.as_deref(),
+        config.insecure,
+    )?;
+    security.log_start("bigfs-storage");
+    // Without --node-id, a node with a certificate is the node it names.
+    let wanted_id =
+        (config.node_id.clone()).or_else(|| security.identity().map(|i| i.name.clone()));
+    let node_id = registration::resolve_node_id(wanted_id.as_deref(), &config.data_dir)?;
+    auth::check_own_identity(&security, &node_id)?;
+    security.install_client();
     let limits = StoreLimits {
         reserve_bytes: config.reserve_bytes,
         capacity_bytes: config.capacity_bytes,
@@ -140,13 +152,15 @@ pub async fn serve_with_admin(
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     bigfs_proto::daemon::notify_ready();
-    let result = tonic::transport::Server::builder()
+    let result = security
+        .server()?
         // Chunks are megabytes: HTTP/2's default 64 KiB window would make
         // every upload wait on dozens of window updates.
         .initial_stream_window_size(Some(bigfs_proto::STREAM_WINDOW))
         .initial_connection_window_size(Some(bigfs_proto::CONNECTION_WINDOW))
         .max_frame_size(Some(bigfs_proto::MAX_FRAME_SIZE))
         .layer(bigfs_proto::daemon::GrpcMetricsLayer)
+        .layer(security.auth_layer(auth::policy))
         .add_service(server)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;

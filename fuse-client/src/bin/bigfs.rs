@@ -17,6 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[path = "bigfs/admin.rs"]
 mod admin;
+#[path = "bigfs/certs.rs"]
+mod certs;
 #[path = "bigfs/failure.rs"]
 mod failure;
 #[path = "bigfs/fsck.rs"]
@@ -43,6 +45,13 @@ struct Cli {
     /// Machine-readable output where it applies.
     #[arg(long, global = true)]
     json: bool,
+    /// Directory with ca.pem, cert.pem, key.pem (a client: or admin:
+    /// certificate) for mutual TLS with the cluster.
+    #[arg(long, env = "BIGFS_TLS_DIR", global = true)]
+    tls_dir: Option<PathBuf>,
+    /// Talk to a cluster run with --insecure: no TLS, no certificate.
+    #[arg(long, env = "BIGFS_INSECURE", global = true)]
+    insecure: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -146,6 +155,12 @@ impl Cmd {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Cmd::Admin(admin::AdminCmd::Certs(c)) = &cli.cmd {
+        return certs::run(c, cli.json);
+    }
+    bigfs_proto::tls::Security::from_settings("bigfs", cli.tls_dir.as_deref(), cli.insecure)
+        .map_err(|e| Failure::usage(e.to_string()))?
+        .install_client();
     let cfg = load_config(&cli)?;
     if let Some(p) = cli
         .cmd

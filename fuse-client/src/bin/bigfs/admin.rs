@@ -61,11 +61,15 @@ pub enum AdminCmd {
     /// Forget NODE for good once it is stopped and holds nothing (after a
     /// decommission has drained it).
     RemoveNode { node: String },
+    /// The cluster CA and certificates (local files; no connection).
+    #[command(flatten)]
+    Certs(crate::certs::CertsCmd),
 }
 
 pub async fn run(metadata: &str, cmd: &AdminCmd, json: bool) -> Result<(), Failure> {
     let mut conn = AdminConn::new(metadata)?;
     match cmd {
+        AdminCmd::Certs(c) => crate::certs::run(c, json)?,
         AdminCmd::Fsck {
             repair,
             probe_timeout_ms,
