@@ -145,9 +145,9 @@ impl Config {
         }
         self.heal.validate()?;
         self.registration.validate()?;
-        bigfs_proto::tls::check_settings("bigfs-metadata", self.tls_dir.as_deref(), self.insecure)?;
         bigfs_proto::daemon::parse_admin_listen(&self.admin_listen)?;
         bigfs_proto::daemon::validate_log_level(&self.log_level)?;
+        bigfs_proto::tls::check_settings("bigfs-metadata", self.tls_dir.as_deref(), self.insecure)?;
         Ok(())
     }
 }

@@ -183,8 +183,6 @@ impl Config {
         if self.max_concurrent_puts == 0 {
             return Err(ConfigError::invalid("max_concurrent_puts", "must be > 0"));
         }
-        bigfs_proto::tls::check_settings("bigfs-storage", self.tls_dir.as_deref(), self.insecure)
-            .map_err(|reason| ConfigError::invalid("tls_dir", reason))?;
         self.retry
             .validate()
             .map_err(|reason| ConfigError::invalid("retry", reason))?;
@@ -192,6 +190,8 @@ impl Config {
             .map_err(|reason| ConfigError::invalid("admin_listen", reason))?;
         bigfs_proto::daemon::validate_log_level(&self.log_level)
             .map_err(|reason| ConfigError::invalid("log_level", reason))?;
+        bigfs_proto::tls::check_settings("bigfs-storage", self.tls_dir.as_deref(), self.insecure)
+            .map_err(|reason| ConfigError::invalid("tls_dir", reason))?;
         Ok(())
     }
 }
