@@ -41,6 +41,7 @@ use bigfs_proto::MAX_MESSAGE_SIZE;
 use bigfs_proto::pb::admin_server::AdminServer;
 use bigfs_proto::pb::metadata_server::MetadataServer;
 use bigfs_proto::pb::ops_server::OpsServer;
+use bigfs_proto::tls::Security;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -83,14 +84,9 @@ pub async fn serve_with_admin(
     admin: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let security = bigfs_proto::tls::Security::from_settings(
-        "bigfs-metadata",
-        config.tls_dir.as_deref(),
-        config.insecure,
-    )?;
-    security.log_start("bigfs-metadata");
+    let tls_dir = config.tls_dir.as_deref();
+    let security = Security::start_daemon("bigfs-metadata", tls_dir, config.insecure)?;
     auth::check_own_identity(&security)?;
-    security.install_client();
     let svc = tokio::task::spawn_blocking(move || open_service(config)).await??;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "metadata service listening");

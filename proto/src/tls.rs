@@ -172,6 +172,19 @@ impl Security {
         }
     }
 
+    /// A daemon's start: [`Security::from_settings`], logged, and installed
+    /// for the daemon's own outgoing calls.
+    pub fn start_daemon(
+        program: &str,
+        tls_dir: Option<&Path>,
+        insecure: bool,
+    ) -> Result<Security, TlsError> {
+        let security = Security::from_settings(program, tls_dir, insecure)?;
+        security.log_start(program);
+        security.install_client();
+        Ok(security)
+    }
+
     /// Logs what the process runs with; `--insecure` warns at every start.
     pub fn log_start(&self, program: &str) {
         match self {

@@ -27,6 +27,7 @@ use std::future::Future;
 
 use bigfs_proto::MAX_MESSAGE_SIZE;
 use bigfs_proto::pb::storage_server::StorageServer;
+use bigfs_proto::tls::Security;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -70,18 +71,13 @@ pub async fn serve_with_admin(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let security = bigfs_proto::tls::Security::from_settings(
-        "bigfs-storage",
-        config.tls_dir.as_deref(),
-        config.insecure,
-    )?;
-    security.log_start("bigfs-storage");
+    let tls_dir = config.tls_dir.as_deref();
+    let security = Security::start_daemon("bigfs-storage", tls_dir, config.insecure)?;
     // Without --node-id, a node with a certificate is the node it names.
     let wanted_id =
         (config.node_id.clone()).or_else(|| security.identity().map(|i| i.name.clone()));
     let node_id = registration::resolve_node_id(wanted_id.as_deref(), &config.data_dir)?;
     auth::check_own_identity(&security, &node_id)?;
-    security.install_client();
     let limits = StoreLimits {
         reserve_bytes: config.reserve_bytes,
         capacity_bytes: config.capacity_bytes,
