@@ -13,24 +13,39 @@ if [ "${1:-start}" = stop ]; then
   exit 0
 fi
 rm -rf "$H"; mkdir -p "$H/logs" "$H/mnt"
+# Mutual TLS unless INSECURE=1 (to measure what TLS costs, side by side).
+tls() { echo --insecure; }
+if [ "${INSECURE:-0}" != 1 ]; then
+  "$B/bigfs" admin ca init "$H/tls/ca" >/dev/null
+  for p in meta:meta:meta node:n1:n1 node:n2:n2 node:n3:n3 client:mount:mount admin:cli:cli; do
+    IFS=: read -r role name dir <<<"$p"
+    "$B/bigfs" admin cert issue --ca "$H/tls/ca" --role "$role" "$name" --out "$H/tls/$dir" >/dev/null
+  done
+  tls() { echo --tls-dir "$H/tls/$1"; }
+fi
 MEMBERS=${MEMBERS:-1}
 META=127.0.0.1:9400
 if [ "$MEMBERS" -eq 1 ]; then
-  "$B/bigfs-metadata" --data-dir "$H/meta" --listen 127.0.0.1:9400 >"$H/logs/meta.log" 2>&1 &
+  # shellcheck disable=SC2046 # tls prints two words on purpose
+  "$B/bigfs-metadata" --data-dir "$H/meta" --listen 127.0.0.1:9400 $(tls meta) >"$H/logs/meta.log" 2>&1 &
 else
   PEERS=1=127.0.0.1:9400,2=127.0.0.1:9410,3=127.0.0.1:9420
   META=127.0.0.1:9400,127.0.0.1:9410,127.0.0.1:9420
   for i in 1 2 3; do
+    # shellcheck disable=SC2046
     "$B/bigfs-metadata" --data-dir "$H/meta$i" --listen "127.0.0.1:94$((i - 1))0" --node-id "$i" \
-      --peers "$PEERS" --admin-listen "127.0.0.1:948$i" >"$H/logs/meta$i.log" 2>&1 &
+      --peers "$PEERS" --admin-listen "127.0.0.1:948$i" $(tls meta) >"$H/logs/meta$i.log" 2>&1 &
   done
 fi
 for i in 1 2 3; do
+  # shellcheck disable=SC2046
   "$B/bigfs-storage" --data-dir "$H/n$i" --listen "127.0.0.1:950$i" --metadata "$META" \
-    --node-id "n$i" --admin-listen "127.0.0.1:958$i" >"$H/logs/n$i.log" 2>&1 &
+    --node-id "n$i" --admin-listen "127.0.0.1:958$i" $(tls "n$i") >"$H/logs/n$i.log" 2>&1 &
 done
 for _ in $(seq 1 100); do
-  [ "$("$B/bigfs" --metadata "$META" status --json 2>/dev/null | grep -o '"state":"up"' | wc -l)" -ge 3 ] && break
+  # shellcheck disable=SC2046
+  [ "$("$B/bigfs" --metadata "$META" $(tls cli) status --json 2>/dev/null | grep -o '"state":"up"' | wc -l)" -ge 3 ] && break
   sleep 0.1
 done
-"$B/bigfs-mount" "$H/mnt" --metadata "$META" --log-file "$H/logs/mount.log"
+# shellcheck disable=SC2046
+"$B/bigfs-mount" "$H/mnt" --metadata "$META" $(tls mount) --log-file "$H/logs/mount.log"

@@ -19,19 +19,34 @@ PEERS=$(for i in $(seq 1 "$MEMBERS"); do printf '%s=127.0.0.1:%s,' "$i" $((META_
 PEERS=${PEERS%,}
 BIN=$ROOT/target/release
 MNT=${BIGFS_MOUNT:-$HOME_DIR/mnt}
+TLS=$HOME_DIR/tls
+
+# A cluster CA and one certificate per process under $TLS, made once (the
+# CA key stays there: this is a local test cluster, not a real one).
+certificates() {
+  [ -e "$TLS/ca/ca.key" ] || "$BIN/bigfs" admin ca init "$TLS/ca" --cluster local >/dev/null
+  issue() { # ROLE NAME DIR
+    [ -e "$TLS/$3/cert.pem" ] || "$BIN/bigfs" admin cert issue --ca "$TLS/ca" --role "$1" "$2" --out "$TLS/$3" >/dev/null
+  }
+  issue meta meta metadata
+  for i in 1 2 3; do issue node "node-$i" "node-$i"; done
+  issue client mount mount
+  issue admin cli cli
+}
 
 start() {
   scripts/install-deps.sh
   cargo build --release --workspace --bins
   mkdir -p "$HOME_DIR/logs"
   stop quiet
+  certificates
   if [ "$MEMBERS" -eq 1 ]; then
-    "$BIN/bigfs-metadata" --data-dir "$HOME_DIR/meta" --listen "$META" \
+    "$BIN/bigfs-metadata" --data-dir "$HOME_DIR/meta" --listen "$META" --tls-dir "$TLS/metadata" \
       >>"$HOME_DIR/logs/metadata.log" 2>&1 &
     echo $! >"$HOME_DIR/metadata.pid"
   else
     for i in $(seq 1 "$MEMBERS"); do
-      "$BIN/bigfs-metadata" --data-dir "$HOME_DIR/meta-$i" \
+      "$BIN/bigfs-metadata" --data-dir "$HOME_DIR/meta-$i" --tls-dir "$TLS/metadata" \
         --listen "127.0.0.1:$((META_PORT + 10 * (i - 1)))" --node-id "$i" --peers "$PEERS" \
         --admin-listen "127.0.0.1:$((META_PORT + 79 + i))" >>"$HOME_DIR/logs/metadata-$i.log" 2>&1 &
       echo $! >"$HOME_DIR/metadata-$i.pid"
@@ -39,24 +54,25 @@ start() {
   fi
   for i in 1 2 3; do
     "$BIN/bigfs-storage" --data-dir "$HOME_DIR/node-$i" --listen "127.0.0.1:$((META_PORT + 100 + i))" \
-      --metadata "$META" --node-id "node-$i" \
+      --metadata "$META" --node-id "node-$i" --tls-dir "$TLS/node-$i" \
       --admin-listen "127.0.0.1:$((META_PORT + 180 + i))" >>"$HOME_DIR/logs/node-$i.log" 2>&1 &
     echo $! >"$HOME_DIR/node-$i.pid"
   done
   for _ in $(seq 1 100); do
-    up=$("$BIN/bigfs" --metadata "$META" status --json 2>/dev/null | grep -o '"state":"up"' | wc -l || true)
+    up=$("$BIN/bigfs" --metadata "$META" --tls-dir "$TLS/cli" status --json 2>/dev/null | grep -o '"state":"up"' | wc -l || true)
     [ "$up" -ge 3 ] && break
     sleep 0.2
   done
   if [ -x "$BIN/bigfs-mount" ]; then
     mkdir -p "$MNT"
-    "$BIN/bigfs-mount" "$MNT" --metadata "$META" --background
+    "$BIN/bigfs-mount" "$MNT" --metadata "$META" --tls-dir "$TLS/mount" --background
     echo "mounted at $MNT"
   fi
-  "$BIN/bigfs" --metadata "$META" status
+  "$BIN/bigfs" --metadata "$META" --tls-dir "$TLS/cli" status
   echo
-  echo "metadata at $META; logs in $HOME_DIR/logs"
-  echo "try: $BIN/bigfs --metadata $META put README.md /README.md && $BIN/bigfs --metadata $META ls -l /"
+  echo "metadata at $META; logs in $HOME_DIR/logs; certificates in $TLS"
+  echo "try: export BIGFS_TLS_DIR=$TLS/cli BIGFS_METADATA=$META"
+  echo "     $BIN/bigfs put README.md /README.md && $BIN/bigfs ls -l /"
 }
 
 stop() {
@@ -74,6 +90,6 @@ stop() {
 case "${1:-start}" in
   start) start ;;
   stop) stop ;;
-  status) "$BIN/bigfs" --metadata "$META" status ;;
+  status) "$BIN/bigfs" --metadata "$META" --tls-dir "$TLS/cli" status ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac

@@ -52,6 +52,13 @@ pub struct MountConfig {
     /// sizes (`-o cache_mb=N`, `-o write_buffer_mb=N`,
     /// `-o readahead_chunks=N`), retry policy.
     pub client: ClientConfig,
+    /// Directory with `ca.pem`, `cert.pem` and `key.pem` (a `client:`
+    /// certificate) for mutual TLS with the cluster (`--tls-dir`). No
+    /// default: this or `insecure` must be set.
+    pub tls_dir: Option<std::path::PathBuf>,
+    /// Talk to a cluster run with `--insecure`: no TLS, no certificate.
+    /// Default false.
+    pub insecure: bool,
 }
 
 impl Default for MountConfig {
@@ -71,6 +78,8 @@ impl Default for MountConfig {
             fsname: "bigfs".into(),
             admin_listen: String::new(),
             client: ClientConfig::default(),
+            tls_dir: None,
+            insecure: false,
         }
     }
 }

@@ -57,6 +57,13 @@ pub struct Config {
     pub heal: crate::heal::HealConfig,
     /// When a node registration is refused (`[registration]`).
     pub registration: crate::registration::RegistrationConfig,
+    /// Directory with `ca.pem`, `cert.pem` and `key.pem` (a `meta:`
+    /// certificate) and optionally `revoked.txt`: every gRPC call in and out
+    /// uses mutual TLS. No default: this or `insecure` must be set.
+    pub tls_dir: Option<PathBuf>,
+    /// Run without TLS or authentication (a warning at every start).
+    /// Default false.
+    pub insecure: bool,
     /// This member's id in the metadata group. Default 1.
     pub node_id: u64,
     /// The group's members, `1=host:port,2=host:port,3=host:port` (this
@@ -125,6 +132,8 @@ impl Default for Config {
             peers: String::new(),
             join: false,
             raft: RaftConfig::default(),
+            tls_dir: None,
+            insecure: false,
         }
     }
 }
@@ -205,6 +214,7 @@ impl Config {
         }
         bigfs_proto::daemon::parse_admin_listen(&self.admin_listen)?;
         bigfs_proto::daemon::validate_log_level(&self.log_level)?;
+        bigfs_proto::tls::check_settings("bigfs-metadata", self.tls_dir.as_deref(), self.insecure)?;
         Ok(())
     }
 }
@@ -217,9 +227,20 @@ mod tests {
     fn defaults_need_only_a_data_dir() {
         let c = Config {
             data_dir: "/tmp/x".into(),
+            insecure: true,
             ..Config::default()
         };
         assert_eq!(c.validate(), Ok(()));
+        let secure_by_default = Config {
+            insecure: false,
+            ..c.clone()
+        };
+        assert!(
+            secure_by_default
+                .validate()
+                .unwrap_err()
+                .contains("--tls-dir")
+        );
         assert!(
             Config::default()
                 .validate()
@@ -241,6 +262,7 @@ mod tests {
     fn bad_values_name_their_key() {
         let base = Config {
             data_dir: "/d".into(),
+            insecure: true,
             ..Config::default()
         };
         let bad = Config {

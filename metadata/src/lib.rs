@@ -6,6 +6,7 @@
 //! shutdown future.
 
 pub mod admin;
+pub mod auth;
 pub mod chunks;
 pub mod clients;
 pub mod config;
@@ -42,6 +43,7 @@ use bigfs_proto::message_limit::MessageLimitLayer;
 use bigfs_proto::pb::admin_server::AdminServer;
 use bigfs_proto::pb::metadata_server::MetadataServer;
 use bigfs_proto::pb::ops_server::OpsServer;
+use bigfs_proto::tls::Security;
 use bigfs_proto::{MAX_MESSAGE_SIZE, MAX_REQUEST_SIZE};
 use tokio::net::TcpListener;
 
@@ -94,6 +96,9 @@ pub async fn serve_with_admin(
     admin: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let tls_dir = config.tls_dir.as_deref();
+    let security = Security::start_daemon("bigfs-metadata", tls_dir, config.insecure)?;
+    auth::check_own_identity(&security)?;
     let addr = listener.local_addr()?;
     let svc = open_service(config, addr).await?;
     tracing::info!(%addr, member = svc.consensus().id, "metadata service listening");
@@ -123,9 +128,11 @@ pub async fn serve_with_admin(
     let worker = worker::Worker::new(svc.clone());
     let admin = admin::AdminService::new(svc.clone(), worker.clone());
     let worker_task = tokio::spawn(worker.run(stop_rx.clone()));
-    let result = tonic::transport::Server::builder()
+    let result = security
+        .server()?
         .layer(bigfs_proto::daemon::GrpcMetricsLayer)
         .layer(MessageLimitLayer::new(limits::request_limit))
+        .layer(security.auth_layer(auth::policy))
         .add_service(
             MetadataServer::new(svc.clone())
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)

@@ -37,6 +37,12 @@ struct Args {
     /// add`) instead of forming one.
     #[arg(long)]
     join: bool,
+    /// Directory with ca.pem, cert.pem, key.pem (a meta: certificate).
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
+    /// Run without TLS or authentication (only on a trusted network).
+    #[arg(long)]
+    insecure: bool,
 }
 
 fn main() -> ExitCode {
@@ -76,6 +82,10 @@ fn real_main() -> anyhow::Result<()> {
     if args.join {
         config.join = true;
     }
+    if let Some(d) = args.tls_dir {
+        config.tls_dir = Some(d);
+    }
+    config.insecure |= args.insecure;
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))?;

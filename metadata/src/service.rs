@@ -602,6 +602,7 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::RegisterChunkRequest>,
     ) -> Result<Response<pb::RegisterChunkReply>, Status> {
+        bigfs_proto::auth::require_node(&request, &request.get_ref().node_id)?;
         let r = request.into_inner();
         let id = chunk_id(&r.id)?;
         let len = chunk_len(r.len)?;
@@ -688,6 +689,7 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::ConfirmReplicaRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        crate::auth::check_confirm(self, &request).await?;
         let r = request.into_inner();
         let id = chunk_id(&r.id)?;
         node_field("node_id", &r.node_id)?;
@@ -702,6 +704,7 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::ReportFailureRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        crate::auth::check_report(&request)?;
         let r = request.into_inner();
         node_field("node_id", &r.node_id)?;
         let (error, op_label) = validate::failure_report(&r.operation, &r.error, &r.reporter)?;
@@ -757,6 +760,7 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::RegisterNodeRequest>,
     ) -> Result<Response<pb::RegisterNodeReply>, Status> {
+        bigfs_proto::auth::require_node(&request, &request.get_ref().node_id)?;
         let r = request.into_inner();
         node_field("node_id", &r.node_id)?;
         validate::node_address(&r.address)?;
@@ -834,6 +838,7 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatReply>, Status> {
+        bigfs_proto::auth::require_node(&request, &request.get_ref().node_id)?;
         let r = request.into_inner();
         node_field("node_id", &r.node_id)?;
         self.with(move |core, live, _| {

@@ -29,6 +29,7 @@ fn spawn(dir: &std::path::Path, port: u16) -> Service {
         // No admin HTTP port: it could collide with another cluster here.
         .arg("--admin-listen")
         .arg("")
+        .arg("--insecure")
         .env("RUST_LOG", "warn")
         .stderr(Stdio::null())
         .spawn()

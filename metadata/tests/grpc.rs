@@ -23,6 +23,7 @@ async fn start(dir: &Path) -> Server {
         data_dir: dir.to_path_buf(),
         listen: addr,
         snapshot_every: 5,
+        insecure: true,
         ..Config::default()
     };
     let (stop, rx) = oneshot::channel::<()>();

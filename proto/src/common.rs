@@ -311,14 +311,29 @@ pub const CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
 /// instead of 256 of the default 16 KiB.
 pub const MAX_FRAME_SIZE: u32 = 1024 * 1024;
 
-/// A lazily connecting gRPC channel to `addr` ("host:port" or a URL).
+/// A lazily connecting gRPC channel to `addr` ("host:port" or a URL), with
+/// the process's client TLS setting ([`crate::tls::install_client`]).
 pub fn channel(addr: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    channel_with(addr, crate::tls::client())
+}
+
+/// As [`channel`], with an explicit TLS setting (None: plaintext).
+pub fn channel_with(
+    addr: &str,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     let url = if addr.contains("://") {
         addr.to_string()
+    } else if tls.is_some() {
+        format!("https://{addr}")
     } else {
         format!("http://{addr}")
     };
-    Ok(tonic::transport::Endpoint::from_shared(url)?
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url)?;
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    Ok(endpoint
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(STREAM_WINDOW))

@@ -2,17 +2,21 @@
 //!
 //! `pb` is generated from `proto/bigfs.proto`; `common` holds chunk ids,
 //! limits, name validation and the retry policy; `leader` finds the
-//! metadata leader among the members.
+//! metadata leader among the members; `tls`, `auth` and `certs` the mutual
+//! TLS every process speaks and the identities it carries.
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod pb {
     tonic::include_proto!("bigfs");
 }
 
+pub mod auth;
+pub mod certs;
 pub mod common;
 pub mod daemon;
 pub mod leader;
 pub mod message_limit;
+pub mod tls;
 
 pub use common::*;
 pub use leader::{MetaChannel, MetaClient};

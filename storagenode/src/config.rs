@@ -83,6 +83,13 @@ pub struct Config {
     /// How often pending uploads past their grace are settled. Default
     /// 60000 ms (1 min), a tenth of the grace.
     pub pending_upload_sweep_ms: u64,
+    /// Directory with `ca.pem`, `cert.pem` and `key.pem` (a `node:<id>`
+    /// certificate) and optionally `revoked.txt`: every gRPC call in and out
+    /// uses mutual TLS. No default: this or `insecure` must be set.
+    pub tls_dir: Option<PathBuf>,
+    /// Run without TLS or authentication (a warning at every start).
+    /// Default false.
+    pub insecure: bool,
 }
 
 impl Default for Config {
@@ -110,6 +117,8 @@ impl Default for Config {
             pending_upload_quota_bytes: 4 << 30,
             pending_upload_grace_ms: 600_000,
             pending_upload_sweep_ms: 60_000,
+            tls_dir: None,
+            insecure: false,
         }
     }
 }
@@ -207,6 +216,8 @@ impl Config {
             .map_err(|reason| ConfigError::invalid("admin_listen", reason))?;
         bigfs_proto::daemon::validate_log_level(&self.log_level)
             .map_err(|reason| ConfigError::invalid("log_level", reason))?;
+        bigfs_proto::tls::check_settings("bigfs-storage", self.tls_dir.as_deref(), self.insecure)
+            .map_err(|reason| ConfigError::invalid("tls_dir", reason))?;
         Ok(())
     }
 }
@@ -218,8 +229,22 @@ mod tests {
     fn base() -> Config {
         Config {
             data_dir: "/tmp/x".into(),
+            insecure: true,
             ..Config::default()
         }
+    }
+
+    #[test]
+    fn tls_or_insecure_must_be_chosen() {
+        let c = Config {
+            insecure: false,
+            ..base()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("--tls-dir") && err.contains("--insecure"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -234,13 +259,14 @@ mod tests {
     fn file_keys_parse_and_unknown_keys_are_refused() {
         let c: Config = toml::from_str(
             "listen = \"0.0.0.0:9501\"\nadvertise = \"node1:9501\"\ndata_dir = \"/d\"\n\
-             reserve_bytes = 5\n[retry]\nmax_retries = 2\n",
+             reserve_bytes = 5\ntls_dir = \"/etc/bigfs/tls\"\n[retry]\nmax_retries = 2\n",
         )
         .unwrap();
         assert_eq!(c.listen, "0.0.0.0:9501");
         assert_eq!(c.reserve_bytes, 5);
         assert_eq!(c.retry.max_retries, 2);
         assert_eq!(c.heartbeat_interval_ms, 2_000);
+        assert_eq!(c.tls_dir.as_deref(), Some(Path::new("/etc/bigfs/tls")));
         assert!(c.validate().is_ok());
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
         // The override is a flag only.

@@ -11,6 +11,7 @@
 //! - [`registration`]: node id, registration with inventory, heartbeats.
 //! - [`config`]: the configuration file and its defaults.
 
+pub mod auth;
 pub mod chunk_store;
 pub mod config;
 pub mod error;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 
 use bigfs_proto::MAX_MESSAGE_SIZE;
 use bigfs_proto::pb::storage_server::StorageServer;
+use bigfs_proto::tls::Security;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -71,7 +73,13 @@ pub async fn serve_with_admin(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let node_id = registration::resolve_node_id(config.node_id.as_deref(), &config.data_dir)?;
+    let tls_dir = config.tls_dir.as_deref();
+    let security = Security::start_daemon("bigfs-storage", tls_dir, config.insecure)?;
+    // Without --node-id, a node with a certificate is the node it names.
+    let wanted_id =
+        (config.node_id.clone()).or_else(|| security.identity().map(|i| i.name.clone()));
+    let node_id = registration::resolve_node_id(wanted_id.as_deref(), &config.data_dir)?;
+    auth::check_own_identity(&security, &node_id)?;
     let limits = StoreLimits {
         reserve_bytes: config.reserve_bytes,
         capacity_bytes: config.capacity_bytes,
@@ -159,7 +167,8 @@ pub async fn serve_with_admin(
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     bigfs_proto::daemon::notify_ready();
-    let result = tonic::transport::Server::builder()
+    let result = security
+        .server()?
         // Chunks are megabytes: HTTP/2's default 64 KiB window would make
         // every upload wait on dozens of window updates.
         .initial_stream_window_size(Some(bigfs_proto::STREAM_WINDOW))
@@ -170,6 +179,7 @@ pub async fn serve_with_admin(
             uploads::request_limit,
         ))
         .layer(gate)
+        .layer(security.auth_layer(auth::policy))
         .add_service(server)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;

@@ -41,6 +41,12 @@ struct Args {
     /// a registration is refused and the node exits.
     #[arg(long)]
     accept_inventory: bool,
+    /// Directory with ca.pem, cert.pem, key.pem (a node:<id> certificate).
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
+    /// Run without TLS or authentication (only on a trusted network).
+    #[arg(long)]
+    insecure: bool,
 }
 
 fn load(args: Args) -> anyhow::Result<Config> {
@@ -70,6 +76,10 @@ fn load(args: Args) -> anyhow::Result<Config> {
         config.log_level = v;
     }
     config.accept_inventory = args.accept_inventory;
+    if let Some(v) = args.tls_dir {
+        config.tls_dir = Some(v);
+    }
+    config.insecure |= args.insecure;
     config.validate()?;
     Ok(config)
 }

@@ -225,6 +225,7 @@ async fn start_node(node_id: &str, metadata: &str) -> Running {
         node_id: Some(node_id.to_string()),
         reserve_bytes: 0,
         retry: quick_retry(),
+        insecure: true,
         ..Config::default()
     };
     let (stop, stopped) = oneshot::channel::<()>();
@@ -527,6 +528,7 @@ async fn registration_sends_the_inventory_and_deletes_unlisted_chunks() {
         data_dir: dir.path().to_path_buf(),
         reserve_bytes: 0,
         retry: quick_retry(),
+        insecure: true,
         ..Config::default()
     };
     let (stop, stopped) = oneshot::channel::<()>();

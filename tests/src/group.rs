@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bigfs_proto::pb;
 
-use crate::{bin, free_port, track_child};
+use crate::{bin, certs, free_port, track_child};
 
 /// Metadata settings for group tests: quick elections and failure
 /// detection.
@@ -57,6 +57,15 @@ impl Group {
             .collect::<Vec<_>>()
             .join(",");
         std::fs::write(dir.path().join("metadata.toml"), GROUP_META_CONFIG).expect("config");
+        // The test process's CA (shared with every Cluster of this process),
+        // and a meta: certificate per member.
+        certs::install_client();
+        let ca = dir.path().join("tls").join("ca");
+        certs::write_ca(&ca);
+        for i in 0..n {
+            let out = dir.path().join("tls").join(format!("meta{}", i + 1));
+            certs::issue_into(&ca, &format!("meta:meta-{}", i + 1), &out);
+        }
         let mut g = Group {
             dir,
             addrs,
@@ -89,6 +98,11 @@ impl Group {
         self.dir.path().join(format!("meta{}", i + 1))
     }
 
+    /// Member `i`'s TLS directory (its `meta:` certificate).
+    pub fn tls_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join("tls").join(format!("meta{}", i + 1))
+    }
+
     pub fn log_path(&self, i: usize) -> PathBuf {
         self.dir.path().join(format!("meta{}.log", i + 1))
     }
@@ -113,6 +127,7 @@ impl Group {
             let status = Command::new("chown")
                 .args(["-R", &format!("{uid}:{uid}")])
                 .arg(&data)
+                .arg(self.tls_dir(i))
                 .status()
                 .expect("chown");
             assert!(status.success(), "chown of the member's data dir");
@@ -125,6 +140,8 @@ impl Group {
             .arg(&data)
             .args(["--listen", &self.addrs[i], "--admin-listen", ""])
             .args(["--node-id", &(i + 1).to_string(), "--peers", &self.peers])
+            .arg("--tls-dir")
+            .arg(self.tls_dir(i))
             .arg("--config")
             .arg(self.dir.path().join("metadata.toml"))
             .env("RUST_LOG", "info")

@@ -15,6 +15,7 @@ use bigfs_client::{Client, ClientConfig};
 use bigfs_proto::{RetryConfig, pb};
 use sha2::{Digest, Sha256};
 
+pub mod certs;
 pub mod group;
 pub mod power;
 
@@ -159,6 +160,9 @@ pub struct Cluster {
     data_root: PathBuf,
     /// Extra environment of the metadata service (test faults).
     meta_env: Vec<(String, String)>,
+    /// The cluster's CA (`ca/`) and a TLS directory per process (`meta`,
+    /// `cli`, each node's name, each mount).
+    pub tls: PathBuf,
 }
 
 /// Metadata settings for tests: quick failure detection so tests that kill
@@ -204,6 +208,10 @@ impl Cluster {
             .expect("tempdir");
         let data_root = dir.path().to_path_buf();
         let meta_config = dir.path().join("metadata.toml");
+        let tls = dir.path().join("tls");
+        certs::install_client();
+        certs::write_ca(&tls.join("ca"));
+        certs::issue_into(&tls.join("ca"), "admin:cli", &tls.join("cli"));
         let mut c = Cluster {
             dir,
             meta_addr: meta_addrs.to_string(),
@@ -213,6 +221,7 @@ impl Cluster {
             meta_config,
             data_root,
             meta_env: Vec::new(),
+            tls,
         };
         c.wait_metadata().await;
         for i in 0..n {
@@ -237,6 +246,11 @@ impl Cluster {
         std::fs::write(&meta_config, format!("{TEST_META_CONFIG}\n{extra_meta}"))
             .expect("write config");
         let meta_addr = format!("127.0.0.1:{}", free_port());
+        let tls = dir.path().join("tls");
+        certs::install_client();
+        certs::write_ca(&tls.join("ca"));
+        certs::issue_into(&tls.join("ca"), "meta:meta", &tls.join("meta"));
+        certs::issue_into(&tls.join("ca"), "admin:cli", &tls.join("cli"));
         let mut c = Cluster {
             dir,
             meta_addr,
@@ -246,6 +260,7 @@ impl Cluster {
             meta_config,
             data_root,
             meta_env: Vec::new(),
+            tls,
         };
         if !storage.is_empty() {
             c.set_storage_config(storage);
@@ -278,6 +293,8 @@ impl Cluster {
             .arg(&self.meta_config)
             .arg("--admin-listen")
             .arg(&self.meta_admin_addr)
+            .arg("--tls-dir")
+            .arg(self.tls.join("meta"))
             .env("RUST_LOG", "info")
             .envs(self.meta_env.iter().map(|(k, v)| (k, v)))
             .stdout(self.log_file("metadata"))
@@ -323,6 +340,22 @@ impl Cluster {
         }
     }
 
+    /// The TLS directory of process `name` (`meta`, `cli`, a node's name).
+    pub fn tls_dir(&self, name: &str) -> PathBuf {
+        self.tls.join(name)
+    }
+
+    /// The cluster's CA directory (`ca.pem`, `ca.key`, `issued.txt`).
+    pub fn ca_dir(&self) -> PathBuf {
+        self.tls.join("ca")
+    }
+
+    /// Issues a certificate for `identity` (`role:name`) into the TLS
+    /// directory `name` (created); returns its serial.
+    pub fn issue(&self, identity: &str, name: &str) -> String {
+        certs::issue_into(&self.ca_dir(), identity, &self.tls_dir(name))
+    }
+
     pub fn log_path(&self, name: &str) -> String {
         self.dir
             .path()
@@ -351,6 +384,9 @@ impl Cluster {
             child: None,
         });
         let i = self.nodes.len() - 1;
+        if !self.tls_dir(name).exists() {
+            self.issue(&format!("node:{node_id}"), name);
+        }
         self.start_node(i);
         i
     }
@@ -385,6 +421,8 @@ impl Cluster {
             .arg(&n.id)
             .arg("--admin-listen")
             .arg(&n.admin_addr)
+            .arg("--tls-dir")
+            .arg(self.tls.join(&n.name))
             .args(extra_args)
             .env("RUST_LOG", "info")
             .stdout(log)
@@ -539,6 +577,8 @@ impl Cluster {
         let mut cmd = Command::new(bin("bigfs"));
         cmd.arg("--metadata")
             .arg(&self.meta_addr)
+            .arg("--tls-dir")
+            .arg(self.tls_dir("cli"))
             .args(args)
             .stdin(Stdio::null());
         cmd
@@ -834,10 +874,14 @@ impl Mount {
         std::fs::write(&config, TEST_MOUNT_CONFIG).expect("write mount config");
         let log = base.join(format!("mount-{n}.log"));
         let log_file = std::fs::File::create(&log).expect("mount log");
+        let tls = format!("mount-{n}");
+        cluster.issue(&format!("client:mount-{n}"), &tls);
         let mut cmd = Command::new(bin("bigfs-mount"));
         cmd.arg(&dir)
             .arg("--metadata")
             .arg(metadata)
+            .arg("--tls-dir")
+            .arg(cluster.tls_dir(&tls))
             .arg("--foreground")
             .arg("--config")
             .arg(&config)

@@ -58,6 +58,8 @@ async fn a_second_metadata_service_on_a_taken_admin_port_still_serves() {
             .arg(&addr)
             .arg("--admin-listen")
             .arg(&c.meta_admin_addr)
+            .arg("--tls-dir")
+            .arg(c.tls_dir("meta"))
             .env("RUST_LOG", "info")
             .stdout(log_file.try_clone().expect("log file"))
             .stderr(log_file),

@@ -71,9 +71,10 @@ async fn output_into_head_ends_without_an_error_message() {
     }
     write_file(&client, "/f", &random_bytes(3 << 20, 2)).await;
     let bigfs = format!(
-        "{} --metadata {}",
+        "{} --metadata {} --tls-dir {}",
         bigfs_tests::bin("bigfs").display(),
-        c.meta_addr
+        c.meta_addr,
+        c.tls_dir("cli").display()
     );
     for (pipeline, lines) in [
         (format!("{bigfs} ls / | head -1"), 1),

@@ -500,6 +500,7 @@ async fn cli_lists_moves_and_removes() {
     );
     let out = std::process::Command::new(bigfs_tests::bin("bigfs"))
         .args([
+            "--insecure",
             "--metadata",
             &format!("127.0.0.1:{}", bigfs_tests::free_port()),
             "status",

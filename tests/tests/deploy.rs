@@ -95,10 +95,29 @@ fn assert_example_accepted(binary: &str, example: &str, extra: &[String]) {
 fn the_shipped_example_configs_are_accepted() {
     let _deadline = deadline(DEADLINE);
     let port = |p: u16| format!("127.0.0.1:{p}");
+    // The examples name TLS directories under /etc; certificates of a test
+    // CA stand in for them.
+    let tls = tempfile::tempdir().expect("tempdir");
+    bigfs_tests::certs::write_ca(&tls.path().join("ca"));
+    let dir = |identity: &str, name: &str| {
+        let d = tls.path().join(name);
+        bigfs_tests::certs::issue_into(&tls.path().join("ca"), identity, &d);
+        d.display().to_string()
+    };
+    for example in ["metadata.toml", "storage.toml", "mount.toml"] {
+        let text =
+            std::fs::read_to_string(repo().join("deploy/config").join(example)).expect("example");
+        assert!(
+            text.contains("\ntls_dir = ") && !text.contains("\ninsecure = true"),
+            "{example} does not use TLS"
+        );
+    }
     assert_example_accepted(
         "bigfs-metadata",
         "metadata.toml",
         &[
+            "--tls-dir".into(),
+            dir("meta:meta-1", "meta"),
             "--listen".into(),
             port(free_port()),
             "--admin-listen".into(),
@@ -109,6 +128,8 @@ fn the_shipped_example_configs_are_accepted() {
         "bigfs-storage",
         "storage.toml",
         &[
+            "--tls-dir".into(),
+            dir("node:disk1", "disk1"),
             "--listen".into(),
             port(free_port()),
             "--admin-listen".into(),

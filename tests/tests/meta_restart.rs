@@ -115,7 +115,7 @@ fn writer(
 }
 
 /// The CLI creating, renaming and removing directories until `stop`.
-fn cli_worker(metadata: String, stop: Arc<AtomicBool>, tally: Shared) -> u64 {
+fn cli_worker(metadata: String, tls: PathBuf, stop: Arc<AtomicBool>, tally: Shared) -> u64 {
     let mut n = 0;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
@@ -128,7 +128,8 @@ fn cli_worker(metadata: String, stop: Arc<AtomicBool>, tally: Shared) -> u64 {
         ] {
             timed(&tally, &format!("bigfs {what} {a}"), || {
                 let out = std::process::Command::new(bigfs_tests::bin("bigfs"))
-                    .args(["--metadata", &metadata])
+                    .args(["--metadata", &metadata, "--tls-dir"])
+                    .arg(&tls)
                     .args(&args)
                     .output()?;
                 if out.status.success() {
@@ -166,7 +167,8 @@ async fn members_killed_and_restarted_one_at_a_time_fail_no_operation_and_lose_n
     let cli = {
         let (stop, tally) = (stop.clone(), tally.clone());
         let addr = g.addr_list();
-        std::thread::spawn(move || cli_worker(addr, stop, tally))
+        let tls = c.tls_dir("cli");
+        std::thread::spawn(move || cli_worker(addr, tls, stop, tally))
     };
 
     let mut rng = StdRng::seed_from_u64(7);

@@ -50,6 +50,12 @@ struct Args {
     /// Where a background daemon writes its log.
     #[arg(long)]
     log_file: Option<PathBuf>,
+    /// Directory with ca.pem, cert.pem, key.pem (a client: certificate).
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
+    /// Talk to a cluster run with --insecure: no TLS, no certificate.
+    #[arg(long)]
+    insecure: bool,
 }
 
 const DEFAULT_CONFIG: &str = "/etc/bigfs/mount.toml";
@@ -84,9 +90,22 @@ fn main() -> ExitCode {
             return fail(2, e);
         }
     }
+    if let Some(d) = &args.tls_dir {
+        cfg.tls_dir = Some(d.clone());
+    }
+    cfg.insecure |= args.insecure;
     if let Err(e) = cfg.validate() {
         return fail(2, e);
     }
+    let security = match bigfs_proto::tls::Security::from_settings(
+        "bigfs-mount",
+        cfg.tls_dir.as_deref(),
+        cfg.insecure,
+    ) {
+        Ok(s) => s,
+        Err(e) => return fail(2, e),
+    };
+    security.install_client();
     match std::fs::metadata(&mountpoint) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => return fail(2, format!("{}: not a directory", mountpoint.display())),
@@ -108,7 +127,7 @@ fn main() -> ExitCode {
     if background {
         return spawn_background(&args, &mountpoint);
     }
-    run_foreground(cfg, &mountpoint, args.log_file.as_deref())
+    run_foreground(cfg, &security, &mountpoint, args.log_file.as_deref())
 }
 
 fn load_config(path: Option<&Path>) -> Result<MountConfig, String> {
@@ -202,7 +221,12 @@ fn stderr_to(log: &std::fs::File) {
     unsafe { libc::dup2(log.as_raw_fd(), 2) };
 }
 
-fn run_foreground(cfg: MountConfig, mountpoint: &Path, log_file: Option<&Path>) -> ExitCode {
+fn run_foreground(
+    cfg: MountConfig,
+    security: &bigfs_proto::tls::Security,
+    mountpoint: &Path,
+    log_file: Option<&Path>,
+) -> ExitCode {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -229,6 +253,7 @@ fn run_foreground(cfg: MountConfig, mountpoint: &Path, log_file: Option<&Path>) 
             None
         }
     };
+    security.log_start("bigfs-mount");
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("bigfs-io")

@@ -9,14 +9,18 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use bigfs_client::client::split_path;
+use bigfs_client::meta_wait::MetaWait;
 use bigfs_client::{Client, ClientConfig, ClientError};
 use bigfs_proto::{errno, pb};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[path = "bigfs/admin.rs"]
 mod admin;
+#[path = "bigfs/certs.rs"]
+mod certs;
 #[path = "bigfs/failure.rs"]
 mod failure;
 #[path = "bigfs/fsck.rs"]
@@ -43,6 +47,18 @@ struct Cli {
     /// Machine-readable output where it applies.
     #[arg(long, global = true)]
     json: bool,
+    /// Directory with ca.pem, cert.pem, key.pem (a client: or admin:
+    /// certificate) for mutual TLS with the cluster.
+    #[arg(long, env = "BIGFS_TLS_DIR", global = true)]
+    tls_dir: Option<PathBuf>,
+    /// Talk to a cluster run with --insecure: no TLS, no certificate.
+    #[arg(long, env = "BIGFS_INSECURE", global = true)]
+    insecure: bool,
+    /// Seconds a command waits for a metadata leader (an election, a
+    /// restart) before it fails. Default: 30 with several members (an
+    /// election takes a few seconds), 0 (a few quick retries) with one.
+    #[arg(long, env = "BIGFS_META_WAIT", global = true)]
+    meta_wait: Option<u64>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -112,6 +128,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// The CLI's wait for a leader when given several metadata members: an
+/// election after a leader dies takes a few seconds, and a command should
+/// ride through it as a mount does.
+const DEFAULT_GROUP_WAIT_SECS: u64 = 30;
+
+/// Connects, retrying for as long as the configured wait for a leader.
+async fn connect(cfg: ClientConfig) -> Result<std::sync::Arc<Client>, ClientError> {
+    let start = std::time::Instant::now();
+    let limit = match cfg.meta_wait {
+        MetaWait::For(d) => d,
+        _ => Duration::ZERO,
+    };
+    loop {
+        match Client::connect(cfg.clone()).await {
+            Err(ClientError::Connect { .. }) if start.elapsed() < limit => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 fn load_config(cli: &Cli) -> Result<ClientConfig, Failure> {
     let mut cfg = match &cli.config {
         Some(p) => {
@@ -123,6 +161,15 @@ fn load_config(cli: &Cli) -> Result<ClientConfig, Failure> {
     };
     if let Some(m) = &cli.metadata {
         cfg.metadata = m.clone();
+    }
+    let members = bigfs_proto::leader::parse_addrs(&cfg.metadata).len();
+    let wait = cli.meta_wait.unwrap_or(if members > 1 {
+        DEFAULT_GROUP_WAIT_SECS
+    } else {
+        0
+    });
+    if wait > 0 {
+        cfg.meta_wait = MetaWait::For(Duration::from_secs(wait));
     }
     cfg.client_name = format!("bigfs-cli-{}", std::process::id());
     Ok(cfg)
@@ -146,6 +193,12 @@ impl Cmd {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Cmd::Admin(admin::AdminCmd::Certs(c)) = &cli.cmd {
+        return certs::run(c, cli.json);
+    }
+    bigfs_proto::tls::Security::from_settings("bigfs", cli.tls_dir.as_deref(), cli.insecure)
+        .map_err(|e| Failure::usage(e.to_string()))?
+        .install_client();
     let cfg = load_config(&cli)?;
     if let Some(p) = cli
         .cmd
@@ -160,7 +213,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     if let Cmd::Admin(cmd) = &cli.cmd {
         return admin::run(&cfg.metadata, cmd, cli.json).await;
     }
-    let client = Client::connect(cfg).await?;
+    let client = connect(cfg).await?;
     match &cli.cmd {
         Cmd::Put { local, remote } => put(&client, local, remote).await,
         Cmd::Get { remote, local } => get(&client, remote, local).await,

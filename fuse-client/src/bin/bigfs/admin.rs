@@ -66,6 +66,9 @@ pub enum AdminCmd {
         #[command(subcommand)]
         cmd: MetaCmd,
     },
+    /// The cluster CA and certificates (local files; no connection).
+    #[command(flatten)]
+    Certs(crate::certs::CertsCmd),
 }
 
 #[derive(Subcommand)]
@@ -82,6 +85,7 @@ pub enum MetaCmd {
 pub async fn run(metadata: &str, cmd: &AdminCmd, json: bool) -> Result<(), Failure> {
     let mut conn = AdminConn::new(metadata)?;
     match cmd {
+        AdminCmd::Certs(c) => crate::certs::run(c, json)?,
         AdminCmd::Fsck {
             repair,
             probe_timeout_ms,

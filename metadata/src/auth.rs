@@ -1,0 +1,168 @@
+//! Who may call what on the metadata service.
+//!
+//! [`policy`] gives the roles allowed per method (checked for every request
+//! by [`bigfs_proto::auth::AuthLayer`] before a handler runs); a method it
+//! does not list is refused, so a new RPC stays closed until it is added
+//! here. The handlers then check what depends on the request:
+//! - a storage node registers, heartbeats and registers chunks only as
+//!   itself ([`bigfs_proto::auth::require_node`]);
+//! - it confirms a copy on another node only for a chunk it holds itself
+//!   (the primary vouching for the copies it forwarded; [`check_confirm`]);
+//! - it reports failures only as itself, and only a node may report its
+//!   own copy lost ([`check_report`]).
+//!
+//! Under `--insecure` every caller is anonymous and every check passes.
+
+use bigfs_proto::ChunkId;
+use bigfs_proto::auth::{Caller, Role, caller};
+use bigfs_proto::pb;
+use tonic::{Request, Status};
+
+use crate::service::MetadataService;
+use crate::state::ReplicaStatus;
+
+/// Storage nodes only.
+const NODE: &[Role] = &[Role::Node];
+/// Operators only.
+const ADMIN: &[Role] = &[Role::Admin];
+/// File system users: mounts and CLIs, operators, and metadata members
+/// (which will forward to their leader).
+const NAMESPACE: &[Role] = &[Role::Client, Role::Admin, Role::Meta];
+/// Metadata members only (Raft traffic between them).
+const MEMBERS: &[Role] = &[Role::Meta];
+/// Operators, and members asking each other whether a group already runs.
+const GROUP_STATUS: &[Role] = &[Role::Admin, Role::Meta];
+/// Anyone in the cluster may report a failing node.
+const REPORTERS: &[Role] = &[Role::Node, Role::Client, Role::Admin, Role::Meta];
+
+/// The roles allowed to call `method` (`/bigfs.Metadata/Lookup`).
+pub fn policy(method: &str) -> Option<&'static [Role]> {
+    let (service, name) = method.strip_prefix('/')?.split_once('/')?;
+    match service {
+        "bigfs.Raft" => Some(MEMBERS),
+        "bigfs.Admin" if name == "MetaStatus" => Some(GROUP_STATUS),
+        "bigfs.Admin" | "bigfs.Ops" => Some(ADMIN),
+        "bigfs.Metadata" => match name {
+            "RegisterNode" | "Heartbeat" | "RegisterChunk" | "ConfirmReplica" => Some(NODE),
+            "ReportFailure" => Some(REPORTERS),
+            "Lookup" | "ResolvePath" | "GetAttr" | "SetAttr" | "Create" | "Link" | "Unlink"
+            | "Rmdir" | "Rename" | "ReadDir" | "SetXattr" | "GetXattr" | "ListXattr"
+            | "RemoveXattr" | "KeepInodes" | "ReleaseInode" | "GetLayout" | "CommitLayout"
+            | "PlaceChunk" | "Status" | "Sync" => Some(NAMESPACE),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The metadata service's own certificate must name a `meta:` identity:
+/// storage nodes take deletions and copy orders only from that role.
+pub fn check_own_identity(security: &bigfs_proto::tls::Security) -> anyhow::Result<()> {
+    match security.identity() {
+        Some(id) if id.role != Role::Meta => anyhow::bail!(
+            "bigfs-metadata: its certificate names {id}; it needs a meta: certificate \
+             (`bigfs admin cert issue --role meta NAME`)"
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The node name of a `node:` caller.
+fn node_caller<T>(request: &Request<T>) -> Result<Option<String>, Status> {
+    Ok(match caller(request)? {
+        Caller::Peer(id) if id.role == Role::Node => Some(id.name.clone()),
+        _ => None,
+    })
+}
+
+/// A node confirms its own copy, or, as a primary that holds an Available
+/// copy of the chunk, a copy it forwarded to another node.
+pub async fn check_confirm(
+    svc: &MetadataService,
+    request: &Request<pb::ConfirmReplicaRequest>,
+) -> Result<(), Status> {
+    let Some(me) = node_caller(request)? else {
+        return Ok(());
+    };
+    let r = request.get_ref();
+    if r.node_id == me {
+        return Ok(());
+    }
+    let id = ChunkId::from_slice(&r.id)?;
+    let holder = {
+        let me = me.clone();
+        svc.inspect(move |state, _, _, _| {
+            state
+                .chunks
+                .get(&id)
+                .and_then(|c| c.replicas.get(&me))
+                .is_some_and(|s| *s == ReplicaStatus::Available)
+        })
+        .await?
+    };
+    if holder {
+        return Ok(());
+    }
+    Err(Status::permission_denied(format!(
+        "node:{me} may not confirm a copy on {:?}: it holds no copy of the chunk",
+        r.node_id
+    )))
+}
+
+/// A node reports failures as itself; a report naming its subject as the
+/// reporter (a copy lost on the reporting node) comes only from that node.
+pub fn check_report(request: &Request<pb::ReportFailureRequest>) -> Result<(), Status> {
+    let r = request.get_ref();
+    match (caller(request)?, node_caller(request)?) {
+        (Caller::Anonymous, _) => Ok(()),
+        (_, Some(me)) if r.reporter != me => Err(Status::permission_denied(format!(
+            "node:{me} may report failures only as {me:?}, not as {:?}",
+            r.reporter
+        ))),
+        (Caller::Peer(id), None) if r.reporter == r.node_id => {
+            Err(Status::permission_denied(format!(
+                "{id} may not report a loss on behalf of node {:?}",
+                r.node_id
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_is_classified_and_unknown_ones_are_refused() {
+        assert_eq!(policy("/bigfs.Metadata/RegisterNode"), Some(NODE));
+        assert_eq!(policy("/bigfs.Metadata/Lookup"), Some(NAMESPACE));
+        assert_eq!(policy("/bigfs.Admin/Decommission"), Some(ADMIN));
+        assert_eq!(policy("/bigfs.Ops/Fsck"), Some(ADMIN));
+        assert_eq!(policy("/bigfs.Metadata/NoSuchCall"), None);
+        assert_eq!(policy("/bigfs.Storage/PutChunk"), None);
+        assert_eq!(policy("garbage"), None);
+    }
+
+    fn report(by: Caller, node: &str, reporter: &str) -> Request<pb::ReportFailureRequest> {
+        let mut r = Request::new(pb::ReportFailureRequest {
+            node_id: node.into(),
+            reporter: reporter.into(),
+            ..Default::default()
+        });
+        r.extensions_mut().insert(by);
+        r
+    }
+
+    #[test]
+    fn reports_name_their_true_reporter() {
+        let node = |n: &str| Caller::Peer(bigfs_proto::auth::Identity::new(Role::Node, n).unwrap());
+        let client = Caller::Peer(bigfs_proto::auth::Identity::new(Role::Client, "c").unwrap());
+        assert!(check_report(&report(node("a"), "a", "a")).is_ok());
+        assert!(check_report(&report(node("a"), "b", "a")).is_ok());
+        assert!(check_report(&report(node("a"), "b", "b")).is_err());
+        assert!(check_report(&report(client.clone(), "b", "c")).is_ok());
+        assert!(check_report(&report(client, "b", "b")).is_err());
+        assert!(check_report(&report(Caller::Anonymous, "b", "b")).is_ok());
+    }
+}
