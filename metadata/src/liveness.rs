@@ -22,6 +22,9 @@ pub struct Liveness {
     suspect_after: Duration,
     down_after: Duration,
     nodes: HashMap<String, Soft>,
+    /// When this member last became leader: a node never heard from since
+    /// counts as heard then (the new leader's grace period).
+    grace_from: Option<Instant>,
 }
 
 impl Liveness {
@@ -30,6 +33,7 @@ impl Liveness {
             suspect_after,
             down_after,
             nodes: HashMap::new(),
+            grace_from: None,
         }
     }
 
@@ -46,6 +50,12 @@ impl Liveness {
         let s = self.nodes.entry(node.to_string()).or_default();
         s.failures += 1;
         s.failures
+    }
+
+    /// Starts a grace period at `now` for every node not heard from yet,
+    /// including nodes this member learns of later (a new leader).
+    pub fn grace_from(&mut self, now: Instant) {
+        self.grace_from = Some(now);
     }
 
     /// Forgets a removed node.
@@ -66,6 +76,7 @@ impl Liveness {
             .nodes
             .get(node)
             .and_then(|s| s.last_heartbeat)
+            .or(self.grace_from)
             .map(|t| now.saturating_duration_since(t));
         classify(elapsed, self.suspect_after, self.down_after)
     }

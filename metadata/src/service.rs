@@ -206,6 +206,7 @@ impl MetadataService {
     pub fn grant_liveness_grace(&self) {
         let r = self.with_local(|core, live, _| {
             let now = Instant::now();
+            live.grace_from(now);
             for (id, n) in &core.state.nodes {
                 if live.get(id).is_none_or(|s| s.last_heartbeat.is_none()) {
                     live.heard(id, n.capacity, 0, 0, now);

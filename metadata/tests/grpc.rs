@@ -273,8 +273,13 @@ async fn namespace_chunks_and_nodes_survive_a_restart() {
         .await
         .unwrap()
         .into_inner();
-    // Every node is Up (heard, or within its grace): two targets.
-    assert_eq!(p.targets.len(), 2);
+    // Every node is Up (heard, or within its grace); "a" has told its free
+    // space, the others may not have yet.
+    assert!(
+        p.targets.iter().any(|t| t.node_id == "a"),
+        "{:?}",
+        p.targets
+    );
 
     // Re-registering "a" with an inventory missing the chunk drops that
     // replica, and an unknown chunk is to be deleted.
