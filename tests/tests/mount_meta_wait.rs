@@ -142,7 +142,13 @@ async fn a_dead_first_metadata_address_is_skipped() {
     assert_eq!(std::fs::read(fresh.path().join("d/g")).unwrap(), data);
     // The CLI takes the same list.
     let out = std::process::Command::new(bigfs_tests::bin("bigfs"))
-        .args(["--metadata", &format!("{dead},{}", c.meta_addr), "ls", "/d"])
+        .args([
+            "--metadata",
+            &format!("{dead},{}", c.meta_addr),
+            "--tls-dir",
+        ])
+        .arg(c.tls_dir("cli"))
+        .args(["ls", "/d"])
         .output()
         .unwrap();
     assert!(
