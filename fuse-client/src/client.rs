@@ -47,17 +47,23 @@ pub fn split_path(path: &str) -> Result<(String, String)> {
 }
 
 impl Client {
-    /// Connects to the metadata service and checks it answers.
+    /// Connects to the metadata service and checks it answers, failing
+    /// fast when the cluster cannot be reached at all, whatever the wait
+    /// configured for later calls (a mount's start-up).
     pub async fn connect(cfg: ClientConfig) -> Result<Arc<Self>> {
+        Self::connect_waiting(cfg, MetaWait::Retries).await
+    }
+
+    /// As [`Client::connect`], waiting for the service as `wait` allows
+    /// (the CLI waits through a leader election).
+    pub async fn connect_waiting(cfg: ClientConfig, wait: MetaWait) -> Result<Arc<Self>> {
         cfg.validate().map_err(ClientError::Invalid)?;
         let io = Arc::new(ChunkIo::new(&cfg)?);
         let client = Arc::new(Client { io, cfg });
-        // Fail fast when the cluster cannot be reached at all, whatever the
-        // wait configured for later calls.
         let first = client
             .io
             .meta
-            .call_waiting("status", MetaWait::Retries, |mut c| async move {
+            .call_waiting("status", wait, |mut c| async move {
                 c.status(pb::Empty {}).await
             });
         first.await.map_err(|e| ClientError::Connect {

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use bigfs_proto::pb;
 
-use crate::{bin, certs, free_port, track_child};
+use crate::{
+    bin, certs, free_port, keep_if_panicking, kill_and_reap, send_signal, track_child,
+    untrack_child,
+};
 
 /// Metadata settings for group tests: quick elections and failure
 /// detection.
@@ -154,26 +157,22 @@ impl Group {
     }
 
     pub fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.children[i].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill_and_reap(self.children[i].take());
     }
 
     /// SIGTERM, and waits for the member to exit.
     pub fn terminate(&mut self, i: usize) {
         if let Some(mut c) = self.children[i].take() {
-            // SAFETY: kill(2) on our own child, not yet waited for.
-            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            send_signal(&c, libc::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(15);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
+                    untrack_child(c.id());
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = c.kill();
-            let _ = c.wait();
+            kill_and_reap(Some(c));
         }
     }
 
@@ -319,16 +318,6 @@ impl Drop for Group {
         for i in 0..self.children.len() {
             self.kill(i);
         }
-        if std::thread::panicking() {
-            eprintln!("metadata group kept in {}", self.dir.path().display());
-            let _ = std::mem::replace(
-                &mut self.dir,
-                tempfile::Builder::new()
-                    .prefix("bigfs-dummy-")
-                    .tempdir()
-                    .expect("tempdir"),
-            )
-            .keep();
-        }
+        keep_if_panicking(&mut self.dir, "metadata group");
     }
 }

@@ -33,7 +33,7 @@ pub fn track_child(child: &Child) {
     tracked().0.push(child.id());
 }
 
-fn untrack_child(pid: u32) {
+pub(crate) fn untrack_child(pid: u32) {
     tracked().0.retain(|p| *p != pid);
 }
 
@@ -146,6 +146,14 @@ pub struct Node {
     child: Option<Child>,
 }
 
+/// Where a cluster's metadata service comes from.
+enum MetaSetup<'a> {
+    /// One service the cluster starts, with these extra TOML settings.
+    Own(&'a str),
+    /// A group the caller runs, at this member list.
+    External(&'a str),
+}
+
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub meta_addr: String,
@@ -187,7 +195,7 @@ impl Cluster {
 
     /// As `start_with`, with storage node settings (TOML) too.
     pub async fn start_with_storage(n: usize, extra_meta: &str, storage: &str) -> Cluster {
-        Self::start_in(None, n, extra_meta, storage).await
+        Self::start_in(None, n, MetaSetup::Own(extra_meta), storage).await
     }
 
     /// As `start_with_storage`, with every data directory under
@@ -195,46 +203,28 @@ impl Cluster {
     /// [`power::LossyDisk`]); logs and configs stay in the temporary
     /// directory.
     pub async fn start_on(data_root: &Path, n: usize, extra_meta: &str, storage: &str) -> Cluster {
-        Self::start_in(Some(data_root.to_path_buf()), n, extra_meta, storage).await
+        Self::start_in(
+            Some(data_root.to_path_buf()),
+            n,
+            MetaSetup::Own(extra_meta),
+            storage,
+        )
+        .await
     }
 
     /// A cluster whose metadata service is a group run by the caller (see
     /// [`group::Group`]): `meta_addrs` is its member list, which storage
     /// nodes, mounts and the CLI get. Starts `n` storage nodes.
     pub async fn start_external(meta_addrs: &str, n: usize) -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix("bigfs-test-")
-            .tempdir()
-            .expect("tempdir");
-        let data_root = dir.path().to_path_buf();
-        let meta_config = dir.path().join("metadata.toml");
-        let tls = dir.path().join("tls");
-        certs::install_client();
-        certs::write_ca(&tls.join("ca"));
-        certs::issue_into(&tls.join("ca"), "admin:cli", &tls.join("cli"));
-        let mut c = Cluster {
-            dir,
-            meta_addr: meta_addrs.to_string(),
-            meta_admin_addr: String::new(),
-            meta_child: None,
-            nodes: Vec::new(),
-            meta_config,
-            data_root,
-            meta_env: Vec::new(),
-            tls,
-        };
-        c.wait_metadata().await;
-        for i in 0..n {
-            c.add_node(&format!("node-{}", i + 1));
-        }
-        c.wait_nodes_up(n).await;
-        c
+        Self::start_in(None, n, MetaSetup::External(meta_addrs), "").await
     }
 
+    /// Starts the cluster's metadata service as `meta` says, then `n`
+    /// storage nodes.
     async fn start_in(
         data_root: Option<PathBuf>,
         n: usize,
-        extra_meta: &str,
+        meta: MetaSetup<'_>,
         storage: &str,
     ) -> Cluster {
         let dir = tempfile::Builder::new()
@@ -243,13 +233,10 @@ impl Cluster {
             .expect("tempdir");
         let data_root = data_root.unwrap_or_else(|| dir.path().to_path_buf());
         let meta_config = dir.path().join("metadata.toml");
-        std::fs::write(&meta_config, format!("{TEST_META_CONFIG}\n{extra_meta}"))
-            .expect("write config");
         let meta_addr = format!("127.0.0.1:{}", free_port());
         let tls = dir.path().join("tls");
         certs::install_client();
         certs::write_ca(&tls.join("ca"));
-        certs::issue_into(&tls.join("ca"), "meta:meta", &tls.join("meta"));
         certs::issue_into(&tls.join("ca"), "admin:cli", &tls.join("cli"));
         let mut c = Cluster {
             dir,
@@ -265,7 +252,15 @@ impl Cluster {
         if !storage.is_empty() {
             c.set_storage_config(storage);
         }
-        c.start_metadata();
+        match meta {
+            MetaSetup::Own(extra) => {
+                std::fs::write(&c.meta_config, format!("{TEST_META_CONFIG}\n{extra}"))
+                    .expect("write config");
+                c.issue("meta:meta", "meta");
+                c.start_metadata();
+            }
+            MetaSetup::External(addrs) => c.meta_addr = addrs.to_string(),
+        }
         c.wait_metadata().await;
         for i in 0..n {
             c.add_node(&format!("node-{}", i + 1));
@@ -641,7 +636,7 @@ fn lazy_unmount(dir: &Path) {
 }
 
 /// Sends SIGKILL to every child, then waits for each.
-fn kill_and_reap(children: impl IntoIterator<Item = Child>) {
+pub(crate) fn kill_and_reap(children: impl IntoIterator<Item = Child>) {
     let mut children: Vec<Child> = children.into_iter().collect();
     for c in &mut children {
         let _ = c.kill();
@@ -654,7 +649,7 @@ fn kill_and_reap(children: impl IntoIterator<Item = Child>) {
 
 /// In a test that is failing, keeps `dir` (logs, data) for whoever reads
 /// the output instead of deleting it.
-fn keep_if_panicking(dir: &mut tempfile::TempDir, what: &str) {
+pub(crate) fn keep_if_panicking(dir: &mut tempfile::TempDir, what: &str) {
     if std::thread::panicking() {
         eprintln!("{what} kept in {}", dir.path().display());
         std::mem::forget(std::mem::replace(
@@ -667,7 +662,7 @@ fn keep_if_panicking(dir: &mut tempfile::TempDir, what: &str) {
     }
 }
 
-fn send_signal(child: &Child, signal: libc::c_int) {
+pub(crate) fn send_signal(child: &Child, signal: libc::c_int) {
     // SAFETY: kill(2) on our own child's pid, which we have not waited for.
     let r = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
     assert_eq!(r, 0, "kill({signal}) failed");

@@ -133,23 +133,6 @@ fn main() -> ExitCode {
 /// ride through it as a mount does.
 const DEFAULT_GROUP_WAIT_SECS: u64 = 30;
 
-/// Connects, retrying for as long as the configured wait for a leader.
-async fn connect(cfg: ClientConfig) -> Result<std::sync::Arc<Client>, ClientError> {
-    let start = std::time::Instant::now();
-    let limit = match cfg.meta_wait {
-        MetaWait::For(d) => d,
-        _ => Duration::ZERO,
-    };
-    loop {
-        match Client::connect(cfg.clone()).await {
-            Err(ClientError::Connect { .. }) if start.elapsed() < limit => {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-            other => return other,
-        }
-    }
-}
-
 fn load_config(cli: &Cli) -> Result<ClientConfig, Failure> {
     let mut cfg = match &cli.config {
         Some(p) => {
@@ -213,7 +196,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     if let Cmd::Admin(cmd) = &cli.cmd {
         return admin::run(&cfg.metadata, cmd, cli.json).await;
     }
-    let client = connect(cfg).await?;
+    let wait = cfg.meta_wait;
+    let client = Client::connect_waiting(cfg, wait).await?;
     match &cli.cmd {
         Cmd::Put { local, remote } => put(&client, local, remote).await,
         Cmd::Get { remote, local } => get(&client, remote, local).await,

@@ -64,7 +64,17 @@ pub struct LogStore {
     file: Arc<LogFile>,
     sync: LogSync,
     flusher: Option<mpsc::Sender<LogFlushed<TypeConfig>>>,
-    stop: Arc<AtomicBool>,
+    /// Stops the background syncer when the last clone goes.
+    _stop: Arc<StopOnDrop>,
+}
+
+/// Sets its flag when dropped: the syncer thread's stop signal.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 fn sio(e: impl std::fmt::Display, verb: ErrorVerb) -> StorageError<NodeId> {
@@ -176,7 +186,7 @@ impl LogStore {
             file,
             sync,
             flusher,
-            stop,
+            _stop: Arc::new(StopOnDrop(stop)),
         })
     }
 
@@ -225,15 +235,6 @@ impl LogStore {
     fn save_hard(&self, g: &Inner) -> Result<(), MetaError> {
         replace_file(&g.dir.join(VOTE_FILE), &encode(&g.hard)?)
             .map_err(|e| crate::store::io("writing the Raft vote", e))
-    }
-}
-
-impl Drop for LogStore {
-    fn drop(&mut self) {
-        // The last clone stops the syncer.
-        if Arc::strong_count(&self.file) <= 2 {
-            self.stop.store(true, Ordering::Release);
-        }
     }
 }
 

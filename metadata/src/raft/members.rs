@@ -70,12 +70,12 @@ impl Consensus {
         self.raft
             .add_learner(id, BasicNode { addr: address }, true)
             .await
-            .map_err(|e| self.change_error(e))?;
+            .map_err(super::write_error)?;
         tracing::info!(member = id, "learner caught up; making it a voter");
         self.raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
             .await
-            .map_err(|e| self.change_error(e))?;
+            .map_err(super::write_error)?;
         Ok(())
     }
 
@@ -98,28 +98,12 @@ impl Consensus {
         self.raft
             .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
             .await
-            .map_err(|e| self.change_error(e))?;
+            .map_err(super::write_error)?;
         self.raft
             .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
             .await
-            .map_err(|e| self.change_error(e))?;
+            .map_err(super::write_error)?;
         Ok(())
-    }
-
-    fn change_error(
-        &self,
-        e: openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, BasicNode>>,
-    ) -> Status {
-        use openraft::error::{ClientWriteError, RaftError};
-        match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                super::not_leader(f.leader_node.as_ref().map(|n| n.addr.as_str()))
-            }
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
-                Status::failed_precondition(format!("membership change refused: {c}"))
-            }
-            e => Status::unavailable(format!("membership change failed: {e}")),
-        }
     }
 }
 

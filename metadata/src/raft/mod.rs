@@ -93,6 +93,20 @@ fn forward_status(f: &ForwardToLeader<NodeId, BasicNode>) -> tonic::Status {
     not_leader(f.leader_node.as_ref().map(|n| n.addr.as_str()))
 }
 
+/// The answer to a write (a proposal or a membership change) openraft
+/// refused.
+pub(crate) fn write_error(
+    e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+) -> tonic::Status {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => forward_status(&f),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            tonic::Status::failed_precondition(format!("membership change refused: {c}"))
+        }
+        e => tonic::Status::unavailable(format!("{}: {e}", bigfs_proto::leader::NO_LEADER)),
+    }
+}
+
 /// The running Raft member and the state it applies to.
 #[derive(Clone)]
 pub struct Consensus {
@@ -301,10 +315,7 @@ impl Consensus {
                 "no leader: the proposal was not committed in time (no majority reachable)",
             )),
             Ok(Ok(resp)) => resp.data.0.map_err(tonic::Status::from),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(forward_status(&f))
-            }
-            Ok(Err(e)) => Err(tonic::Status::unavailable(format!("no leader: {e}"))),
+            Ok(Err(e)) => Err(write_error(e)),
         }
     }
 
