@@ -48,7 +48,7 @@ for u in deploy/systemd/*.service; do
   rewrite "$u" "$DESTDIR$UNITDIR/$(basename "$u")" 0644
 done
 rewrite deploy/mount.fuse.bigfs.in "$DESTDIR$SBINDIR/mount.fuse.bigfs" 0755
-for c in metadata storage mount; do
+for c in metadata exports storage mount; do
   dest=$DESTDIR$CONFDIR/$c.toml
   [ "$c" = storage ] && dest=$DESTDIR$CONFDIR/storage.toml.example
   if [ -e "$dest" ]; then

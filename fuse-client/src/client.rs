@@ -88,6 +88,17 @@ impl Client {
         }
     }
 
+    /// What this client's export grants (refused when it has none).
+    pub async fn export(&self) -> Result<pb::ExportReply> {
+        self.io
+            .meta
+            .call(
+                "export",
+                |mut c| async move { c.export(pb::Empty {}).await },
+            )
+            .await
+    }
+
     pub async fn status(&self) -> Result<pb::StatusReply> {
         self.io
             .meta

@@ -48,7 +48,7 @@ pub fn policy(method: &str) -> Option<&'static [Role]> {
             "Lookup" | "ResolvePath" | "GetAttr" | "SetAttr" | "Create" | "Link" | "Unlink"
             | "Rmdir" | "Rename" | "ReadDir" | "SetXattr" | "GetXattr" | "ListXattr"
             | "RemoveXattr" | "KeepInodes" | "ReleaseInode" | "GetLayout" | "CommitLayout"
-            | "PlaceChunk" | "Status" | "Sync" => Some(NAMESPACE),
+            | "PlaceChunk" | "Status" | "Sync" | "Export" => Some(NAMESPACE),
             _ => None,
         },
         _ => None,

@@ -64,6 +64,10 @@ pub struct Config {
     /// Run without TLS or authentication (a warning at every start).
     /// Default false.
     pub insecure: bool,
+    /// The exports file: which client may mount which subtree, read-only
+    /// or read-write, with which squash (see `bigfs_metadata::exports`).
+    /// Re-read on SIGHUP. No default: every client may mount everything.
+    pub exports_file: Option<PathBuf>,
     /// This member's id in the metadata group. Default 1.
     pub node_id: u64,
     /// The group's members, `1=host:port,2=host:port,3=host:port` (this
@@ -134,6 +138,7 @@ impl Default for Config {
             raft: RaftConfig::default(),
             tls_dir: None,
             insecure: false,
+            exports_file: None,
         }
     }
 }

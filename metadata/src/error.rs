@@ -68,7 +68,7 @@ fn code_of_errno(e: i32) -> Code {
         errno::EEXIST => Code::AlreadyExists,
         errno::ENOTEMPTY | errno::ENOTDIR | errno::EISDIR => Code::FailedPrecondition,
         errno::EINVAL | errno::ENAMETOOLONG => Code::InvalidArgument,
-        errno::EPERM | errno::EACCES => Code::PermissionDenied,
+        errno::EPERM | errno::EACCES | errno::EROFS => Code::PermissionDenied,
         errno::ENOSPC => Code::ResourceExhausted,
         _ => Code::Internal,
     }

@@ -11,6 +11,7 @@ pub mod chunks;
 pub mod clients;
 pub mod config;
 pub mod error;
+pub mod exports;
 pub mod failures;
 #[cfg(debug_assertions)]
 pub mod fault;
@@ -125,6 +126,7 @@ pub async fn serve_with_admin(
         }
     });
     let leadership = tokio::spawn(watch_leadership(svc.clone()));
+    let reload = tokio::spawn(reload_exports_on_sighup(svc.clone()));
     let worker = worker::Worker::new(svc.clone());
     let admin = admin::AdminService::new(svc.clone(), worker.clone());
     let worker_task = tokio::spawn(worker.run(stop_rx.clone()));
@@ -161,12 +163,28 @@ pub async fn serve_with_admin(
     }
     orphan_task.abort();
     leadership.abort();
+    reload.abort();
     if let Err(e) = svc.consensus().raft.shutdown().await {
         tracing::warn!(error = %e, "Raft did not shut down cleanly");
     }
     result?;
     tracing::info!("metadata service stopped");
     Ok(())
+}
+
+/// Re-reads the exports file at each SIGHUP (`systemctl reload`).
+async fn reload_exports_on_sighup(svc: MetadataService) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot watch SIGHUP: the exports file is read at start only");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match svc.reload_exports() {
+            Ok(n) => tracing::info!(entries = n, "exports file reloaded"),
+            Err(e) => tracing::error!(error = %e, "exports file not reloaded; the old rules stay"),
+        }
+    }
 }
 
 /// Logs leadership changes, and gives the storage nodes a grace period

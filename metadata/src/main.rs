@@ -43,6 +43,9 @@ struct Args {
     /// Run without TLS or authentication (only on a trusted network).
     #[arg(long)]
     insecure: bool,
+    /// The exports file (who may mount what); re-read on SIGHUP.
+    #[arg(long)]
+    exports: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -86,6 +89,9 @@ fn real_main() -> anyhow::Result<()> {
         config.tls_dir = Some(d);
     }
     config.insecure |= args.insecure;
+    if let Some(x) = args.exports {
+        config.exports_file = Some(x);
+    }
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))?;

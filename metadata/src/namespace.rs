@@ -92,6 +92,31 @@ pub fn resolve_path(state: &State, path: &str) -> Result<u64, MetaError> {
     Ok(ino)
 }
 
+/// `path` (absolute, from a client confined to `root`) as a path from the
+/// real root: `.` and `..` are resolved by name first and `..` stops at
+/// the client's root, as it would at a chroot's.
+pub fn confined_path(root: &str, path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            name => parts.push(name),
+        }
+    }
+    let mut out = root.trim_end_matches('/').to_string();
+    for p in parts {
+        out.push('/');
+        out.push_str(p);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
 /// One directory entry as readdir returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
@@ -395,8 +420,9 @@ fn check_removable_dir(state: &State, ino: u64, name: &str) -> Result<(), MetaEr
     Ok(())
 }
 
-/// Whether `ino` is `ancestor` or lies below it.
-fn is_within(state: &State, mut ino: u64, ancestor: u64) -> bool {
+/// Whether `ino` is `ancestor` or lies below it (a file by the directory
+/// it was created in or last renamed into).
+pub(crate) fn is_within(state: &State, mut ino: u64, ancestor: u64) -> bool {
     // The depth is bounded by the number of inodes; guard against a cycle.
     for _ in 0..=state.inodes.len() {
         if ino == ancestor {
@@ -460,12 +486,9 @@ pub(crate) fn rename(
         }
         set_dentry_ino(state, parent, name, dst);
         set_dentry_ino(state, new_parent, new_name, src);
-        if src_dir {
-            set_parent(state, src, new_parent);
-        }
-        if dst_dir {
-            set_parent(state, dst, parent);
-        }
+        // Files too: an export's border is checked by parents.
+        set_parent(state, src, new_parent);
+        set_parent(state, dst, parent);
         let moved_dirs = i32::from(src_dir) - i32::from(dst_dir);
         touch_dir(state, parent, now, -moved_dirs);
         touch_dir(state, new_parent, now, moved_dirs);
@@ -513,8 +536,8 @@ pub(crate) fn rename(
     }
     remove_dentry(state, parent, name);
     insert_dentry(state, new_parent, new_name, src);
+    set_parent(state, src, new_parent);
     if src_dir && parent != new_parent {
-        set_parent(state, src, new_parent);
         touch_dir(state, parent, now, -1);
         touch_dir(state, new_parent, now, 1);
     } else {

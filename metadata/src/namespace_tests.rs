@@ -872,3 +872,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn files_follow_renames_for_export_borders() {
+    let mut s = State::new();
+    let a = mkdir(&mut s, ROOT_INO, "a");
+    let b = mkdir(&mut s, ROOT_INO, "b");
+    let f = file(&mut s, a, "f");
+    assert!(is_within(&s, f, a));
+    rename(&mut s, a, "f", b, "f", false, false).unwrap();
+    assert!(is_within(&s, f, b) && !is_within(&s, f, a));
+    // An exchange moves both sides.
+    let g = file(&mut s, a, "g");
+    rename(&mut s, a, "g", b, "f", false, true).unwrap();
+    assert!(is_within(&s, g, b) && is_within(&s, f, a));
+    // A hard link does not move the file: it stays where it lives.
+    link(&mut s, f, b, "f2").unwrap();
+    assert!(is_within(&s, f, a) && !is_within(&s, f, b));
+}
+
+#[test]
+fn confined_paths_stop_at_the_export_root() {
+    assert_eq!(confined_path("/srv/web", "/"), "/srv/web");
+    assert_eq!(confined_path("/srv/web", "/a/./b"), "/srv/web/a/b");
+    assert_eq!(confined_path("/srv/web", "/../../etc"), "/srv/web/etc");
+    assert_eq!(confined_path("/srv/web", "/a/../../b"), "/srv/web/b");
+    assert_eq!(confined_path("/", "/x/.."), "/");
+    assert_eq!(confined_path("/", "/x"), "/x");
+}

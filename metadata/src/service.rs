@@ -14,6 +14,7 @@ use crate::chunks;
 use crate::clients;
 use crate::config::Config;
 use crate::error::MetaError;
+use crate::exports::{Exports, Scope};
 use crate::failures::{FailureLog, FailureReport};
 use crate::liveness::Liveness;
 use crate::machine::Core;
@@ -29,6 +30,8 @@ struct Inner {
     live: Mutex<Liveness>,
     failures: Mutex<FailureLog>,
     config: Config,
+    /// Who may mount what (`exports_file`); replaced on SIGHUP.
+    exports: std::sync::RwLock<Arc<Exports>>,
     #[cfg(debug_assertions)]
     drop_replies: Mutex<Option<crate::fault::DropReplies>>,
 }
@@ -62,6 +65,10 @@ impl MetadataService {
             .await
             .map_err(|e| MetaError::Internal(format!("migration task: {e}")))??;
         let consensus = crate::raft::start(&config, legacy, my_addr).await?;
+        let exports = match &config.exports_file {
+            Some(path) => Exports::load(path).map_err(MetaError::InvalidArgument)?,
+            None => Exports::open(),
+        };
         let live = Liveness::new(
             Duration::from_millis(config.suspect_after_ms),
             Duration::from_millis(config.down_after_ms),
@@ -72,6 +79,7 @@ impl MetadataService {
                 live: Mutex::new(live),
                 failures: Mutex::new(FailureLog::new(config.recent_failures)),
                 config,
+                exports: std::sync::RwLock::new(Arc::new(exports)),
                 #[cfg(debug_assertions)]
                 drop_replies: Mutex::new(crate::fault::DropReplies::from_env()),
             }),
@@ -81,6 +89,60 @@ impl MetadataService {
     /// The configuration the service runs with.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// Reads the exports file again (on SIGHUP): the new rules apply to
+    /// the next request. A file that does not parse leaves the old rules.
+    pub fn reload_exports(&self) -> Result<usize, String> {
+        let Some(path) = &self.inner.config.exports_file else {
+            return Ok(0);
+        };
+        let fresh = Exports::load(path)?;
+        let n = fresh.len();
+        *self
+            .inner
+            .exports
+            .write()
+            .map_err(|_| "the exports lock is poisoned".to_string())? = Arc::new(fresh);
+        Ok(n)
+    }
+
+    /// What the caller of `request` may touch (its export).
+    fn scope<T>(&self, request: &Request<T>) -> Result<Scope, Status> {
+        let caller = bigfs_proto::auth::caller(request)?;
+        let exports = self
+            .inner
+            .exports
+            .read()
+            .map_err(|_| Status::internal("the exports lock is poisoned"))?
+            .clone();
+        Scope::of(&exports, caller, request.remote_addr().map(|a| a.ip()))
+    }
+
+    /// The server's inodes for a confined client's `inos`, each checked to
+    /// lie in its export (`writable`: refused on a read-only export).
+    /// Unconfined callers pay nothing.
+    async fn confine<const N: usize>(
+        &self,
+        scope: &Scope,
+        writable: bool,
+        inos: [u64; N],
+    ) -> Result<[u64; N], Status> {
+        if writable {
+            scope.writable()?;
+        }
+        if *scope == Scope::Full {
+            return Ok(inos);
+        }
+        let scope = scope.clone();
+        self.with(move |core, _, _| {
+            let mut out = inos;
+            for i in &mut out {
+                *i = scope.inode(&core.state, *i)?;
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// The Raft member this service runs on.
@@ -219,13 +281,18 @@ impl MetadataService {
         }
     }
 
-    /// Runs a command built from the request and answers the inode's attr.
-    async fn execute_attr(&self, cmd: Command) -> Result<Response<pb::AttrReply>, Status> {
+    /// Runs a command built from the request and answers the inode's attr
+    /// (as the caller's scope numbers it).
+    async fn execute_attr(
+        &self,
+        scope: Scope,
+        cmd: Command,
+    ) -> Result<Response<pb::AttrReply>, Status> {
         let ino = match self.execute(cmd).await? {
             Reply::Ino(ino) => ino,
             Reply::Done => return Err(Status::internal("command returned no inode")),
         };
-        let (attr, _) = self.with_local(move |core, _, _| core.state.attr(ino))?;
+        let (attr, _) = self.with_local(move |core, _, _| scoped_attr(&scope, &core.state, ino))?;
         Ok(Response::new(pb::AttrReply { attr: Some(attr) }))
     }
 
@@ -251,6 +318,18 @@ impl MetadataService {
     async fn execute_empty(&self, cmd: Command) -> Result<Response<pb::Empty>, Status> {
         self.execute(cmd).await.map(|_| Response::new(pb::Empty {}))
     }
+}
+
+/// The attributes of `ino` as the caller sees them: refused outside its
+/// export, the export's root numbered 1.
+fn scoped_attr(scope: &Scope, state: &State, ino: u64) -> Result<pb::Attr, MetaError> {
+    if *scope == Scope::Full {
+        return state.attr(ino);
+    }
+    let ino = scope.inode(state, ino)?;
+    let mut attr = state.attr(ino)?;
+    attr.ino = scope.client_ino(state, ino);
+    Ok(attr)
 }
 
 /// Placement candidates: every registered node with its liveness.
@@ -293,11 +372,13 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::LookupRequest>,
     ) -> Result<Response<pb::AttrReply>, Status> {
+        let scope = self.scope(&request)?;
         let r = request.into_inner();
         self.with(move |core, _, _| {
-            let ino = namespace::lookup(&core.state, r.parent, &r.name)?;
+            let st = &core.state;
+            let ino = namespace::lookup(st, scope.inode(st, r.parent)?, &r.name)?;
             Ok(pb::AttrReply {
-                attr: Some(core.state.attr(ino)?),
+                attr: Some(scoped_attr(&scope, st, ino)?),
             })
         })
         .await
@@ -308,12 +389,13 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::ResolvePathRequest>,
     ) -> Result<Response<pb::AttrReply>, Status> {
+        let scope = self.scope(&request)?;
         let r = request.into_inner();
         validate::path(&r.path)?;
         self.with(move |core, _, _| {
-            let ino = namespace::resolve_path(&core.state, &r.path)?;
+            let ino = namespace::resolve_path(&core.state, &scope.path(&r.path))?;
             Ok(pb::AttrReply {
-                attr: Some(core.state.attr(ino)?),
+                attr: Some(scoped_attr(&scope, &core.state, ino)?),
             })
         })
         .await
@@ -324,10 +406,12 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::InodeRequest>,
     ) -> Result<Response<pb::AttrReply>, Status> {
+        let scope = self.scope(&request)?;
         let ino = request.into_inner().ino;
         self.with(move |core, _, _| {
+            let st = &core.state;
             Ok(pb::AttrReply {
-                attr: Some(core.state.attr(ino)?),
+                attr: Some(scoped_attr(&scope, st, scope.inode(st, ino)?)?),
             })
         })
         .await
@@ -338,23 +422,29 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::SetAttrRequest>,
     ) -> Result<Response<pb::AttrReply>, Status> {
+        let scope = self.scope(&request)?;
         let r = request.into_inner();
         if let Some(size) = r.size {
             file_size(size)?;
         }
-        self.execute_attr(self.once(
-            r.id,
-            Command::SetAttr {
-                ino: r.ino,
-                mode: r.mode,
-                uid: r.uid,
-                gid: r.gid,
-                size: r.size,
-                atime: r.atime.as_ref().map(Time::from_pb),
-                mtime: r.mtime.as_ref().map(Time::from_pb),
-                now: Time::now(),
-            },
-        ))
+        scope.chown(r.uid, r.gid)?;
+        let [ino] = self.confine(&scope, true, [r.ino]).await?;
+        self.execute_attr(
+            scope,
+            self.once(
+                r.id,
+                Command::SetAttr {
+                    ino,
+                    mode: r.mode,
+                    uid: r.uid,
+                    gid: r.gid,
+                    size: r.size,
+                    atime: r.atime.as_ref().map(Time::from_pb),
+                    mtime: r.mtime.as_ref().map(Time::from_pb),
+                    now: Time::now(),
+                },
+            ),
+        )
         .await
     }
 
@@ -362,29 +452,35 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::CreateRequest>,
     ) -> Result<Response<pb::AttrReply>, Status> {
+        let scope = self.scope(&request)?;
         let r = request.into_inner();
         validate::name(&r.name).and_then(|()| validate::symlink_target(&r.symlink_target))?;
         let kind = Kind::from_pb(r.kind).ok_or_else(|| {
             MetaError::InvalidArgument(format!("kind {} is not a known file kind", r.kind))
         })?;
+        let [parent] = self.confine(&scope, true, [r.parent]).await?;
+        let (uid, gid) = scope.owner(r.uid, r.gid);
         let config = &self.inner.config;
-        self.execute_attr(self.once(
-            r.id,
-            Command::Create {
-                parent: r.parent,
-                name: r.name,
-                kind,
-                mode: r.mode,
-                uid: r.uid,
-                gid: r.gid,
-                symlink_target: r.symlink_target,
-                exclusive: r.exclusive,
-                rdev: r.rdev,
-                chunk_size: config.chunk_size,
-                replication: config.replication,
-                now: Time::now(),
-            },
-        ))
+        self.execute_attr(
+            scope,
+            self.once(
+                r.id,
+                Command::Create {
+                    parent,
+                    name: r.name,
+                    kind,
+                    mode: r.mode,
+                    uid,
+                    gid,
+                    symlink_target: r.symlink_target,
+                    exclusive: r.exclusive,
+                    rdev: r.rdev,
+                    chunk_size: config.chunk_size,
+                    replication: config.replication,
+                    now: Time::now(),
+                },
+            ),
+        )
         .await
     }
 
@@ -392,17 +488,22 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::LinkRequest>,
     ) -> Result<Response<pb::AttrReply>, Status> {
+        let scope = self.scope(&request)?;
         let r = request.into_inner();
         validate::name(&r.new_name)?;
-        self.execute_attr(self.once(
-            r.id,
-            Command::Link {
-                ino: r.ino,
-                new_parent: r.new_parent,
-                new_name: r.new_name,
-                now: Time::now(),
-            },
-        ))
+        let [ino, new_parent] = self.confine(&scope, true, [r.ino, r.new_parent]).await?;
+        self.execute_attr(
+            scope,
+            self.once(
+                r.id,
+                Command::Link {
+                    ino,
+                    new_parent,
+                    new_name: r.new_name,
+                    now: Time::now(),
+                },
+            ),
+        )
         .await
     }
 
@@ -410,12 +511,14 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::NameRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        let scope = self.scope(&request)?;
         let r = request.into_inner();
         validate::name(&r.name)?;
+        let [parent] = self.confine(&scope, true, [r.parent]).await?;
         self.execute_empty(self.once(
             r.id,
             Command::Unlink {
-                parent: r.parent,
+                parent,
                 name: r.name,
                 open_lease_ms: r.open_lease_ms,
                 now: Time::now(),
@@ -428,12 +531,14 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::NameRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        let scope = self.scope(&request)?;
         let r = request.into_inner();
         validate::name(&r.name)?;
+        let [parent] = self.confine(&scope, true, [r.parent]).await?;
         self.execute_empty(self.once(
             r.id,
             Command::Rmdir {
-                parent: r.parent,
+                parent,
                 name: r.name,
                 now: Time::now(),
             },
@@ -445,14 +550,16 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::RenameRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        let scope = self.scope(&request)?;
         let r = request.into_inner();
         validate::name(&r.name).and_then(|()| validate::name(&r.new_name))?;
+        let [parent, new_parent] = self.confine(&scope, true, [r.parent, r.new_parent]).await?;
         self.execute_empty(self.once(
             r.id,
             Command::Rename {
-                parent: r.parent,
+                parent,
                 name: r.name,
-                new_parent: r.new_parent,
+                new_parent,
                 new_name: r.new_name,
                 noreplace: r.noreplace,
                 exchange: r.exchange,
@@ -467,14 +574,18 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::ReadDirRequest>,
     ) -> Result<Response<pb::ReadDirReply>, Status> {
+        let scope = self.scope(&request)?;
         let r = request.into_inner();
         self.with(move |core, _, _| {
             let st = &core.state;
-            let (list, eof) = namespace::read_dir(st, r.ino, r.offset, r.limit)?;
+            let dir = scope.inode(st, r.ino)?;
+            let (list, eof) = namespace::read_dir(st, dir, r.offset, r.limit)?;
             let entries = list
                 .into_iter()
                 .filter_map(|e| {
-                    let attr = st.attr(e.ino).ok()?;
+                    // A confined client does not see a hard link whose
+                    // file lives outside its export.
+                    let attr = scoped_attr(&scope, st, e.ino).ok()?;
                     Some(pb::DirEntry {
                         name: e.name,
                         ino: e.ino,
@@ -494,10 +605,12 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::InodeRequest>,
     ) -> Result<Response<pb::LayoutReply>, Status> {
+        let scope = self.scope(&request)?;
         let ino = request.into_inner().ino;
         self.with(move |core, live, _| {
             let st = &core.state;
-            let attr = st.attr(ino)?;
+            let ino = scope.inode(st, ino)?;
+            let attr = scoped_attr(&scope, st, ino)?;
             let now = Instant::now();
             let mut chunks = Vec::new();
             for (&index, r) in st.layouts.get(&ino).into_iter().flatten() {
@@ -538,23 +651,28 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::CommitLayoutRequest>,
     ) -> Result<Response<pb::AttrReply>, Status> {
+        let scope = self.scope(&request)?;
         let r = request.into_inner();
         validate::commit_entries(r.chunks.len())?;
         let mut refs = Vec::with_capacity(r.chunks.len());
         for c in &r.chunks {
             refs.push((c.index, chunk_id(&c.id)?, chunk_len(c.len)?));
         }
+        let [ino] = self.confine(&scope, true, [r.ino]).await?;
         let now = Time::now();
-        self.execute_attr(self.once(
-            r.id,
-            Command::CommitLayout {
-                ino: r.ino,
-                chunks: refs,
-                size: file_size(r.size)?,
-                mtime: r.mtime.as_ref().map_or(now, Time::from_pb),
-                now,
-            },
-        ))
+        self.execute_attr(
+            scope,
+            self.once(
+                r.id,
+                Command::CommitLayout {
+                    ino,
+                    chunks: refs,
+                    size: file_size(r.size)?,
+                    mtime: r.mtime.as_ref().map_or(now, Time::from_pb),
+                    now,
+                },
+            ),
+        )
         .await
     }
 
@@ -562,10 +680,13 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::PlaceChunkRequest>,
     ) -> Result<Response<pb::PlaceChunkReply>, Status> {
+        let scope = self.scope(&request)?;
         let r = request.into_inner();
         let id = chunk_id(&r.id)?;
         let len = chunk_len(r.len)?;
         validate::node_list("exclude_nodes", &r.exclude_nodes)?;
+        scope.writable()?;
+        scope.replication(r.replication, self.inner.config.replication)?;
         self.with(move |core, live, config| {
             let st = &core.state;
             let now = Instant::now();
@@ -859,6 +980,20 @@ impl Metadata for MetadataService {
         .map(Response::new)
     }
 
+    async fn export(
+        &self,
+        request: Request<pb::Empty>,
+    ) -> Result<Response<pb::ExportReply>, Status> {
+        let scope = self.scope(&request)?;
+        let reply = self
+            .with(move |core, _, _| {
+                scope.root(&core.state)?;
+                Ok(scope.describe())
+            })
+            .await?;
+        Ok(Response::new(reply))
+    }
+
     async fn status(
         &self,
         _request: Request<pb::Empty>,
@@ -872,12 +1007,14 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::SetXattrRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        let scope = self.scope(&request)?;
         let r = request.into_inner();
         validate::xattr(&r.name, &r.value)?;
+        let [ino] = self.confine(&scope, true, [r.ino]).await?;
         self.execute_empty(self.once(
             r.id,
             Command::SetXattr {
-                ino: r.ino,
+                ino,
                 name: r.name,
                 value: r.value,
                 flags: r.flags,
@@ -891,10 +1028,12 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::XattrNameRequest>,
     ) -> Result<Response<pb::XattrValueReply>, Status> {
+        let scope = self.scope(&request)?;
         let r = request.into_inner();
         self.with(move |core, _, _| {
+            let ino = scope.inode(&core.state, r.ino)?;
             Ok(pb::XattrValueReply {
-                value: crate::xattr::get(&core.state, r.ino, &r.name)?.to_vec(),
+                value: crate::xattr::get(&core.state, ino, &r.name)?.to_vec(),
             })
         })
         .await
@@ -905,8 +1044,10 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::InodeRequest>,
     ) -> Result<Response<pb::XattrListReply>, Status> {
+        let scope = self.scope(&request)?;
         let ino = request.into_inner().ino;
         self.with(move |core, _, _| {
+            let ino = scope.inode(&core.state, ino)?;
             Ok(pb::XattrListReply {
                 names: crate::xattr::list(&core.state, ino)?,
             })
@@ -919,12 +1060,14 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::XattrNameRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        let scope = self.scope(&request)?;
         let r = request.into_inner();
         validate::xattr(&r.name, &[])?;
+        let [ino] = self.confine(&scope, true, [r.ino]).await?;
         self.execute_empty(self.once(
             r.id,
             Command::RemoveXattr {
-                ino: r.ino,
+                ino,
                 name: r.name,
                 now: Time::now(),
             },
@@ -936,13 +1079,17 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::KeepInodesRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        let scope = self.scope(&request)?;
         let r = request.into_inner();
         validate::keep_inodes_len(r.inos.len())?;
         let until_ms = bigfs_proto::now_ms().saturating_add(r.lease_ms);
         self.with(move |core, _, _| {
-            // Only orphans have leases: log just those, if any.
+            // Only orphans have leases: log just those, if any (and, for a
+            // confined client, only those in its export).
+            let st = &core.state;
             let inos: Vec<u64> = (r.inos.into_iter())
-                .filter(|i| core.state.orphans.contains_key(i))
+                .filter_map(|i| scope.inode(st, i).ok())
+                .filter(|i| st.orphans.contains_key(i))
                 .collect();
             if !inos.is_empty() {
                 core.propose(Command::KeepInodes { inos, until_ms });
@@ -957,8 +1104,10 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::InodeRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        let scope = self.scope(&request)?;
         let ino = request.into_inner().ino;
         self.with(move |core, _, _| {
+            let ino = scope.inode(&core.state, ino)?;
             // Only an orphan is released; skip the log otherwise.
             if core.state.orphans.contains_key(&ino) {
                 core.propose(Command::ReleaseInode {

@@ -175,6 +175,9 @@ impl Metadata for FakeMetadata {
     async fn status(&self, _: Request<Empty>) -> Result<Response<StatusReply>, Status> {
         unimplemented()
     }
+    async fn export(&self, _: Request<Empty>) -> Result<Response<ExportReply>, Status> {
+        unimplemented()
+    }
 }
 
 /// A running server; dropping it stops the server.

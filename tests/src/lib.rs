@@ -859,6 +859,25 @@ impl Mount {
     /// As [`Mount::new`], given `--metadata metadata` (a member list such
     /// as "dead:1,live:2") instead of the cluster's address.
     pub fn with_metadata(cluster: &Cluster, metadata: &str, extra_opts: &[&str]) -> Mount {
+        Self::start(cluster, metadata, None, extra_opts).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As [`Mount::new`], mounting as `client:<client>` (exports match
+    /// that name); the error says why the mount did not come up.
+    pub fn as_client(
+        cluster: &Cluster,
+        client: &str,
+        extra_opts: &[&str],
+    ) -> Result<Mount, String> {
+        Self::start(cluster, &cluster.meta_addr, Some(client), extra_opts)
+    }
+
+    fn start(
+        cluster: &Cluster,
+        metadata: &str,
+        client: Option<&str>,
+        extra_opts: &[&str],
+    ) -> Result<Mount, String> {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static NEXT: AtomicUsize = AtomicUsize::new(1);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -870,7 +889,8 @@ impl Mount {
         let log = base.join(format!("mount-{n}.log"));
         let log_file = std::fs::File::create(&log).expect("mount log");
         let tls = format!("mount-{n}");
-        cluster.issue(&format!("client:mount-{n}"), &tls);
+        let identity = client.map_or(format!("client:mount-{n}"), |c| format!("client:{c}"));
+        cluster.issue(&identity, &tls);
         let mut cmd = Command::new(bin("bigfs-mount"));
         cmd.arg(&dir)
             .arg("--metadata")
@@ -903,19 +923,21 @@ impl Mount {
         while !is_mounted(&m.dir) {
             if let Some(Ok(Some(status))) = m.child.as_mut().map(Child::try_wait) {
                 m.child = None;
-                panic!(
-                    "bigfs-mount exited ({status}) before mounting; see {}",
+                let log = std::fs::read_to_string(&m.log).unwrap_or_default();
+                return Err(format!(
+                    "bigfs-mount exited ({status}) before mounting; its log ({}):\n{log}",
                     m.log.display()
-                );
+                ));
             }
-            assert!(
-                Instant::now() < deadline,
-                "bigfs-mount did not mount within 20 s; see {}",
-                m.log.display()
-            );
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "bigfs-mount did not mount within 20 s; see {}",
+                    m.log.display()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        m
+        Ok(m)
     }
 
     /// The mount point.

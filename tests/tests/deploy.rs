@@ -118,6 +118,12 @@ fn the_shipped_example_configs_are_accepted() {
         &[
             "--tls-dir".into(),
             dir("meta:meta-1", "meta"),
+            // The shipped exports file stands in for /etc/bigfs/exports.toml.
+            "--exports".into(),
+            repo()
+                .join("deploy/config/exports.toml")
+                .display()
+                .to_string(),
             "--listen".into(),
             port(free_port()),
             "--admin-listen".into(),
@@ -176,6 +182,7 @@ fn installed_systemd_units_pass_systemd_analyze_verify() {
         "usr/bin/bigfs-storage",
         "usr/bin/bigfs",
         "etc/bigfs/metadata.toml",
+        "etc/bigfs/exports.toml",
         "etc/bigfs/storage.toml.example",
         "etc/bigfs/mount.toml",
         "sbin/mount.fuse.bigfs",

@@ -20,7 +20,7 @@ use bigfs_tests::{Cluster, Mount, deadline, random_bytes, sha256_file, sha256_he
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const SHORT_SECS: u64 = 60;
+const SHORT_SECS: u64 = 40;
 const WRITERS: usize = 2;
 
 /// What the run saw, for the report and the assertions.

@@ -222,7 +222,7 @@ fn stderr_to(log: &std::fs::File) {
 }
 
 fn run_foreground(
-    cfg: MountConfig,
+    mut cfg: MountConfig,
     security: &bigfs_proto::tls::Security,
     mountpoint: &Path,
     log_file: Option<&Path>,
@@ -266,6 +266,22 @@ fn run_foreground(
         Ok(c) => c,
         Err(e) => return fail(3, e),
     };
+    match rt.block_on(client.export()) {
+        Ok(export) => {
+            if export.read_only && !cfg.read_only {
+                tracing::info!(path = %export.path, "the export is read-only: mounting read-only");
+                cfg.read_only = true;
+            }
+            if export.path != "/" || export.squash != "none" {
+                tracing::info!(
+                    path = %export.path,
+                    squash = %export.squash,
+                    "mounting the export granted to this client"
+                );
+            }
+        }
+        Err(e) => return fail(3, format!("the metadata service refuses this mount: {e}")),
+    }
     let fs = BigFs::new(Arc::clone(&client), rt.handle().clone(), cfg.clone());
     let open = fs.open_files();
 
