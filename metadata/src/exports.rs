@@ -572,6 +572,44 @@ mod tests {
         assert_eq!(Scope::Full.owner(0, 0), (0, 0));
     }
 
+    fn mk(s: &mut State, parent: u64, name: &str, kind: crate::state::Kind) -> u64 {
+        let req = namespace::NewInode {
+            parent,
+            name,
+            kind,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            symlink_target: "",
+            exclusive: true,
+            rdev: 0,
+            chunk_size: 1 << 20,
+            replication: 3,
+        };
+        namespace::create(s, &req, crate::state::Time::default()).unwrap()
+    }
+
+    #[test]
+    fn a_confined_client_numbers_its_root_1_and_cannot_leave_it() {
+        use crate::state::Kind::{Directory, File};
+        let mut s = State::new();
+        let root = confined(Squash::None, Access::Rw);
+        // The export's directory does not exist yet: refused, not the root.
+        assert_eq!(root.inode(&s, ROOT_INO).unwrap_err().errno(), Some(EACCES));
+        let e = mk(&mut s, ROOT_INO, "e", Directory);
+        let inside = mk(&mut s, e, "f", File);
+        let outside = mk(&mut s, ROOT_INO, "g", File);
+        assert_eq!(root.inode(&s, ROOT_INO).unwrap(), e);
+        assert_eq!(root.inode(&s, inside).unwrap(), inside);
+        assert_eq!(root.inode(&s, e).unwrap(), e);
+        assert_eq!(root.inode(&s, outside).unwrap_err().errno(), Some(EACCES));
+        assert_eq!(root.inode(&s, 999).unwrap_err().errno(), Some(EACCES));
+        assert_eq!(root.client_ino(&s, e), ROOT_INO);
+        assert_eq!(root.client_ino(&s, inside), inside);
+        assert_eq!(root.path("/../f"), "/e/f");
+        assert_eq!(Scope::Full.inode(&s, outside).unwrap(), outside);
+    }
+
     #[test]
     fn read_only_and_replication_limits() {
         assert!(confined(Squash::None, Access::Ro).writable().is_err());
