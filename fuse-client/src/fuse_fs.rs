@@ -24,6 +24,7 @@ use crate::error::ClientError;
 use crate::fresh_inodes::FreshInodes;
 use crate::mount_config::MountConfig;
 use crate::open_files::OpenFiles;
+use crate::permissions::{self, AttrChange, Squash, Who, permitted, require, require_removable};
 
 /// Block size reported to applications: large, so `cp` and friends use big
 /// buffers and the kernel sends big writes.
@@ -36,6 +37,9 @@ pub struct BigFs {
     dirs: Arc<DirListings>,
     fresh: Arc<FreshInodes>,
     cfg: MountConfig,
+    /// The export's squash: callers it maps are checked here, as the
+    /// anonymous user (see `permissions`).
+    squash: Option<Squash>,
 }
 
 /// Directory listings of open directory handles. The kernel reads a
@@ -209,6 +213,22 @@ fn mknod_kind(mode: u32) -> Option<pb::FileKind> {
     }
 }
 
+/// Write and search permission: what a directory needs for a new entry.
+const WX: AccessFlags = AccessFlags::W_OK.union(AccessFlags::X_OK);
+
+/// The permission an open with access mode `accmode` needs.
+fn open_access(accmode: i32, truncate: bool) -> AccessFlags {
+    let mut m = match accmode {
+        libc::O_WRONLY => AccessFlags::W_OK,
+        libc::O_RDWR => AccessFlags::R_OK | AccessFlags::W_OK,
+        _ => AccessFlags::R_OK,
+    };
+    if truncate {
+        m |= AccessFlags::W_OK;
+    }
+    m
+}
+
 /// Names travel as UTF-8; anything else is refused with EINVAL.
 fn name_of(name: &OsStr) -> Result<String, Errno> {
     std::str::from_utf8(name.as_bytes())
@@ -225,7 +245,19 @@ impl BigFs {
             dirs: Arc::new(DirListings::default()),
             fresh: Arc::new(FreshInodes::new(Duration::from_millis(cfg.attr_ttl_ms))),
             cfg,
+            squash: None,
         }
+    }
+
+    /// Makes the callers `squash` maps act as its anonymous user.
+    pub fn with_squash(mut self, squash: Option<Squash>) -> Self {
+        self.squash = squash;
+        self
+    }
+
+    /// Who the caller of `req` acts as, if the export squashes it.
+    fn squashed(&self, req: &Request) -> Option<Who> {
+        self.squash.and_then(|s| s.who(req.uid()))
     }
 
     /// The table of open files (shared with the signal handler for a final
@@ -342,12 +374,16 @@ impl Filesystem for BigFs {
         });
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name_or_reply!(name, reply);
         let client = Arc::clone(&self.client);
         let open = Arc::clone(&self.open);
         let ttl = self.entry_ttl();
+        let who = self.squashed(req);
         self.spawn(async move {
+            if let Err(e) = require(&client, who, parent.0, AccessFlags::X_OK).await {
+                return reply.error(err(&e));
+            }
             match client.lookup(parent.0, &name).await {
                 Ok(a) => {
                     let size = match open.by_ino(a.ino) {
@@ -375,7 +411,7 @@ impl Filesystem for BigFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -395,8 +431,18 @@ impl Filesystem for BigFs {
         let client = Arc::clone(&self.client);
         let open = Arc::clone(&self.open);
         let ttl = self.ttl();
+        let who = self.squashed(req);
         self.spawn(async move {
             let outcome = async {
+                let change = AttrChange {
+                    mode,
+                    uid,
+                    gid,
+                    size,
+                    atime,
+                    mtime,
+                };
+                permissions::require_setattr(&client, who, ino.0, &change).await?;
                 if let Some(size) = size {
                     match open.by_ino(ino.0) {
                         Some(h) => {
@@ -476,7 +522,11 @@ impl Filesystem for BigFs {
             rdev,
             ..new_inode(req, parent, name, kind, mode & !umask)
         };
-        self.reply_entry(reply, async move { client.create(r).await });
+        let who = self.squashed(req);
+        self.reply_entry(reply, async move {
+            require(&client, who, parent.0, WX).await?;
+            client.create(r).await
+        });
     }
 
     fn mkdir(
@@ -492,16 +542,22 @@ impl Filesystem for BigFs {
         let name = name_or_reply!(name, reply);
         let client = Arc::clone(&self.client);
         let r = new_inode(req, parent, name, pb::FileKind::Directory, mode & !umask);
-        self.reply_entry(reply, async move { client.create(r).await });
+        let who = self.squashed(req);
+        self.reply_entry(reply, async move {
+            require(&client, who, parent.0, WX).await?;
+            client.create(r).await
+        });
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         writable_or_reply!(self, reply);
         let name = name_or_reply!(name, reply);
         let client = Arc::clone(&self.client);
         let open = Arc::clone(&self.open);
         let lease = self.cfg.open_lease_ms;
+        let who = self.squashed(req);
         self.reply_empty(reply, async move {
+            require_removable(&client, who, parent.0, &name).await?;
             // A file this mount still has open keeps its data until closed.
             // Only a file open here needs a lease; skip the lookup when
             // nothing is open.
@@ -521,11 +577,15 @@ impl Filesystem for BigFs {
         });
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         writable_or_reply!(self, reply);
         let name = name_or_reply!(name, reply);
         let client = Arc::clone(&self.client);
-        self.reply_empty(reply, async move { client.rmdir(parent.0, &name).await });
+        let who = self.squashed(req);
+        self.reply_empty(reply, async move {
+            require_removable(&client, who, parent.0, &name).await?;
+            client.rmdir(parent.0, &name).await
+        });
     }
 
     fn symlink(
@@ -544,12 +604,16 @@ impl Filesystem for BigFs {
             symlink_target: target,
             ..new_inode(req, parent, name, pb::FileKind::Symlink, 0o777)
         };
-        self.reply_entry(reply, async move { client.create(r).await });
+        let who = self.squashed(req);
+        self.reply_entry(reply, async move {
+            require(&client, who, parent.0, WX).await?;
+            client.create(r).await
+        });
     }
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -569,7 +633,13 @@ impl Filesystem for BigFs {
         let lease = self.cfg.open_lease_ms;
         let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
+        let who = self.squashed(req);
         self.reply_empty(reply, async move {
+            require_removable(&client, who, parent.0, &name).await?;
+            require(&client, who, newparent.0, WX).await?;
+            if who.is_some() && client.lookup(newparent.0, &new_name).await.is_ok() {
+                require_removable(&client, who, newparent.0, &new_name).await?;
+            }
             let replaced = if open.any_open() {
                 client
                     .lookup(newparent.0, &new_name)
@@ -601,7 +671,7 @@ impl Filesystem for BigFs {
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
@@ -610,12 +680,14 @@ impl Filesystem for BigFs {
         writable_or_reply!(self, reply);
         let name = name_or_reply!(newname, reply);
         let client = Arc::clone(&self.client);
+        let who = self.squashed(req);
         self.reply_entry(reply, async move {
+            require(&client, who, newparent.0, WX).await?;
             client.link(ino.0, newparent.0, &name).await
         });
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let accmode = flags.0 & libc::O_ACCMODE;
         if self.read_only() && (accmode != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0) {
             reply.error(Errno::EROFS);
@@ -624,7 +696,12 @@ impl Filesystem for BigFs {
         let client = Arc::clone(&self.client);
         let open = Arc::clone(&self.open);
         let truncate = flags.0 & libc::O_TRUNC != 0;
+        let who = self.squashed(req);
+        let wanted = open_access(accmode, truncate);
         self.spawn(async move {
+            if let Err(e) = require(&client, who, ino.0, wanted).await {
+                return reply.error(err(&e));
+            }
             // Fresh attributes at every open: close-to-open consistency.
             let attr = match client.getattr(ino.0).await {
                 Ok(a) => a,
@@ -782,8 +859,19 @@ impl Filesystem for BigFs {
         });
     }
 
-    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        reply.opened(Fh(self.dirs.open()), FopenFlags::empty());
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let Some(who) = self.squashed(req) else {
+            reply.opened(Fh(self.dirs.open()), FopenFlags::empty());
+            return;
+        };
+        let client = Arc::clone(&self.client);
+        let fh = self.dirs.open();
+        self.spawn(async move {
+            match require(&client, Some(who), ino.0, AccessFlags::R_OK).await {
+                Ok(()) => reply.opened(Fh(fh), FopenFlags::empty()),
+                Err(e) => reply.error(err(&e)),
+            }
+        });
     }
 
     fn releasedir(
@@ -921,7 +1009,7 @@ impl Filesystem for BigFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -934,19 +1022,25 @@ impl Filesystem for BigFs {
         let client = Arc::clone(&self.client);
         let value = value.to_vec();
         self.fresh.forget(ino.0);
+        let who = self.squashed(req);
         self.reply_empty(reply, async move {
+            require(&client, who, ino.0, AccessFlags::W_OK).await?;
             client.set_xattr(ino.0, &name, value, flags).await
         });
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let name = name_or_reply!(name, reply);
         if self.fresh.has_no_xattrs(ino.0) {
             reply.error(Errno::NO_XATTR);
             return;
         }
         let client = Arc::clone(&self.client);
+        let who = self.squashed(req);
         self.spawn(async move {
+            if let Err(e) = require(&client, who, ino.0, AccessFlags::R_OK).await {
+                return reply.error(err(&e));
+            }
             match client.get_xattr(ino.0, &name).await {
                 Ok(v) if size == 0 => reply.size(v.len() as u32),
                 Ok(v) if v.len() <= size as usize => reply.data(&v),
@@ -979,20 +1073,24 @@ impl Filesystem for BigFs {
         });
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         writable_or_reply!(self, reply);
         let name = name_or_reply!(name, reply);
         let client = Arc::clone(&self.client);
         self.fresh.forget(ino.0);
-        self.reply_empty(
-            reply,
-            async move { client.remove_xattr(ino.0, &name).await },
-        );
+        let who = self.squashed(req);
+        self.reply_empty(reply, async move {
+            require(&client, who, ino.0, AccessFlags::W_OK).await?;
+            client.remove_xattr(ino.0, &name).await
+        });
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let client = Arc::clone(&self.client);
-        let (uid, gid) = (req.uid(), req.gid());
+        let (uid, gid) = match self.squashed(req) {
+            Some(w) => (w.uid, w.gid),
+            None => (req.uid(), req.gid()),
+        };
         let ro = self.read_only();
         self.reply_empty(reply, async move {
             let a = client.getattr(ino.0).await?;
@@ -1037,7 +1135,11 @@ impl Filesystem for BigFs {
             ..new_inode(req, parent, name, pb::FileKind::File, mode & !umask)
         };
         let fresh = Arc::clone(&self.fresh);
+        let who = self.squashed(req);
         self.spawn(async move {
+            if let Err(e) = require(&client, who, parent.0, WX).await {
+                return reply.error(err(&e));
+            }
             let exclusive = r.exclusive;
             let attr = match client.create(r).await {
                 Ok(a) => a,
@@ -1128,41 +1230,6 @@ impl Filesystem for BigFs {
             }
         });
     }
-}
-
-/// Classic Unix permission check of `mask` for `uid`/`gid` on `a`.
-fn permitted(a: &pb::Attr, uid: u32, gid: u32, mask: AccessFlags) -> bool {
-    if mask == AccessFlags::F_OK {
-        return true;
-    }
-    let mode = a.mode;
-    if uid == 0 {
-        // Root may do anything but execute a file no one may execute.
-        return !mask.contains(AccessFlags::X_OK)
-            || mode & 0o111 != 0
-            || a.kind == pb::FileKind::Directory as i32;
-    }
-    let bits = if uid == a.uid {
-        (mode >> 6) & 7
-    } else if gid == a.gid {
-        (mode >> 3) & 7
-    } else {
-        mode & 7
-    };
-    let want = (if mask.contains(AccessFlags::R_OK) {
-        4
-    } else {
-        0
-    }) | (if mask.contains(AccessFlags::W_OK) {
-        2
-    } else {
-        0
-    }) | (if mask.contains(AccessFlags::X_OK) {
-        1
-    } else {
-        0
-    });
-    bits & want == want
 }
 
 #[cfg(test)]

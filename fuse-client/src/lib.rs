@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod metrics_http;
 pub mod mount_config;
 pub mod open_files;
+pub mod permissions;
 pub mod request_ids;
 pub mod write_buffer;
 

@@ -4,7 +4,7 @@
 //! refuses writes with EROFS, squash maps owners, a client in no export is
 //! refused with a clear message, and SIGHUP reloads the file.
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
@@ -89,6 +89,19 @@ async fn clients_see_only_their_export_with_its_access_and_squash() {
     let key_ino = admin.resolve("/srv/secret/key").await.unwrap().ino;
     // A hard link across the export's border, made by the operator.
     admin.link(key_ino, web, "key-link").await.unwrap();
+    // A private file of user 1000 inside the export.
+    write_file(&admin, "/srv/web/private", b"mine").await;
+    let private = admin.resolve("/srv/web/private").await.unwrap().ino;
+    admin
+        .setattr(pb::SetAttrRequest {
+            ino: private,
+            mode: Some(0o600),
+            uid: Some(1000),
+            gid: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
 
     // --- client:web mounts /srv/web read-write, root squashed.
     let m = Mount::as_client(&c, "web", &[]).expect("web mount");
@@ -96,8 +109,24 @@ async fn clients_see_only_their_export_with_its_access_and_squash() {
     assert_eq!(std::fs::read(mnt.join("hello")).unwrap(), hello);
     assert_eq!(
         names(mnt),
-        ["hello"],
+        ["hello", "private"],
         "the border-crossing link is not listed"
+    );
+    // Root acts as nobody: another user's private file is closed to it.
+    assert_eq!(
+        os_errno("read private", std::fs::read(mnt.join("private"))),
+        EACCES
+    );
+    assert_eq!(
+        os_errno("write private", std::fs::write(mnt.join("private"), b"x")),
+        EACCES
+    );
+    assert_eq!(
+        os_errno(
+            "chmod private",
+            std::fs::set_permissions(mnt.join("private"), std::fs::Permissions::from_mode(0o666))
+        ),
+        EPERM
     );
     assert_eq!(
         os_errno("stat key-link", std::fs::metadata(mnt.join("key-link"))),
@@ -227,9 +256,26 @@ async fn clients_see_only_their_export_with_its_access_and_squash() {
 
     // --- client:pub, every user squashed to 4242:4243.
     let m = Mount::as_client(&c, "pub", &[]).expect("pub mount");
-    std::fs::write(m.path().join("p"), b"public").unwrap();
+    std::fs::write(m.path().join("p"), b"first").unwrap();
     let md = std::fs::metadata(m.path().join("p")).unwrap();
     assert_eq!((md.uid(), md.gid()), (4242, 4243));
+    // Everyone acts as 4242: the file is theirs to rewrite and chmod.
+    std::fs::write(m.path().join("p"), b"public").unwrap();
+    std::fs::set_permissions(m.path().join("p"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    write_file(&admin, "/pub/root-only", b"r").await;
+    let ro = admin.resolve("/pub/root-only").await.unwrap().ino;
+    admin
+        .setattr(pb::SetAttrRequest {
+            ino: ro,
+            mode: Some(0o600),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        os_errno("read root-only", std::fs::read(m.path().join("root-only"))),
+        EACCES
+    );
     drop(m);
 
     // --- a client in no export is refused, and says so.

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use bigfs_client::Client;
 use bigfs_client::fuse_fs::BigFs;
 use bigfs_client::mount_config::MountConfig;
+use bigfs_client::permissions::Squash;
 use clap::Parser;
 use fuser::{MountOption, SessionACL};
 
@@ -266,7 +267,7 @@ fn run_foreground(
         Ok(c) => c,
         Err(e) => return fail(3, e),
     };
-    match rt.block_on(client.export()) {
+    let squash = match rt.block_on(client.export()) {
         Ok(export) => {
             if export.read_only && !cfg.read_only {
                 tracing::info!(path = %export.path, "the export is read-only: mounting read-only");
@@ -279,10 +280,17 @@ fn run_foreground(
                     "mounting the export granted to this client"
                 );
             }
+            let squash = Squash::from_export(&export);
+            if squash.is_some_and(|s| s.all) {
+                // Every caller acts as the anonymous user: the mount checks
+                // permissions itself, the kernel would check the real ids.
+                cfg.default_permissions = false;
+            }
+            squash
         }
         Err(e) => return fail(3, format!("the metadata service refuses this mount: {e}")),
-    }
-    let fs = BigFs::new(Arc::clone(&client), rt.handle().clone(), cfg.clone());
+    };
+    let fs = BigFs::new(Arc::clone(&client), rt.handle().clone(), cfg.clone()).with_squash(squash);
     let open = fs.open_files();
 
     let mut options = vec![
