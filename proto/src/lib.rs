@@ -3,7 +3,8 @@
 //! `pb` is generated from `proto/bigfs.proto`; `common` holds chunk ids,
 //! limits, name validation and the retry policy; `leader` finds the
 //! metadata leader among the members; `tls`, `auth` and `certs` the mutual
-//! TLS every process speaks and the identities it carries.
+//! TLS every process speaks and the identities it carries; `peer` the
+//! channels that accept only one identity.
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod pb {
@@ -16,6 +17,7 @@ pub mod common;
 pub mod daemon;
 pub mod leader;
 pub mod message_limit;
+pub mod peer;
 pub mod tls;
 
 pub use common::*;
