@@ -32,6 +32,8 @@ certificates() {
   for i in 1 2 3; do issue node "node-$i" "node-$i"; done
   issue client mount mount
   issue admin cli cli
+  # The admin HTTP pages' bearer token (an admin certificate works too).
+  [ -e "$TLS/admin-token" ] || (umask 077; head -c 24 /dev/urandom | base64 >"$TLS/admin-token")
 }
 
 start() {
@@ -42,11 +44,12 @@ start() {
   certificates
   if [ "$MEMBERS" -eq 1 ]; then
     "$BIN/bigfs-metadata" --data-dir "$HOME_DIR/meta" --listen "$META" --tls-dir "$TLS/metadata" \
-      >>"$HOME_DIR/logs/metadata.log" 2>&1 &
+      --admin-token-file "$TLS/admin-token" >>"$HOME_DIR/logs/metadata.log" 2>&1 &
     echo $! >"$HOME_DIR/metadata.pid"
   else
     for i in $(seq 1 "$MEMBERS"); do
       "$BIN/bigfs-metadata" --data-dir "$HOME_DIR/meta-$i" --tls-dir "$TLS/metadata" \
+        --admin-token-file "$TLS/admin-token" \
         --listen "127.0.0.1:$((META_PORT + 10 * (i - 1)))" --node-id "$i" --peers "$PEERS" \
         --admin-listen "127.0.0.1:$((META_PORT + 79 + i))" >>"$HOME_DIR/logs/metadata-$i.log" 2>&1 &
       echo $! >"$HOME_DIR/metadata-$i.pid"
@@ -54,7 +57,7 @@ start() {
   fi
   for i in 1 2 3; do
     "$BIN/bigfs-storage" --data-dir "$HOME_DIR/node-$i" --listen "127.0.0.1:$((META_PORT + 100 + i))" \
-      --metadata "$META" --node-id "node-$i" --tls-dir "$TLS/node-$i" \
+      --metadata "$META" --node-id "node-$i" --tls-dir "$TLS/node-$i" --admin-token-file "$TLS/admin-token" \
       --admin-listen "127.0.0.1:$((META_PORT + 180 + i))" >>"$HOME_DIR/logs/node-$i.log" 2>&1 &
     echo $! >"$HOME_DIR/node-$i.pid"
   done
@@ -73,6 +76,10 @@ start() {
   echo "metadata at $META; logs in $HOME_DIR/logs; certificates in $TLS"
   echo "try: export BIGFS_TLS_DIR=$TLS/cli BIGFS_METADATA=$META"
   echo "     $BIN/bigfs put README.md /README.md && $BIN/bigfs ls -l /"
+  [ "$MEMBERS" -eq 1 ] && admin=127.0.0.1:9480 || admin=127.0.0.1:$((META_PORT + 80))
+  echo "status page (HTTPS, the local CA: accept the browser's warning):"
+  echo "     https://$admin/#token=$(cat "$TLS/admin-token")"
+  echo "     curl --cacert $TLS/ca/ca.pem --cert $TLS/cli/cert.pem --key $TLS/cli/key.pem https://$admin/nodes"
 }
 
 stop() {

@@ -3,7 +3,7 @@
 //! counters rendered as text at scrape time.
 //!
 //! The mount starts it with one call once its client is connected:
-//! `tokio::spawn(bigfs_client::metrics_http::serve(listener, client, shutdown))`.
+//! `tokio::spawn(bigfs_client::metrics_http::serve(listener, client, security, access, shutdown))`.
 //!
 //! [`TransferMetrics`]: crate::metrics::TransferMetrics
 
@@ -150,16 +150,20 @@ pub fn router(client: Arc<Client>) -> Router {
         )
 }
 
-/// Serves `/metrics` and `/healthz` on `listener` until `shutdown`.
+/// Paths anyone may read: the health probe. `/metrics` needs an admin
+/// certificate or the token (see `bigfs_proto::admin_http`).
+pub const OPEN_PATHS: &[&str] = &["/healthz"];
+
+/// Serves `/metrics` and `/healthz` on `listener` until `shutdown`: HTTPS
+/// with the mount's certificate unless `security` is insecure.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     client: Arc<Client>,
+    security: bigfs_proto::tls::Security,
+    access: bigfs_proto::admin_http::Access,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    tracing::info!(addr = ?listener.local_addr().ok(), "metrics HTTP listening");
-    axum::serve(listener, router(client))
-        .with_graceful_shutdown(shutdown)
-        .await
+) {
+    bigfs_proto::admin_http::serve(listener, router(client), security, access, shutdown).await
 }
 
 #[cfg(test)]

@@ -48,6 +48,13 @@ pub struct MountConfig {
     /// transfers, retries, failovers, cache hits) (`-o admin_listen=ADDR`).
     /// Default empty: off (several mounts on one host would collide).
     pub admin_listen: String,
+    /// Bearer token that opens `/metrics` (besides an `admin:` client
+    /// certificate); at least 16 characters. Default none: with TLS only
+    /// admin certificates get in; with `insecure` `/metrics` is open.
+    pub admin_token: Option<String>,
+    /// File whose first line is the admin token
+    /// (`-o admin_token_file=PATH`). Default none; at most one of the two.
+    pub admin_token_file: Option<std::path::PathBuf>,
     /// The client library's settings: metadata members, cache and buffer
     /// sizes (`-o cache_mb=N`, `-o write_buffer_mb=N`,
     /// `-o readahead_chunks=N`), retry policy.
@@ -77,6 +84,8 @@ impl Default for MountConfig {
             hard: false,
             fsname: "bigfs".into(),
             admin_listen: String::new(),
+            admin_token: None,
+            admin_token_file: None,
             client: ClientConfig::default(),
             tls_dir: None,
             insecure: false,
@@ -117,6 +126,15 @@ const IGNORED: &[&str] = &[
 ];
 
 impl MountConfig {
+    /// The `/metrics` bearer token, read from `admin_token` or
+    /// `admin_token_file`.
+    pub fn admin_token(&self) -> Result<Option<bigfs_proto::admin_http::AdminToken>, String> {
+        bigfs_proto::admin_http::AdminToken::load(
+            self.admin_token.as_deref(),
+            self.admin_token_file.as_deref(),
+        )
+    }
+
     /// Applies one `-o` list ("ro,allow_other,cache_mb=512").
     /// `metadata=a:9400,b:9400` takes the addresses after it too: an item
     /// with a ':' and no '=' is no option but the next member.
@@ -167,6 +185,14 @@ impl MountConfig {
                         .ok_or("option admin_listen needs a value (HOST:PORT)")?
                         .into()
                 }
+                "admin_token_file" => {
+                    self.admin_token = None;
+                    self.admin_token_file = Some(
+                        value
+                            .ok_or("option admin_token_file needs a value (PATH)")?
+                            .into(),
+                    )
+                }
                 k if IGNORED.contains(&k) || k.starts_with("x-") || k.starts_with("comment=") => {}
                 _ => return Err(format!("unknown mount option {opt:?}")),
             }
@@ -187,6 +213,7 @@ impl MountConfig {
             return Err("open_lease_ms must be at least 3000".into());
         }
         bigfs_proto::daemon::parse_admin_listen(&self.admin_listen)?;
+        self.admin_token()?;
         if self.allow_other && self.allow_root {
             return Err("allow_other and allow_root cannot be used together".into());
         }

@@ -35,6 +35,14 @@ pub struct Config {
     /// Address of the admin HTTP server (status page, `/metrics`, `/nodes`,
     /// ...). Default `127.0.0.1:9480`; an empty string disables it.
     pub admin_listen: String,
+    /// Bearer token that opens the admin HTTP pages (besides an `admin:`
+    /// client certificate); at least 16 characters. Default none: with TLS
+    /// only admin certificates get in; with `insecure` every page is open.
+    /// Prefer `admin_token_file`, which keeps it out of this file.
+    pub admin_token: Option<String>,
+    /// File whose first line is the admin token (`--admin-token-file`).
+    /// Default none. At most one of this and `admin_token`.
+    pub admin_token_file: Option<PathBuf>,
     /// Log level or filter (`info`, `debug`, `bigfs_metadata=debug,info`).
     /// Default `info`; the `RUST_LOG` environment variable overrides it.
     pub log_level: String,
@@ -125,6 +133,8 @@ impl Default for Config {
             heartbeat_interval_ms: 2_000,
             snapshot_every: 10_000,
             admin_listen: "127.0.0.1:9480".into(),
+            admin_token: None,
+            admin_token_file: None,
             log_level: "info".into(),
             recent_failures: 200,
             log_sync: crate::store::LogSync::Interval,
@@ -218,9 +228,19 @@ impl Config {
             return Err("raft.wait_ms must be > 0".into());
         }
         bigfs_proto::daemon::parse_admin_listen(&self.admin_listen)?;
+        self.admin_token()?;
         bigfs_proto::daemon::validate_log_level(&self.log_level)?;
         bigfs_proto::tls::check_settings("bigfs-metadata", self.tls_dir.as_deref(), self.insecure)?;
         Ok(())
+    }
+
+    /// The admin HTTP's bearer token, read from `admin_token` or
+    /// `admin_token_file`.
+    pub fn admin_token(&self) -> Result<Option<bigfs_proto::admin_http::AdminToken>, String> {
+        bigfs_proto::admin_http::AdminToken::load(
+            self.admin_token.as_deref(),
+            self.admin_token_file.as_deref(),
+        )
     }
 }
 

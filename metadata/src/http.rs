@@ -36,6 +36,11 @@ const PAGE_FAILURES: usize = 20;
 
 const STATUS_PAGE: &str = include_str!("status_page.html");
 
+/// Paths anyone may read (see `bigfs_proto::admin_http`): the health probe
+/// and the status page's static HTML, which holds no cluster data (it
+/// fetches `/summary`, which needs an admin certificate or the token).
+pub const OPEN_PATHS: &[&str] = &["/healthz", "/"];
+
 pub fn router(svc: MetadataService) -> Router {
     Router::new()
         .route("/", get(|| async { Html(STATUS_PAGE) }))

@@ -100,6 +100,11 @@ pub async fn serve_with_admin(
     let tls_dir = config.tls_dir.as_deref();
     let security = Security::start_daemon("bigfs-metadata", tls_dir, config.insecure)?;
     auth::check_own_identity(&security)?;
+    let admin_access = bigfs_proto::admin_http::Access::new(
+        &security,
+        config.admin_token().map_err(anyhow::Error::msg)?,
+        http::OPEN_PATHS,
+    );
     let addr = listener.local_addr()?;
     let svc = open_service(config, addr).await?;
     tracing::info!(%addr, member = svc.consensus().id, "metadata service listening");
@@ -107,9 +112,11 @@ pub async fn serve_with_admin(
     let http_task = admin.map(|l| {
         bigfs_proto::daemon::prometheus();
         let mut rx = stop_rx.clone();
-        tokio::spawn(bigfs_proto::daemon::serve_http(
+        tokio::spawn(bigfs_proto::admin_http::serve(
             l,
             http::router(svc.clone()),
+            security.clone(),
+            admin_access,
             async move {
                 let _ = rx.wait_for(|s| *s).await;
             },

@@ -23,6 +23,9 @@ struct Args {
     /// Admin HTTP address (status page, /metrics); "" disables it.
     #[arg(long)]
     admin_listen: Option<String>,
+    /// File whose first line is the bearer token of the admin HTTP pages.
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
     /// Log level or filter, e.g. info or debug (RUST_LOG overrides it).
     #[arg(long)]
     log_level: Option<String>,
@@ -72,6 +75,10 @@ fn real_main() -> anyhow::Result<()> {
     }
     if let Some(a) = args.admin_listen {
         config.admin_listen = a;
+    }
+    if let Some(f) = args.admin_token_file {
+        config.admin_token = None;
+        config.admin_token_file = Some(f);
     }
     if let Some(l) = args.log_level {
         config.log_level = l;

@@ -329,17 +329,22 @@ pub fn channel_with(
     } else {
         format!("http://{addr}")
     };
-    let mut endpoint = tonic::transport::Endpoint::from_shared(url)?;
+    let mut endpoint = endpoint(&url)?;
     if let Some(tls) = tls {
         endpoint = endpoint.tls_config(tls)?;
     }
-    Ok(endpoint
+    Ok(endpoint.connect_lazy())
+}
+
+/// An endpoint for `url` with BigFS's connection settings (timeouts,
+/// HTTP/2 windows sized for chunks), TLS not yet chosen.
+pub fn endpoint(url: &str) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
+    Ok(tonic::transport::Endpoint::from_shared(url.to_string())?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW))
-        .max_frame_size(Some(MAX_FRAME_SIZE))
-        .connect_lazy())
+        .max_frame_size(Some(MAX_FRAME_SIZE)))
 }
 
 /// A Metadata client with BigFS's message limits over the metadata
@@ -353,16 +358,15 @@ pub fn metadata_client(list: &str) -> Result<crate::leader::MetaClient, crate::l
     )
 }
 
+type StorageClient = pb::storage_client::StorageClient<tonic::transport::Channel>;
+
 /// Storage clients by node address, one connection each, shared by every
 /// caller that talks to storage nodes (clients, peers, the repair worker).
 #[derive(Default)]
 pub struct StoragePool {
-    clients: std::sync::Mutex<
-        std::collections::HashMap<
-            String,
-            pb::storage_client::StorageClient<tonic::transport::Channel>,
-        >,
-    >,
+    clients: std::sync::Mutex<std::collections::HashMap<String, StorageClient>>,
+    /// Clients that talk only to the node named, by (node id, address).
+    checked: std::sync::Mutex<std::collections::HashMap<(String, String), StorageClient>>,
 }
 
 impl StoragePool {
@@ -378,6 +382,29 @@ impl StoragePool {
         }
         let c = storage_client(address)?;
         clients.insert(address.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// The client for node `node_id` at `address`: the connection is
+    /// refused unless the server's certificate names `node:<node_id>`
+    /// (see [`crate::peer`]).
+    pub fn get_node(
+        &self,
+        node_id: &str,
+        address: &str,
+    ) -> Result<StorageClient, crate::tls::TlsError> {
+        let key = (node_id.to_string(), address.to_string());
+        let mut clients = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let expected = crate::auth::Identity::new(crate::auth::Role::Node, node_id)
+            .map_err(crate::tls::TlsError::Setup)?;
+        let c =
+            pb::storage_client::StorageClient::new(crate::peer::channel_to(address, &expected)?)
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        clients.insert(key, c.clone());
         Ok(c)
     }
 }

@@ -1,6 +1,6 @@
 //! Plumbing every BigFS daemon shares: logging setup, the readiness
 //! notification for systemd (`Type=notify`), the Prometheus recorder, the
-//! admin HTTP listener, and a gRPC layer that counts and times requests.
+//! admin HTTP listener (served by [`crate::admin_http`]), and a gRPC layer that counts and times requests.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -109,22 +109,6 @@ pub async fn bind_admin(addr: Option<SocketAddr>) -> Option<tokio::net::TcpListe
             );
             None
         }
-    }
-}
-
-/// Serves `router` on `listener` until `shutdown` completes.
-pub async fn serve_http(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    let addr = listener.local_addr().ok();
-    tracing::info!(addr = ?addr, "admin HTTP listening");
-    if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!(error = %e, "admin HTTP server failed");
     }
 }
 

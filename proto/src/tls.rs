@@ -16,6 +16,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity as TlsIdentity, ServerTlsConfig};
 
 use crate::auth::{self, Identity};
@@ -147,6 +150,42 @@ impl TlsMaterial {
             .ca_certificate(Certificate::from_pem(&self.ca_pem))
             .identity(TlsIdentity::from_pem(&self.cert_pem, &self.key_pem))
     }
+
+    /// The cluster CA as a rustls trust store (for the connections tonic's
+    /// TLS settings cannot express: the admin HTTPS, checked peers).
+    pub fn roots(&self) -> Result<rustls::RootCertStore, TlsError> {
+        let bad = |reason: String| TlsError::Bad {
+            path: self.dir.join(CA_FILE),
+            reason,
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&self.ca_pem) {
+            roots
+                .add(cert.map_err(|e| bad(e.to_string()))?)
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(bad("no CERTIFICATE block".into()));
+        }
+        Ok(roots)
+    }
+
+    /// Our certificate chain and key, as rustls takes them.
+    pub fn cert_and_key(
+        &self,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+        let chain = CertificateDer::pem_slice_iter(&self.cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsError::Bad {
+                path: self.dir.join(CERT_FILE),
+                reason: e.to_string(),
+            })?;
+        let key = PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| TlsError::Bad {
+            path: self.dir.join(KEY_FILE),
+            reason: e.to_string(),
+        })?;
+        Ok((chain, key))
+    }
 }
 
 /// How a process talks to the cluster: mutual TLS, or plaintext without any
@@ -213,7 +252,7 @@ impl Security {
     /// certificate (or plaintext when insecure).
     pub fn install_client(&self) {
         install_client(match self {
-            Security::Tls(m) => Some(m.client_config()),
+            Security::Tls(m) => Some(m.clone()),
             Security::Insecure => None,
         });
     }
@@ -257,18 +296,24 @@ pub fn check_settings(program: &str, tls_dir: Option<&Path>, insecure: bool) -> 
     }
 }
 
-/// The process-wide client TLS setting used by [`crate::channel`].
-static CLIENT: RwLock<Option<ClientTlsConfig>> = RwLock::new(None);
+/// The process-wide TLS material of outgoing connections, used by
+/// [`crate::channel`] and [`crate::peer`].
+static CLIENT: RwLock<Option<Arc<TlsMaterial>>> = RwLock::new(None);
 
-/// Sets the TLS configuration of this process's outgoing connections
-/// (None: plaintext). Call once at start, before any channel is made.
-pub fn install_client(config: Option<ClientTlsConfig>) {
-    *CLIENT.write().unwrap_or_else(|p| p.into_inner()) = config;
+/// Sets the TLS material of this process's outgoing connections (None:
+/// plaintext). Call once at start, before any channel is made.
+pub fn install_client(material: Option<Arc<TlsMaterial>>) {
+    *CLIENT.write().unwrap_or_else(|p| p.into_inner()) = material;
+}
+
+/// The installed TLS material, if any.
+pub fn client_material() -> Option<Arc<TlsMaterial>> {
+    CLIENT.read().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// The installed client TLS configuration, if any.
 pub fn client() -> Option<ClientTlsConfig> {
-    CLIENT.read().unwrap_or_else(|p| p.into_inner()).clone()
+    client_material().map(|m| m.client_config())
 }
 
 #[cfg(test)]

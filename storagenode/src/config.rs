@@ -48,6 +48,14 @@ pub struct Config {
     /// Address of the admin HTTP server (`/healthz`, `/metrics`). Default
     /// `127.0.0.1:9580`; an empty string disables it.
     pub admin_listen: String,
+    /// Bearer token that opens `/metrics` (besides an `admin:` client
+    /// certificate); at least 16 characters. Default none: with TLS only
+    /// admin certificates get in; with `insecure` `/metrics` is open.
+    /// Prefer `admin_token_file`, which keeps it out of this file.
+    pub admin_token: Option<String>,
+    /// File whose first line is the admin token (`--admin-token-file`).
+    /// Default none. At most one of this and `admin_token`.
+    pub admin_token_file: Option<PathBuf>,
     /// Log level or filter (`info`, `debug`, `bigfs_storagenode=debug,info`).
     /// Default `info`; the `RUST_LOG` environment variable overrides it.
     pub log_level: String,
@@ -110,6 +118,8 @@ impl Default for Config {
             scrub_bytes_per_sec: 16 * 1024 * 1024,
             scrub_pause_ms: 3_600_000,
             admin_listen: "127.0.0.1:9580".into(),
+            admin_token: None,
+            admin_token_file: None,
             log_level: "info".into(),
             quarantine_grace_ms: 86_400_000,
             quarantine_sweep_ms: 600_000,
@@ -214,11 +224,22 @@ impl Config {
             .map_err(|reason| ConfigError::invalid("retry", reason))?;
         bigfs_proto::daemon::parse_admin_listen(&self.admin_listen)
             .map_err(|reason| ConfigError::invalid("admin_listen", reason))?;
+        self.admin_token()
+            .map_err(|reason| ConfigError::invalid("admin_token", reason))?;
         bigfs_proto::daemon::validate_log_level(&self.log_level)
             .map_err(|reason| ConfigError::invalid("log_level", reason))?;
         bigfs_proto::tls::check_settings("bigfs-storage", self.tls_dir.as_deref(), self.insecure)
             .map_err(|reason| ConfigError::invalid("tls_dir", reason))?;
         Ok(())
+    }
+
+    /// The admin HTTP's bearer token, read from `admin_token` or
+    /// `admin_token_file`.
+    pub fn admin_token(&self) -> Result<Option<bigfs_proto::admin_http::AdminToken>, String> {
+        bigfs_proto::admin_http::AdminToken::load(
+            self.admin_token.as_deref(),
+            self.admin_token_file.as_deref(),
+        )
     }
 }
 

@@ -1,5 +1,7 @@
 //! The storage node's admin HTTP server on `admin_listen`: `/healthz`
-//! (`ok` while the data directory is usable) and Prometheus `/metrics`.
+//! (`ok` while the data directory is usable; open to anyone) and
+//! Prometheus `/metrics` (an admin certificate or the admin token; see
+//! `bigfs_proto::admin_http`).
 
 use std::path::Path;
 
@@ -12,6 +14,10 @@ use axum::routing::get;
 use bigfs_proto::ChunkId;
 
 use crate::chunk_store::ChunkStore;
+
+/// Paths anyone may read (see `bigfs_proto::admin_http`): the health
+/// probe, for systemd and load balancers.
+pub const OPEN_PATHS: &[&str] = &["/healthz"];
 
 #[derive(Clone)]
 struct Admin {

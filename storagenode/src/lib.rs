@@ -78,6 +78,11 @@ pub async fn serve_with_admin(
     // Without --node-id, a node with a certificate is the node it names.
     let wanted_id =
         (config.node_id.clone()).or_else(|| security.identity().map(|i| i.name.clone()));
+    let admin_access = bigfs_proto::admin_http::Access::new(
+        &security,
+        config.admin_token().map_err(anyhow::Error::msg)?,
+        http::OPEN_PATHS,
+    );
     let node_id = registration::resolve_node_id(wanted_id.as_deref(), &config.data_dir)?;
     auth::check_own_identity(&security, &node_id)?;
     let limits = StoreLimits {
@@ -120,9 +125,11 @@ pub async fn serve_with_admin(
     let admin_task = admin.map(|l| {
         bigfs_proto::daemon::prometheus();
         let mut rx = stop_rx.clone();
-        tokio::spawn(bigfs_proto::daemon::serve_http(
+        tokio::spawn(bigfs_proto::admin_http::serve(
             l,
             http::router(store.clone(), node_id.clone()),
+            security.clone(),
+            admin_access,
             async move {
                 let _ = rx.wait_for(|s| *s).await;
             },

@@ -32,6 +32,9 @@ struct Args {
     /// Admin HTTP address (/healthz, /metrics); "" disables it.
     #[arg(long)]
     admin_listen: Option<String>,
+    /// File whose first line is the bearer token of /metrics.
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
     /// Log level or filter, e.g. info or debug (RUST_LOG overrides it).
     #[arg(long)]
     log_level: Option<String>,
@@ -71,6 +74,10 @@ fn load(args: Args) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.admin_listen {
         config.admin_listen = v;
+    }
+    if let Some(f) = args.admin_token_file {
+        config.admin_token = None;
+        config.admin_token_file = Some(f);
     }
     if let Some(v) = args.log_level {
         config.log_level = v;

@@ -59,6 +59,23 @@ where
     }
 }
 
+/// A status and the chain of errors under it: a failed connection's
+/// status says only "transport error"; the cause (refused, a certificate
+/// naming someone else) is further down.
+pub fn describe(status: &Status) -> String {
+    let mut out = status.message().to_string();
+    let mut cause = std::error::Error::source(status);
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = e.source();
+    }
+    out
+}
+
 /// A destination of a chunk push.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -98,11 +115,19 @@ impl Replicator {
         self.metadata.clone()
     }
 
-    /// A client for a peer's Storage service, reusing its connection.
-    fn peer(&self, address: &str) -> Result<StorageClient<Channel>, Status> {
+    /// A client for a peer's Storage service, reusing its connection. It
+    /// talks only to the node the target names: a server whose certificate
+    /// is not `node:<target.node_id>` is refused before anything is sent
+    /// (see `bigfs_proto::peer`).
+    fn peer(&self, target: &Target) -> Result<StorageClient<Channel>, Status> {
         self.peers
-            .get(address)
-            .map_err(|e| Status::invalid_argument(format!("bad peer address {address:?}: {e}")))
+            .get_node(&target.node_id, &target.address)
+            .map_err(|e| {
+                Status::invalid_argument(format!(
+                    "peer {} at {:?}: {e}",
+                    target.node_id, target.address
+                ))
+            })
     }
 
     /// Stores `data` on `target` as a replica (it confirms to metadata
@@ -120,7 +145,7 @@ impl Replicator {
         data: &Bytes,
         primary_registers: bool,
     ) -> Result<(), Status> {
-        let client = self.peer(&target.address)?;
+        let client = self.peer(target)?;
         let what = format!("push to {}", target.node_id);
         with_retry(&self.retry, &what, || {
             let mut client = client.clone();
@@ -162,7 +187,7 @@ impl Replicator {
                 Ok(target.node_id)
             }
             Err(status) => {
-                let error = format!("{:?}: {}", status.code(), status.message());
+                let error = format!("{:?}: {}", status.code(), describe(&status));
                 tracing::warn!(chunk = %id.short(), node = %target.node_id, %error, "replica push failed");
                 self.report_failure(&target.node_id, Some(id), "replicate", &error)
                     .await;
@@ -173,7 +198,7 @@ impl Replicator {
 
     /// Deletes `id` on `target` (best effort; logged).
     pub async fn delete_on(&self, target: &Target, id: ChunkId) {
-        let outcome = match self.peer(&target.address) {
+        let outcome = match self.peer(target) {
             Ok(mut c) => c
                 .delete_chunk(bigfs_proto::pb::DeleteChunkRequest { id: id.to_vec() })
                 .await

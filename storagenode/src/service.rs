@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 
 use crate::chunk_store::{Check, ChunkStore, PutOutcome};
 use crate::error::StoreError;
-use crate::replication::{Replicator, Target, with_retry};
+use crate::replication::{Replicator, Target, describe, with_retry};
 use crate::uploads::{GatePermit, PendingUploads, UploadGateLayer};
 
 /// Copies that make a write durable enough to answer the client. Two
@@ -458,13 +458,20 @@ impl Storage for StorageService {
             node_id: req.target_node_id,
             address: req.target_address,
         };
-        self.replicator.push(&target, id, &data).await.map_err(|s| {
-            tracing::warn!(chunk = %id.short(), node = %target.node_id, error = %s.message(), "copy failed");
-            Status::new(
-                s.code(),
-                format!("copy of chunk {id} to {} failed: {}", target.node_id, s.message()),
-            )
-        })?;
+        self.replicator
+            .push(&target, id, &data)
+            .await
+            .map_err(|s| {
+                let error = describe(&s);
+                tracing::warn!(chunk = %id.short(), node = %target.node_id, %error, "copy failed");
+                Status::new(
+                    s.code(),
+                    format!(
+                        "copy of chunk {id} to {} at {} failed: {error}",
+                        target.node_id, target.address
+                    ),
+                )
+            })?;
         tracing::info!(chunk = %id.short(), node = %target.node_id, "chunk copied");
         Ok(Response::new(Empty {}))
     }

@@ -34,7 +34,7 @@ fn ca() -> &'static Ca {
         let admin = dir.path().join("admin");
         issue_into(dir.path(), "admin:tests", &admin);
         let m = TlsMaterial::load(&admin).expect("admin TLS dir");
-        bigfs_proto::tls::install_client(Some(m.client_config()));
+        bigfs_proto::tls::install_client(Some(std::sync::Arc::new(m)));
         ca
     })
 }

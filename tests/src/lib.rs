@@ -15,6 +15,9 @@ use bigfs_client::{Client, ClientConfig};
 use bigfs_proto::{RetryConfig, pb};
 use sha2::{Digest, Sha256};
 
+pub use admin_http::{AdminAuth, http_get, https_get};
+
+pub mod admin_http;
 pub mod certs;
 pub mod group;
 pub mod power;
@@ -173,6 +176,10 @@ pub struct Cluster {
     pub tls: PathBuf,
 }
 
+/// The bearer token of every test cluster's admin HTTP (the metadata
+/// service's and the nodes'), in `tls/admin-token`.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+
 /// Metadata settings for tests: quick failure detection so tests that kill
 /// nodes do not wait the production timeouts.
 const TEST_META_CONFIG: &str = r#"
@@ -238,6 +245,7 @@ impl Cluster {
         certs::install_client();
         certs::write_ca(&tls.join("ca"));
         certs::issue_into(&tls.join("ca"), "admin:cli", &tls.join("cli"));
+        std::fs::write(tls.join("admin-token"), format!("{ADMIN_TOKEN}\n")).expect("admin token");
         let mut c = Cluster {
             dir,
             meta_addr,
@@ -290,6 +298,8 @@ impl Cluster {
             .arg(&self.meta_admin_addr)
             .arg("--tls-dir")
             .arg(self.tls.join("meta"))
+            .arg("--admin-token-file")
+            .arg(self.tls.join("admin-token"))
             .env("RUST_LOG", "info")
             .envs(self.meta_env.iter().map(|(k, v)| (k, v)))
             .stdout(self.log_file("metadata"))
@@ -338,6 +348,22 @@ impl Cluster {
     /// The TLS directory of process `name` (`meta`, `cli`, a node's name).
     pub fn tls_dir(&self, name: &str) -> PathBuf {
         self.tls.join(name)
+    }
+
+    /// A GET on an admin HTTP server of this cluster (`addr`: the metadata
+    /// service's, a node's or a mount's), over HTTPS as `admin:cli`.
+    pub fn admin_get(&self, addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+        self.admin_get_as(addr, path, AdminAuth::Cert(&self.tls_dir("cli")))
+    }
+
+    /// As [`Cluster::admin_get`], proving access with `auth`.
+    pub fn admin_get_as(
+        &self,
+        addr: &str,
+        path: &str,
+        auth: AdminAuth<'_>,
+    ) -> std::io::Result<(u16, String)> {
+        https_get(addr, path, &self.tls_dir("cli"), auth)
     }
 
     /// The cluster's CA directory (`ca.pem`, `ca.key`, `issued.txt`).
@@ -418,6 +444,8 @@ impl Cluster {
             .arg(&n.admin_addr)
             .arg("--tls-dir")
             .arg(self.tls.join(&n.name))
+            .arg("--admin-token-file")
+            .arg(self.tls.join("admin-token"))
             .args(extra_args)
             .env("RUST_LOG", "info")
             .stdout(log)
@@ -726,25 +754,6 @@ pub async fn try_read_file(client: &Client, path: &str) -> bigfs_client::Result<
         }
         out.extend_from_slice(&d);
     }
-}
-
-/// A plain HTTP/1.0 GET (the admin servers answer with a Content-Length
-/// body): the status code and the body.
-pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((code, body.to_string()))
 }
 
 /// Parses Prometheus text format strictly enough to catch malformed output:

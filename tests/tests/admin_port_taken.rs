@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use bigfs_tests::{
-    Cluster, Mount, TrackedChild, bin, free_port, http_get, random_bytes, read_file, write_file,
+    Cluster, Mount, TrackedChild, bin, free_port, random_bytes, read_file, write_file,
 };
 
 /// The warning every daemon logs when its admin port is taken.
@@ -39,7 +39,7 @@ async fn a_second_storage_node_on_a_taken_admin_port_still_registers_and_serves(
     let log = log_of(&c.log_path("node-2"));
     assert!(log.contains(&not_started(&shared)), "node-2 log: {log}");
     assert!(log.contains("Set admin_listen"), "node-2 log: {log}");
-    let (code, body) = http_get(&shared, "/healthz").expect("GET /healthz");
+    let (code, body) = c.admin_get(&shared, "/healthz").expect("GET /healthz");
     assert_eq!((code, body.trim()), (200, "ok node-1"));
 }
 
@@ -78,7 +78,9 @@ async fn a_second_metadata_service_on_a_taken_admin_port_still_serves() {
     .await;
     let text = log_of(&log);
     assert!(text.contains(&not_started(&c.meta_admin_addr)), "{text}");
-    let (code, _) = http_get(&c.meta_admin_addr, "/healthz").expect("GET /healthz");
+    let (code, _) = c
+        .admin_get(&c.meta_admin_addr, "/healthz")
+        .expect("GET /healthz");
     assert_eq!(code, 200, "the first service keeps its admin port");
 }
 

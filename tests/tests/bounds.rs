@@ -135,9 +135,9 @@ async fn oversize_requests_are_refused_and_the_daemons_survive() {
     })
     .await
     .unwrap();
-    let (_, failures) = bigfs_tests::http_get(&c.meta_admin_addr, "/failures").unwrap();
+    let (_, failures) = c.admin_get(&c.meta_admin_addr, "/failures").unwrap();
     assert!(failures.len() < 100_000, "{} bytes", failures.len());
-    let (_, metrics) = bigfs_tests::http_get(&c.meta_admin_addr, "/metrics").unwrap();
+    let (_, metrics) = c.admin_get(&c.meta_admin_addr, "/metrics").unwrap();
     assert!(!metrics.lines().any(|l| l.starts_with("fake")), "{metrics}");
 
     // Storage: a non-chunk call past MAX_REQUEST_SIZE, a chunk past the

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use bigfs_tests::{Cluster, http_get, random_bytes, write_file};
+use bigfs_tests::{Cluster, random_bytes, write_file};
 
 fn files_json(c: &Cluster, args: &[&str]) -> serde_json::Value {
     let mut all = vec!["--json", "admin", "files"];
@@ -48,7 +48,9 @@ async fn admin_files_lists_files_under_a_prefix_with_replica_health() {
         assert_eq!(f["status"], "healthy", "{alpha}");
         assert_eq!(f["healthy_chunks"], f["chunks"], "{alpha}");
     }
-    let (code, body) = http_get(&c.meta_admin_addr, "/files?prefix=/alpha").expect("GET /files");
+    let (code, body) = c
+        .admin_get(&c.meta_admin_addr, "/files?prefix=/alpha")
+        .expect("GET /files");
     assert_eq!(code, 200, "{body}");
     let http: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(alpha, http, "the CLI and /files disagree");

@@ -52,11 +52,19 @@ fn configs_with_a_bad_value_or_an_unknown_key_are_refused_naming_the_key() {
     assert_refused(m, "replication = \"three\"\n", "replication", &[]);
     assert_refused(m, "admin_listen = \"localhost\"\n", "admin_listen", &[]);
     assert_refused(m, "log_level = \"loud=[\"\n", "log_level", &[]);
+    assert_refused(m, "admin_token = \"short\"\n", "admin_token", &[]);
+    assert_refused(
+        m,
+        "",
+        "admin_token_file",
+        &["--admin-token-file", "/nonexistent"],
+    );
     let s = "bigfs-storage";
     assert_refused(s, "bogus_key = 1\n", "bogus_key", &[]);
     assert_refused(s, "max_concurrent_puts = 0\n", "max_concurrent_puts", &[]);
     assert_refused(s, "[retry]\nmax_retires = 2\n", "max_retires", &[]);
     assert_refused(s, "admin_listen = \"x:y\"\n", "admin_listen", &[]);
+    assert_refused(s, "admin_token = \"short\"\n", "admin_token", &[]);
     // A flag is checked like the file.
     assert_refused(m, "", "admin_listen", &["--admin-listen", "nope"]);
 }

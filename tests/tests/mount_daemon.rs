@@ -6,8 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bigfs_tests::{
-    Cluster, TEST_MOUNT_CONFIG, bin, deadline, free_port, http_get, is_mounted, metric_sum,
-    parse_prometheus, random_bytes,
+    ADMIN_TOKEN, AdminAuth, Cluster, TEST_MOUNT_CONFIG, bin, deadline, free_port, http_get,
+    is_mounted, metric_sum, parse_prometheus, random_bytes,
 };
 
 /// Time limit of each test here (see `bigfs_tests::deadline`): this file runs
@@ -15,8 +15,11 @@ use bigfs_tests::{
 /// for Cluster::start's own 20 s + 30 s waits.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn scrape(addr: &str) -> Vec<(String, f64)> {
-    let (code, body) = http_get(addr, "/metrics").expect("GET /metrics");
+/// The mount's `/metrics`, read with the admin token it was given.
+fn scrape(c: &Cluster, addr: &str) -> Vec<(String, f64)> {
+    let (code, body) = c
+        .admin_get_as(addr, "/metrics", AdminAuth::Token(ADMIN_TOKEN))
+        .expect("GET /metrics");
     assert_eq!(code, 200, "{body}");
     parse_prometheus(&body).unwrap_or_else(|e| panic!("not Prometheus text: {e}\n{body}"))
 }
@@ -47,6 +50,11 @@ async fn background_mount_logs_to_its_file_serves_metrics_and_exits_on_umount() 
         .arg(&log)
         .arg("-o")
         .arg(format!("admin_listen={admin}"))
+        .arg("-o")
+        .arg(format!(
+            "admin_token_file={}",
+            c.tls.join("admin-token").display()
+        ))
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .output()
@@ -66,12 +74,16 @@ async fn background_mount_logs_to_its_file_serves_metrics_and_exits_on_umount() 
     // The daemon's counters move with the traffic it carried.
     let deadline = Instant::now() + Duration::from_secs(10);
     let samples = loop {
-        match http_get(&admin, "/healthz") {
-            Ok((200, _)) => break scrape(&admin),
+        match c.admin_get_as(&admin, "/healthz", AdminAuth::Nothing) {
+            Ok((200, _)) => break scrape(&c, &admin),
             _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
             other => panic!("mount admin port {admin} never answered: {other:?}"),
         }
     };
+    let (code, body) = c
+        .admin_get_as(&admin, "/metrics", AdminAuth::Nothing)
+        .expect("GET /metrics");
+    assert_eq!(code, 401, "the mount's /metrics without a token: {body}");
     let written = metric_sum(&samples, "bigfs_client_bytes_written_total", &[]);
     assert!(written >= data.len() as f64, "bytes written {written}");
     assert!(metric_sum(&samples, "bigfs_client_chunk_ops_total", &[]) >= 2.0);

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bigfs_tests::{Cluster, Mount, deadline, free_port, http_get, metric_sum, parse_prometheus};
+use bigfs_tests::{Cluster, Mount, deadline, free_port, metric_sum, parse_prometheus};
 
 /// How long the metadata service stays away in the pause test: longer than
 /// the old retry budget (~3 s with the test retry policy) by far, well
@@ -45,8 +45,8 @@ fn let_caches_expire() {
     std::thread::sleep(Duration::from_millis(500));
 }
 
-fn scrape(addr: &str) -> Vec<(String, f64)> {
-    let (code, body) = http_get(addr, "/metrics").expect("GET /metrics");
+fn scrape(c: &Cluster, addr: &str) -> Vec<(String, f64)> {
+    let (code, body) = c.admin_get(addr, "/metrics").expect("GET /metrics");
     assert_eq!(code, 200, "{body}");
     parse_prometheus(&body).expect("Prometheus text")
 }
@@ -78,7 +78,7 @@ async fn a_metadata_restart_is_a_pause_not_eio() {
     assert!(started.elapsed() < AWAY + Duration::from_secs(15));
     assert!(m.path().join("d/new").exists(), "touch created the file");
 
-    let samples = scrape(&admin);
+    let samples = scrape(&c, &admin);
     assert!(metric_sum(&samples, "bigfs_client_meta_waits_total", &[]) >= 3.0);
     assert!(metric_sum(&samples, "bigfs_client_meta_wait_seconds_total", &[]) >= 3.0 * 6.0);
     assert_eq!(

@@ -340,9 +340,17 @@ fn run_foreground(
     if let Ok(addr) = bigfs_proto::daemon::parse_admin_listen(&cfg.admin_listen)
         && let Some(l) = rt.block_on(bigfs_proto::daemon::bind_admin(addr))
     {
+        // The token was checked with the configuration.
+        let access = bigfs_proto::admin_http::Access::new(
+            security,
+            cfg.admin_token().ok().flatten(),
+            bigfs_client::metrics_http::OPEN_PATHS,
+        );
         rt.spawn(bigfs_client::metrics_http::serve(
             l,
             Arc::clone(&client),
+            security.clone(),
+            access,
             std::future::pending(),
         ));
     }
