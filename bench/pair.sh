@@ -3,10 +3,12 @@
 # replication 3, the same fsbench workload on the mount, in alternating
 # rounds (A, B, A, B, ...). Prints each round's figures and, per figure,
 # the ratio of the means (B / A). A setup is the environment given to
-# bench/bigfs-up.sh, for example:
+# bench/bigfs-up.sh, or `moosefs` for the peer (GOAL=3
+# ../shared/peers/moosefs-cluster.sh), for example:
 #
 #   bench/pair.sh 3 "MEMBERS=1" "MEMBERS=3"               # one member vs three
 #   bench/pair.sh 3 "MEMBERS=3 INSECURE=1" "MEMBERS=3"    # the cost of TLS
+#   bench/pair.sh 3 moosefs "MEMBERS=3"                   # against MooseFS
 #   bench/pair.sh ROUNDS A B [fsbench args...]  (default --size-mib 64 --files 1000)
 #
 # The workload is ../shared/peers/fsbench.py when it is there (the one the
@@ -21,13 +23,32 @@ FSBENCH=${FSBENCH:-../shared/peers/fsbench.py}
 OUT=bench/results; mkdir -p "$OUT"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 H=/tmp/bigfs-pair-bench
+PEERS=${PEERS:-../shared/peers}
+# Starts a setup; prints its mount point.
+up() {
+  if [ "$1" = moosefs ]; then
+    GOAL=3 "$PEERS/moosefs-cluster.sh" start "$H-mfs" >/dev/null
+    echo "$H-mfs/mnt"
+  else
+    env $1 bench/bigfs-up.sh start "$H" >/dev/null
+    echo "$H/mnt"
+  fi
+}
+down() {
+  if [ "$1" = moosefs ]; then
+    "$PEERS/moosefs-cluster.sh" stop "$H-mfs" >/dev/null
+    rm -rf "$H-mfs"
+  else
+    bench/bigfs-up.sh stop "$H" >/dev/null
+  fi
+}
 echo "workload: $FSBENCH ${ARGS[*]}; A: $A; B: $B"
 for r in $(seq 1 "$ROUNDS"); do
   for side in A B; do
     setup=$A; [ "$side" = B ] && setup=$B
-    env $setup bench/bigfs-up.sh start "$H" >/dev/null
-    python3 "$FSBENCH" "$H/mnt" --json "${ARGS[@]}" >"$OUT/pair$side-$stamp-$r.json"
-    bench/bigfs-up.sh stop "$H" >/dev/null
+    mnt=$(up "$setup")
+    python3 "$FSBENCH" "$mnt" --json "${ARGS[@]}" >"$OUT/pair$side-$stamp-$r.json"
+    down "$setup"
     sleep 1
     echo "round $r, $side ($setup): $(cat "$OUT/pair$side-$stamp-$r.json")"
   done
