@@ -135,6 +135,12 @@ impl MountConfig {
         )
     }
 
+    /// Takes the metadata members from a mount source as fstab passes it:
+    /// `bigfs#HOST:PORT[,HOST:PORT...]` or the list alone.
+    pub fn apply_source(&mut self, source: &str) {
+        self.client.metadata = source.trim_start_matches("bigfs#").to_string();
+    }
+
     /// Applies one `-o` list ("ro,allow_other,cache_mb=512").
     /// `metadata=a:9400,b:9400` takes the addresses after it too: an item
     /// with a ':' and no '=' is no option but the next member.

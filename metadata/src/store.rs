@@ -54,9 +54,49 @@ pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, MetaError> {
     )?)
 }
 
+/// Decodes bincode bytes read from disk or from a peer.
+///
+/// bincode reserves a string's or byte buffer's declared length before it
+/// reads the bytes, so a forged length in a few bytes of input would make
+/// it allocate petabytes (an abort) or overflow a capacity (a panic). A
+/// decode may therefore claim at most `DECODE_CLAIM_PER_BYTE` times its
+/// input: bincode claims each value's in-memory size, at most 16 bytes per
+/// byte of input (an `u128` encoded in one byte), and a string's length,
+/// which a genuine string covers with its own bytes. The limit is a type
+/// parameter in bincode, so it comes in steps of 16x.
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, MetaError> {
-    Ok(bincode::serde::decode_from_slice(bytes, bincode::config::standard())?.0)
+    let claim = bytes
+        .len()
+        .saturating_mul(DECODE_CLAIM_PER_BYTE)
+        .saturating_add(DECODE_CLAIM_SLACK);
+    let standard = bincode::config::standard();
+    macro_rules! within {
+        ($($limit:expr),*) => {
+            $(
+                if claim <= $limit {
+                    let config = standard.with_limit::<{ $limit }>();
+                    return Ok(bincode::serde::decode_from_slice(bytes, config)?.0);
+                }
+            )*
+        };
+    }
+    within!(
+        1 << 16,
+        1 << 20,
+        1 << 24,
+        1 << 28,
+        1 << 32,
+        1 << 36,
+        1 << 40
+    );
+    // Inputs of 64 GiB and more: the input itself bounds nothing further.
+    Ok(bincode::serde::decode_from_slice(bytes, standard)?.0)
 }
+
+/// Bytes a decode may claim per byte of input (see [`decode`]).
+const DECODE_CLAIM_PER_BYTE: usize = 16;
+/// Claim allowed beyond that: headers of tiny inputs.
+const DECODE_CLAIM_SLACK: usize = 4096;
 
 pub(crate) fn io(context: &str, e: std::io::Error) -> MetaError {
     // A full disk is the operator's to fix, and the client's errno is
@@ -177,25 +217,11 @@ impl Store {
         File::open(self.dir.join(LOG_FILE))
             .and_then(|mut f| f.read_to_end(&mut bytes))
             .map_err(|e| io("reading the command log", e))?;
-        let mut last = snap_index;
-        let mut replayed = 0;
-        let mut pos = 0;
-        while let Some((index, payload, next)) = record_at(&bytes, pos) {
-            if index > last {
-                let cmd: Command = decode(payload)?;
-                // Only commands that applied cleanly are logged, so this
-                // succeeds; a failure would leave the state unchanged anyway.
-                // A client's named command is logged with its refusal too.
-                if let Err(e) = apply(&mut state, &cmd)
-                    && !cmd.logged_when_refused()
-                {
-                    tracing::warn!(index, error = %e, "logged command failed on replay");
-                }
-                last = index;
-                replayed += 1;
-            }
-            pos = next;
-        }
+        let Replayed {
+            last,
+            replayed,
+            valid: pos,
+        } = replay_command_log(&mut state, &bytes, snap_index)?;
         if pos < bytes.len() {
             // A torn tail: a write cut short, never acknowledged. Cut it so
             // new records follow the last good one.
@@ -210,7 +236,9 @@ impl Store {
             f.sync_data()
                 .map_err(|e| io("fdatasync of the command log", e))?;
         }
-        self.next_index = last + 1;
+        self.next_index = last.checked_add(1).ok_or_else(|| {
+            MetaError::Store(format!("{LOG_FILE} holds the last possible index {last}"))
+        })?;
         self.since_snapshot = replayed;
         tracing::info!(dir = %self.dir.display(), last_index = last, replayed, "metadata state loaded");
         Ok(state)
@@ -311,6 +339,48 @@ impl Store {
     }
 }
 
+/// What replaying a command log did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed {
+    /// Index of the last command applied (`after` when none was).
+    pub last: u64,
+    /// Commands applied.
+    pub replayed: u64,
+    /// Where the valid records end: bytes after it are a torn tail.
+    pub valid: usize,
+}
+
+/// Applies to `state` every command of a `commands.log` image after index
+/// `after` (public for the fuzz harness, which feeds it arbitrary bytes).
+pub fn replay_command_log(
+    state: &mut State,
+    bytes: &[u8],
+    after: u64,
+) -> Result<Replayed, MetaError> {
+    let mut out = Replayed {
+        last: after,
+        replayed: 0,
+        valid: 0,
+    };
+    while let Some((index, payload, next)) = record_at(bytes, out.valid) {
+        if index > out.last {
+            let cmd: Command = decode(payload)?;
+            // Only commands that applied cleanly are logged, so this
+            // succeeds; a failure would leave the state unchanged anyway.
+            // A client's named command is logged with its refusal too.
+            if let Err(e) = apply(state, &cmd)
+                && !cmd.logged_when_refused()
+            {
+                tracing::warn!(index, error = %e, "logged command failed on replay");
+            }
+            out.last = index;
+            out.replayed += 1;
+        }
+        out.valid = next;
+    }
+    Ok(out)
+}
+
 /// The state a single-member data directory of an earlier BigFS holds
 /// (`metadata.redb` + `commands.log`, before the Raft log), if this one has
 /// such files and no snapshot of the Raft state machine yet: the member
@@ -351,8 +421,9 @@ impl Syncer {
     }
 }
 
-/// Appends the record of `payload` at `index` to `out`.
-pub(crate) fn push_record(out: &mut Vec<u8>, index: u64, payload: &[u8]) {
+/// Appends the record of `payload` at `index` to `out` (public so the fuzz
+/// harness can frame arbitrary payloads past the checksum).
+pub fn push_record(out: &mut Vec<u8>, index: u64, payload: &[u8]) {
     out.reserve(HEADER + payload.len());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32(index, payload).to_le_bytes());
@@ -527,5 +598,59 @@ mod tests {
         assert!(store.log.dirty.load(Ordering::Acquire), "synced per append");
         store.syncer().sync().unwrap();
         assert!(!store.log.dirty.load(Ordering::Acquire), "sync on request");
+    }
+
+    /// A bincode length of `len`: the varint marker for a u64, then it.
+    fn forged_len(len: u64) -> Vec<u8> {
+        let mut b = vec![253];
+        b.extend_from_slice(&len.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn a_forged_length_is_an_error_not_an_allocation() {
+        // Found by fuzz/meta_log: a string declared 2^62 bytes long made
+        // bincode reserve it before reading (an abort), and one longer
+        // than isize::MAX overflowed the capacity (a panic).
+        for len in [1u64 << 62, u64::MAX, 1 << 40, 100_000] {
+            assert!(decode::<String>(&forged_len(len)).is_err(), "{len}");
+            assert!(
+                decode::<(u64, Vec<String>)>(&[[1].as_slice(), &[1], &forged_len(len)].concat())
+                    .is_err()
+            );
+        }
+        // Genuine values, long strings and wide integers included, decode.
+        let big = (
+            "x".repeat(200_000),
+            vec![u128::MAX; 1000],
+            vec![u64::MAX; 10],
+        );
+        assert_eq!(
+            decode::<(String, Vec<u128>, Vec<u64>)>(&encode(&big).unwrap()).unwrap(),
+            big
+        );
+        let narrow = vec![u128::from(u8::MAX); 100_000];
+        assert_eq!(
+            decode::<Vec<u128>>(&encode(&narrow).unwrap()).unwrap(),
+            narrow
+        );
+    }
+
+    #[test]
+    fn replay_stops_at_the_first_torn_record_and_refuses_a_forged_one() {
+        let mut state = State::new();
+        let mut bytes = Vec::new();
+        push_record(&mut bytes, 1, &encode(&mkdir(1, "a", 1)).unwrap());
+        let good = bytes.len();
+        bytes.extend_from_slice(&[1, 2, 3]);
+        let r = replay_command_log(&mut state, &bytes, 0).unwrap();
+        assert_eq!((r.last, r.replayed, r.valid), (1, 1, good));
+        let mut forged = Vec::new();
+        push_record(
+            &mut forged,
+            1,
+            &[[0].as_slice(), &forged_len(1 << 62)].concat(),
+        );
+        assert!(replay_command_log(&mut State::new(), &forged, 0).is_err());
     }
 }

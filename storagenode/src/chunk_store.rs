@@ -506,7 +506,9 @@ fn scan(root: &Path) -> Result<Vec<(ChunkId, u64)>, StoreError> {
             let name = entry.file_name();
             let parsed = name
                 .to_str()
-                .filter(|n| n.len() == 64 && Some(&n[..2]) == prefix.to_str())
+                // `get`, not `[..2]`: a 64-byte name may start with a
+                // multi-byte character, and slicing it would panic.
+                .filter(|n| n.len() == 64 && n.get(..2) == prefix.to_str())
                 .and_then(|n| ChunkId::from_hex(n).ok());
             let Some(id) = parsed else {
                 tracing::warn!(path = %entry.path().display(), "ignoring a file that is not a chunk");
@@ -818,6 +820,20 @@ mod tests {
         assert_eq!(s.unlisted(), (len, 1));
         assert_eq!(s.sweep_unlisted(Duration::ZERO).await.unwrap(), (1, len));
         assert_eq!((s.used_bytes(), s.unlisted()), (0, (0, 0)));
+    }
+
+    #[tokio::test]
+    async fn a_non_ascii_name_in_a_fanout_directory_is_ignored_not_a_panic() {
+        // Found by fuzz/chunk_files: a 64-byte name starting with a
+        // multi-byte character panicked the scan at open.
+        let dir = tempfile::tempdir().unwrap();
+        let (a, da) = chunk("i");
+        let fanout = dir.path().join("chunks").join(&a.to_hex()[..2]);
+        std::fs::create_dir_all(&fanout).unwrap();
+        std::fs::write(fanout.join(format!("\u{20ac}{}", "0".repeat(61))), b"x").unwrap();
+        std::fs::write(fanout.join(a.to_hex()), &da).unwrap();
+        let s = ChunkStore::open(dir.path(), limits()).await.unwrap();
+        assert_eq!(s.inventory().await.unwrap(), vec![a]);
     }
 
     #[tokio::test]

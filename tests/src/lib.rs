@@ -524,6 +524,26 @@ impl Cluster {
         self.meta_child.is_some()
     }
 
+    /// The processes (`metadata`, node names) started and not killed by
+    /// the test that have exited since, with how: an empty list means
+    /// every daemon still runs.
+    pub fn exited(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        let procs = std::iter::once(("metadata".to_string(), &mut self.meta_child)).chain(
+            self.nodes
+                .iter_mut()
+                .map(|n| (n.name.clone(), &mut n.child)),
+        );
+        for (name, child) in procs {
+            if let Some(c) = child
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                out.push(format!("{name} ({status})"));
+            }
+        }
+        out
+    }
+
     pub async fn status(&self) -> pb::StatusReply {
         let mut c = bigfs_proto::metadata_client(&self.meta_addr).expect("client");
         c.status(pb::Empty {}).await.expect("status").into_inner()

@@ -70,10 +70,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let (source, mountpoint) = match args.positional.as_slice() {
         [m] => (None, PathBuf::from(m)),
-        [s, m] => (
-            Some(s.trim_start_matches("bigfs#").to_string()),
-            PathBuf::from(m),
-        ),
+        [s, m] => (Some(s.as_str()), PathBuf::from(m)),
         _ => return fail(2, "usage: bigfs-mount [SOURCE] MOUNTPOINT"),
     };
     let mut cfg = match load_config(args.config.as_deref()) {
@@ -81,7 +78,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(2, e),
     };
     if let Some(s) = source {
-        cfg.client.metadata = s;
+        cfg.apply_source(s);
     }
     if let Some(m) = &args.metadata {
         cfg.client.metadata = m.clone();
