@@ -83,6 +83,18 @@ pub fn https_get(
     ca_dir: &Path,
     auth: AdminAuth<'_>,
 ) -> std::io::Result<(u16, String)> {
+    let mut stream = https_stream(addr, ca_dir, &auth)?;
+    get_on(&mut stream, addr, path, auth)
+}
+
+/// A TLS connection to `addr` trusting the CA in `ca_dir`, presenting the
+/// certificate `auth` names if it names one (the handshake completes on
+/// first use).
+pub fn https_stream(
+    addr: &str,
+    ca_dir: &Path,
+    auth: &AdminAuth<'_>,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
     let ca = TlsMaterial::load(ca_dir).map_err(other)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -101,6 +113,5 @@ pub fn https_get(
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_string();
     let name = rustls::pki_types::ServerName::try_from(host).map_err(other)?;
     let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(other)?;
-    let mut stream = rustls::StreamOwned::new(conn, connect(addr)?);
-    get_on(&mut stream, addr, path, auth)
+    Ok(rustls::StreamOwned::new(conn, connect(addr)?))
 }

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bigfs_proto::pb;
-use bigfs_tests::{Cluster, certs, deadline, random_bytes, read_file, write_file};
+use bigfs_tests::{AdminAuth, Cluster, certs, deadline, random_bytes, read_file, write_file};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use prost::Message;
@@ -688,19 +688,49 @@ fn http_request(rng: &mut StdRng) -> Vec<u8> {
     out
 }
 
+/// A connection, plain or TLS.
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// How a raw HTTP request reaches an admin port (which speaks HTTPS).
+#[derive(Clone, Copy)]
+enum Via<'a> {
+    /// Plain TCP: the bytes hit the TLS listener as a bogus handshake.
+    Plain,
+    /// Inside a TLS session trusting the CA in this directory, presenting
+    /// its certificate (an admin's, a client's) or none.
+    Tls(&'a std::path::Path, Option<&'a std::path::Path>),
+}
+
 /// Sends one raw HTTP request on a new connection; reads what comes back.
-fn send_http(addr: &str, request: &[u8], tally: &Tally) {
+fn send_http(addr: &str, request: &[u8], via: Via<'_>, tally: &Tally) {
     tally.sent.fetch_add(1, Ordering::Relaxed);
-    let outcome = (|| -> std::io::Result<Vec<u8>> {
-        let mut s = std::net::TcpStream::connect(addr)?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let exchange = |s: &mut dyn ReadWrite| -> std::io::Result<Vec<u8>> {
         s.write_all(request)?;
-        s.shutdown(std::net::Shutdown::Write)?;
+        s.flush()?;
         let mut head = vec![0; 64];
         let n = s.read(&mut head)?;
         head.truncate(n);
         Ok(head)
+    };
+    let outcome = (|| -> std::io::Result<Vec<u8>> {
+        let tcp_timeouts = |s: &std::net::TcpStream| -> std::io::Result<()> {
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.set_write_timeout(Some(Duration::from_secs(5)))
+        };
+        match via {
+            Via::Plain => {
+                let mut s = std::net::TcpStream::connect(addr)?;
+                tcp_timeouts(&s)?;
+                exchange(&mut s)
+            }
+            Via::Tls(ca, cert) => {
+                let auth = cert.map_or(AdminAuth::Nothing, AdminAuth::Cert);
+                let mut s = bigfs_tests::https_stream(addr, ca, &auth)?;
+                tcp_timeouts(&s.sock)?;
+                exchange(&mut s)
+            }
+        }
     })();
     match outcome {
         Ok(head) if head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200") => {
@@ -711,15 +741,28 @@ fn send_http(addr: &str, request: &[u8], tally: &Tally) {
     };
 }
 
-/// Floods one admin HTTP port with `PER_SERVICE` raw requests.
-async fn flood_http(addr: String, seed: u64, tally: Arc<Tally>) {
+/// Floods one admin HTTP port with `PER_SERVICE` raw requests: most inside
+/// TLS sessions (as an admin, as a client, with no certificate), so they
+/// reach the HTTP layer and its authentication, some as plain bytes.
+async fn flood_http(addr: String, tls: std::path::PathBuf, seed: u64, tally: Arc<Tally>) {
     let mut workers = tokio::task::JoinSet::new();
     for w in 0..IN_FLIGHT / 2 {
-        let (addr, tally) = (addr.clone(), tally.clone());
+        let (addr, tally, tls) = (addr.clone(), tally.clone(), tls.clone());
         workers.spawn_blocking(move || {
             let mut rng = StdRng::seed_from_u64(seed ^ 0x4854_5450 ^ w as u64);
+            let (ca, admin, client) = (
+                tls.join("cli"),
+                tls.join("flood-admin"),
+                tls.join("flood-client"),
+            );
             for _ in (w..PER_SERVICE).step_by(IN_FLIGHT / 2) {
-                send_http(&addr, &http_request(&mut rng), &tally);
+                let via = match rng.random_range(0..8) {
+                    0 => Via::Plain,
+                    1 => Via::Tls(&ca, None),
+                    2 | 3 => Via::Tls(&ca, Some(&client)),
+                    _ => Via::Tls(&ca, Some(&admin)),
+                };
+                send_http(&addr, &http_request(&mut rng), via, &tally);
             }
         });
     }
@@ -786,7 +829,12 @@ async fn random_and_malformed_requests_leave_every_daemon_up_and_the_files_intac
     for (i, (name, addr)) in http.into_iter().enumerate() {
         let tally = Arc::new(Tally::default());
         tallies.push((format!("{name} HTTP"), tally.clone()));
-        floods.spawn(flood_http(addr, seed.wrapping_add(100 + i as u64), tally));
+        floods.spawn(flood_http(
+            addr,
+            c.tls.clone(),
+            seed.wrapping_add(100 + i as u64),
+            tally,
+        ));
     }
     let flood_start = Instant::now();
     while let Some(r) = floods.join_next().await {
@@ -827,7 +875,7 @@ async fn random_and_malformed_requests_leave_every_daemon_up_and_the_files_intac
             .unwrap_or_else(|s| panic!("{} does not answer: {s}", n.id));
     }
     for addr in std::iter::once(&c.meta_admin_addr).chain(c.nodes.iter().map(|n| &n.admin_addr)) {
-        let (code, body) = bigfs_tests::http_get(addr, "/healthz").expect("healthz");
+        let (code, body) = c.admin_get(addr, "/healthz").expect("healthz");
         assert!(code > 0, "{addr}: no HTTP answer: {body}");
     }
     c.wait_nodes_up(3).await;
