@@ -95,6 +95,15 @@ pub fn https_stream(
     ca_dir: &Path,
     auth: &AdminAuth<'_>,
 ) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
+    https_connect(addr, &https_config(ca_dir, auth)?)
+}
+
+/// The client TLS setting [`https_stream`] uses, to share among many
+/// connections (it keeps their sessions for resumption).
+pub fn https_config(
+    ca_dir: &Path,
+    auth: &AdminAuth<'_>,
+) -> std::io::Result<Arc<rustls::ClientConfig>> {
     let ca = TlsMaterial::load(ca_dir).map_err(other)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -110,8 +119,16 @@ pub fn https_stream(
         }
         _ => builder.with_no_client_auth(),
     };
+    Ok(Arc::new(config))
+}
+
+/// A TLS connection to `addr` with `config`.
+pub fn https_connect(
+    addr: &str,
+    config: &Arc<rustls::ClientConfig>,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_string();
     let name = rustls::pki_types::ServerName::try_from(host).map_err(other)?;
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(other)?;
+    let conn = rustls::ClientConnection::new(Arc::clone(config), name).map_err(other)?;
     Ok(rustls::StreamOwned::new(conn, connect(addr)?))
 }

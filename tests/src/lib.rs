@@ -15,7 +15,7 @@ use bigfs_client::{Client, ClientConfig};
 use bigfs_proto::{RetryConfig, pb};
 use sha2::{Digest, Sha256};
 
-pub use admin_http::{AdminAuth, http_get, https_get, https_stream};
+pub use admin_http::{AdminAuth, http_get, https_config, https_connect, https_get, https_stream};
 
 pub mod admin_http;
 pub mod certs;
