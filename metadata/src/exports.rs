@@ -266,6 +266,40 @@ impl Exports {
     }
 }
 
+/// A scope with its export root resolved (`None`: not confined).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct View {
+    root: Option<u64>,
+}
+
+impl View {
+    /// As [`Scope::inode`].
+    pub fn inode(&self, state: &State, ino: u64) -> Result<u64, MetaError> {
+        let Some(root) = self.root else {
+            return Ok(ino);
+        };
+        let ino = if ino == ROOT_INO { root } else { ino };
+        if namespace::is_within(state, ino, root) {
+            Ok(ino)
+        } else {
+            Err(MetaError::ns(
+                EACCES,
+                format!("inode {ino} lies outside this client's export"),
+            ))
+        }
+    }
+
+    /// As [`Scope::attr`].
+    pub fn attr(&self, state: &State, ino: u64) -> Result<bigfs_proto::pb::Attr, MetaError> {
+        let ino = self.inode(state, ino)?;
+        let mut attr = state.attr(ino)?;
+        if self.root == Some(ino) {
+            attr.ino = ROOT_INO;
+        }
+        Ok(attr)
+    }
+}
+
 /// What one request may touch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scope {
@@ -397,30 +431,30 @@ impl Scope {
         }
     }
 
+    /// The export's root resolved in `state`, once for a request that
+    /// checks several inodes.
+    pub fn view(&self, state: &State) -> Result<View, MetaError> {
+        Ok(View {
+            root: match self.grant() {
+                None => None,
+                Some(_) => Some(self.root(state)?),
+            },
+        })
+    }
+
     /// The server's inode for the client's `ino`: the client's 1 is the
     /// export root. Refuses an inode outside the export.
     pub fn inode(&self, state: &State, ino: u64) -> Result<u64, MetaError> {
         if self.grant().is_none() {
             return Ok(ino);
         }
-        let root = self.root(state)?;
-        let ino = if ino == ROOT_INO { root } else { ino };
-        if namespace::is_within(state, ino, root) {
-            Ok(ino)
-        } else {
-            Err(MetaError::ns(
-                EACCES,
-                format!("inode {ino} lies outside this client's export"),
-            ))
-        }
+        self.view(state)?.inode(state, ino)
     }
 
-    /// The client's number for the server's `ino` (the root is 1).
-    pub fn client_ino(&self, state: &State, ino: u64) -> u64 {
-        match self.root(state) {
-            Ok(root) if root == ino => ROOT_INO,
-            _ => ino,
-        }
+    /// The attributes of the client's `ino` as it sees them: refused
+    /// outside its export, the export's root numbered 1.
+    pub fn attr(&self, state: &State, ino: u64) -> Result<bigfs_proto::pb::Attr, MetaError> {
+        self.view(state)?.attr(state, ino)
     }
 
     /// The grant as the `Export` RPC tells it.
@@ -604,8 +638,8 @@ mod tests {
         assert_eq!(root.inode(&s, e).unwrap(), e);
         assert_eq!(root.inode(&s, outside).unwrap_err().errno(), Some(EACCES));
         assert_eq!(root.inode(&s, 999).unwrap_err().errno(), Some(EACCES));
-        assert_eq!(root.client_ino(&s, e), ROOT_INO);
-        assert_eq!(root.client_ino(&s, inside), inside);
+        assert_eq!(root.attr(&s, e).unwrap().ino, ROOT_INO);
+        assert_eq!(root.attr(&s, inside).unwrap().ino, inside);
         assert_eq!(root.path("/../f"), "/e/f");
         assert_eq!(Scope::Full.inode(&s, outside).unwrap(), outside);
     }

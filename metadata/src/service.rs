@@ -292,7 +292,7 @@ impl MetadataService {
             Reply::Ino(ino) => ino,
             Reply::Done => return Err(Status::internal("command returned no inode")),
         };
-        let (attr, _) = self.with_local(move |core, _, _| scoped_attr(&scope, &core.state, ino))?;
+        let (attr, _) = self.with_local(move |core, _, _| scope.attr(&core.state, ino))?;
         Ok(Response::new(pb::AttrReply { attr: Some(attr) }))
     }
 
@@ -318,18 +318,6 @@ impl MetadataService {
     async fn execute_empty(&self, cmd: Command) -> Result<Response<pb::Empty>, Status> {
         self.execute(cmd).await.map(|_| Response::new(pb::Empty {}))
     }
-}
-
-/// The attributes of `ino` as the caller sees them: refused outside its
-/// export, the export's root numbered 1.
-fn scoped_attr(scope: &Scope, state: &State, ino: u64) -> Result<pb::Attr, MetaError> {
-    if *scope == Scope::Full {
-        return state.attr(ino);
-    }
-    let ino = scope.inode(state, ino)?;
-    let mut attr = state.attr(ino)?;
-    attr.ino = scope.client_ino(state, ino);
-    Ok(attr)
 }
 
 /// Placement candidates: every registered node with its liveness.
@@ -378,7 +366,7 @@ impl Metadata for MetadataService {
             let st = &core.state;
             let ino = namespace::lookup(st, scope.inode(st, r.parent)?, &r.name)?;
             Ok(pb::AttrReply {
-                attr: Some(scoped_attr(&scope, st, ino)?),
+                attr: Some(scope.attr(st, ino)?),
             })
         })
         .await
@@ -395,7 +383,7 @@ impl Metadata for MetadataService {
         self.with(move |core, _, _| {
             let ino = namespace::resolve_path(&core.state, &scope.path(&r.path))?;
             Ok(pb::AttrReply {
-                attr: Some(scoped_attr(&scope, &core.state, ino)?),
+                attr: Some(scope.attr(&core.state, ino)?),
             })
         })
         .await
@@ -411,7 +399,7 @@ impl Metadata for MetadataService {
         self.with(move |core, _, _| {
             let st = &core.state;
             Ok(pb::AttrReply {
-                attr: Some(scoped_attr(&scope, st, scope.inode(st, ino)?)?),
+                attr: Some(scope.attr(st, ino)?),
             })
         })
         .await
@@ -578,14 +566,15 @@ impl Metadata for MetadataService {
         let r = request.into_inner();
         self.with(move |core, _, _| {
             let st = &core.state;
-            let dir = scope.inode(st, r.ino)?;
+            let view = scope.view(st)?;
+            let dir = view.inode(st, r.ino)?;
             let (list, eof) = namespace::read_dir(st, dir, r.offset, r.limit)?;
             let entries = list
                 .into_iter()
                 .filter_map(|e| {
                     // A confined client does not see a hard link whose
                     // file lives outside its export.
-                    let attr = scoped_attr(&scope, st, e.ino).ok()?;
+                    let attr = view.attr(st, e.ino).ok()?;
                     Some(pb::DirEntry {
                         name: e.name,
                         ino: e.ino,
@@ -609,8 +598,9 @@ impl Metadata for MetadataService {
         let ino = request.into_inner().ino;
         self.with(move |core, live, _| {
             let st = &core.state;
-            let ino = scope.inode(st, ino)?;
-            let attr = scoped_attr(&scope, st, ino)?;
+            let view = scope.view(st)?;
+            let ino = view.inode(st, ino)?;
+            let attr = view.attr(st, ino)?;
             let now = Instant::now();
             let mut chunks = Vec::new();
             for (&index, r) in st.layouts.get(&ino).into_iter().flatten() {
