@@ -12,13 +12,13 @@
 //! seed from the clock:
 //! `BIGFS_CHAOS_SECS=1200 cargo test -p bigfs-tests --test chaos -- --nocapture random`.
 
-use std::os::fd::IntoRawFd;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bigfs_tests::{Cluster, Mount, deadline, random_bytes, sha256_file, sha256_hex};
+use bigfs_tests::{Cluster, Mount, deadline, random_bytes, sha256_file};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -71,58 +71,60 @@ const KEPT_PER_WRITER: usize = 200;
 /// deleted since): name -> SHA-256.
 type Acked = Arc<Mutex<Vec<(String, String)>>>;
 
-/// Writes `data` to a new file `path`, fsyncs and closes it, checking
-/// close's own result (flush errors surface there).
-fn write_fsync_close(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    let fd = f.into_raw_fd();
-    // SAFETY: `fd` is ours (taken from the File) and closed exactly once.
-    if unsafe { libc::close(fd) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+/// One `bigfs-chaos-writer` process (see there for why it is a process)
+/// and the thread that records what it acknowledges into `Acked`.
+struct Writer {
+    child: Child,
+    reader: std::thread::JoinHandle<Option<(u32, u32)>>,
 }
 
-fn writer(dir: PathBuf, id: usize, seed: u64, stop: Arc<AtomicBool>, acked: Acked) -> (u32, u32) {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let (mut ok, mut failed) = (0, 0);
-    let mut n = 0u64;
-    let mut mine: Vec<String> = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        if mine.len() >= KEPT_PER_WRITER {
-            // Whether it succeeds or not, the file leaves the checked set:
-            // an unlink that failed may still have happened.
-            let victim = mine.swap_remove(rng.random_range(0..mine.len()));
-            acked.lock().unwrap().retain(|(name, _)| *name != victim);
-            let _ = std::fs::remove_file(dir.join(&victim));
-        }
-        n += 1;
-        let name = format!("w{id}-{n}");
-        let size = match rng.random_range(0..10) {
-            0 => 0,
-            1 => rng.random_range(1..4096),
-            _ => rng.random_range(4096..=MAX_FILE),
-        };
-        let data = random_bytes(size, rng.random());
-        match write_fsync_close(&dir.join(&name), &data) {
-            Ok(()) => {
-                ok += 1;
-                mine.push(name.clone());
-                acked.lock().unwrap().push((name, sha256_hex(&data)));
+impl Writer {
+    fn spawn(dir: &Path, id: usize, seed: u64, acked: Acked) -> Writer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bigfs-chaos-writer"))
+            .arg(dir)
+            .args([
+                id.to_string(),
+                seed.to_string(),
+                MAX_FILE.to_string(),
+                KEPT_PER_WRITER.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn bigfs-chaos-writer");
+        bigfs_tests::track_child(&child);
+        let out = child.stdout.take().expect("writer stdout");
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let line = line.expect("writer stdout");
+                let words: Vec<&str> = line.split(' ').collect();
+                match words[..] {
+                    ["ack", name, sha] => {
+                        acked.lock().unwrap().push((name.into(), sha.into()));
+                    }
+                    ["drop", name] => acked.lock().unwrap().retain(|(n, _)| n != name),
+                    ["done", ok, failed] => {
+                        return Some((ok.parse().unwrap(), failed.parse().unwrap()));
+                    }
+                    _ => panic!("writer {id} printed {line:?}"),
+                }
             }
-            Err(_) => {
-                failed += 1;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
+            None
+        });
+        Writer { child, reader }
     }
-    (ok, failed)
+
+    /// Closes the writer's stdin, which stops it after the file in hand,
+    /// and returns how many files it got acknowledged and how many failed.
+    fn stop(mut self) -> (u32, u32) {
+        drop(self.child.stdin.take());
+        let status = self.child.wait().expect("wait for a writer");
+        assert!(status.success(), "a writer failed: {status}");
+        self.reader
+            .join()
+            .expect("writer reader thread")
+            .expect("the writer said done")
+    }
 }
 
 /// One random fault, then recovery from it.
@@ -183,21 +185,13 @@ async fn run_chaos(secs: u64, seed: u64) {
     eprintln!("chaos: seed {seed} (replay with BIGFS_CHAOS_SEED={seed}), {secs} s");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut c = Cluster::start_with(NODES, CHAOS_META).await;
-    // The writers' open files are inherited by every server the harness
-    // spawns (posix_spawn copies the fd table) and exec closes them, which
-    // flushes through the mount; a flush waits for the metadata service,
-    // which may be the very process being started. A short meta_wait keeps
-    // that exec stall (one per open file) well inside wait_metadata's 20 s.
-    let mut m = Mount::new(&c, &["meta_wait=2"]);
+    // The writers are processes of their own, so the servers this test
+    // restarts never inherit a file of the mount (see bigfs-chaos-writer).
+    let mut m = Mount::new(&c, &[]);
 
-    let stop = Arc::new(AtomicBool::new(false));
     let acked: Acked = Arc::default();
     let writers: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            let (dir, stop, acked) = (m.path().to_path_buf(), stop.clone(), acked.clone());
-            let s = rng.random();
-            std::thread::spawn(move || writer(dir, w, s, stop, acked))
-        })
+        .map(|w| Writer::spawn(m.path(), w, rng.random(), acked.clone()))
         .collect();
 
     let mut counts = Counts::default();
@@ -206,10 +200,9 @@ async fn run_chaos(secs: u64, seed: u64) {
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..2_000))).await;
         fault(&mut c, &mut rng, &mut counts).await;
     }
-    stop.store(true, Ordering::Relaxed);
     let (mut ok, mut failed) = (0, 0);
     for w in writers {
-        let (o, f) = w.join().expect("writer thread");
+        let (o, f) = w.stop();
         ok += o;
         failed += f;
     }
