@@ -42,7 +42,7 @@ pub struct ChunkIo {
 impl ChunkIo {
     pub fn new(cfg: &ClientConfig) -> Result<Self> {
         Ok(ChunkIo {
-            meta: Meta::new(&cfg.metadata, cfg.retry.clone(), cfg.meta_wait)?,
+            meta: Meta::confined(&cfg.metadata, &cfg.subdir, cfg.retry.clone(), cfg.meta_wait)?,
             cache: ChunkCache::new(cfg.cache_bytes),
             metrics: TransferMetrics::default(),
             retry: cfg.retry.clone(),

@@ -299,6 +299,29 @@ impl Client {
         Ok(())
     }
 
+    /// Records access times from reads (see `atime`), `MAX_KEEP_INODES`
+    /// per call.
+    pub async fn record_access(&self, times: Vec<(u64, pb::Timestamp)>) -> Result<()> {
+        for batch in times.chunks(bigfs_proto::MAX_KEEP_INODES) {
+            let req = pb::RecordAccessRequest {
+                accesses: (batch.iter())
+                    .map(|(ino, t)| pb::InodeTime {
+                        ino: *ino,
+                        atime: Some(*t),
+                    })
+                    .collect(),
+            };
+            self.io
+                .meta
+                .call("record access", |mut c| {
+                    let r = req.clone();
+                    async move { c.record_access(r).await }
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
     /// The last open of `ino` closed: frees it if it was unlinked meanwhile.
     pub async fn release_inode(&self, ino: u64) -> Result<()> {
         self.io

@@ -39,6 +39,11 @@ pub struct ClientConfig {
     pub node_penalty_ms: u64,
     /// Name reported to the metadata service with failure reports.
     pub client_name: String,
+    /// Subtree of the cluster (or of this client's export) that becomes
+    /// the root (`-o subdir=/path`, MooseFS `mfssubfolder`). The metadata
+    /// service confines every call to it, as it confines an export. Default
+    /// empty: everything.
+    pub subdir: String,
 }
 
 impl Default for ClientConfig {
@@ -54,6 +59,7 @@ impl Default for ClientConfig {
             commit_every_chunks: 64,
             node_penalty_ms: 10_000,
             client_name: format!("client-{}", std::process::id()),
+            subdir: String::new(),
         }
     }
 }

@@ -54,6 +54,23 @@ impl HandleState {
     fn has_pending(&self) -> bool {
         self.buffered_chunks() > 0
     }
+
+    /// Bytes the buffered chunks will store (an upload in flight counts
+    /// as a whole chunk).
+    fn buffered_bytes(&self, chunk_size: u64) -> u64 {
+        let dirty: u64 = self.dirty.values().map(|d| d.data().len() as u64).sum();
+        let done: u64 = self.done.values().map(|u| u.data.len() as u64).sum();
+        dirty + done + self.inflight.len() as u64 * chunk_size
+    }
+}
+
+/// A handle's writes not yet committed, as `stat` must show them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    /// The size including the unflushed writes.
+    pub size: u64,
+    /// Bytes the buffered chunks will store once uploaded.
+    pub bytes: u64,
 }
 
 pub struct FileHandle {
@@ -96,10 +113,13 @@ impl FileHandle {
         self.state.lock().await.size
     }
 
-    /// The size including unflushed writes, when there are any.
-    pub async fn pending_size(&self) -> Option<u64> {
+    /// The size and buffered bytes of unflushed writes, when there are any.
+    pub async fn pending(&self) -> Option<Pending> {
         let st = self.state.lock().await;
-        (st.has_pending() || st.needs_commit).then_some(st.size)
+        (st.has_pending() || st.needs_commit).then(|| Pending {
+            size: st.size,
+            bytes: st.buffered_bytes(self.chunk_size),
+        })
     }
 
     /// The attributes the metadata service returned for this handle's last
@@ -298,6 +318,27 @@ impl FileHandle {
             self.commit(&mut st).await?;
         }
         Ok(data.len())
+    }
+
+    /// Makes `[offset, end)` read as zeros (fallocate's punch hole and zero
+    /// range). Only the part inside the file is written: past the size the
+    /// file reads as zeros already. Whole chunks of zeros share one stored
+    /// chunk (chunks are named by their content), so a punched run of
+    /// chunks costs one chunk of space, not its length.
+    pub async fn zero_range(&self, offset: u64, end: u64) -> Result<()> {
+        let stop = end.min(self.size().await);
+        if offset >= stop {
+            return Ok(());
+        }
+        let cs = self.chunk_size;
+        let zeros = vec![0u8; cs.min(stop - offset) as usize];
+        let mut pos = offset;
+        while pos < stop {
+            let n = (cs - pos % cs).min(stop - pos);
+            self.write(pos, &zeros[..n as usize]).await?;
+            pos += n;
+        }
+        Ok(())
     }
 
     /// Sends one layout commit: these chunk references, size at least `size`,

@@ -19,10 +19,13 @@ use fuser::{
     ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::atime::{AtimeMode, Atimes};
 use crate::client::Client;
 use crate::error::ClientError;
+use crate::file::Pending;
 use crate::fresh_inodes::FreshInodes;
 use crate::mount_config::MountConfig;
+use crate::open_dirs::OpenDirs;
 use crate::open_files::OpenFiles;
 use crate::permissions::{self, AttrChange, Squash, Who, permitted, require, require_removable};
 
@@ -34,59 +37,14 @@ pub struct BigFs {
     client: Arc<Client>,
     rt: tokio::runtime::Handle,
     open: Arc<OpenFiles>,
-    dirs: Arc<DirListings>,
+    dirs: Arc<OpenDirs>,
+    /// Access times noted by reads, sent in batches (see `atime`).
+    atimes: Arc<Atimes>,
     fresh: Arc<FreshInodes>,
     cfg: MountConfig,
     /// The export's squash: callers it maps are checked here, as the
     /// anonymous user (see `permissions`).
     squash: Option<Squash>,
-}
-
-/// Directory listings of open directory handles. The kernel reads a
-/// directory a few dozen entries per call; fetching the listing once per
-/// `opendir` (and again at a rewind to offset 0) keeps that to one round of
-/// RPCs instead of one per call.
-#[derive(Default)]
-pub struct DirListings {
-    next_fh: std::sync::atomic::AtomicU64,
-    by_fh: std::sync::Mutex<std::collections::HashMap<u64, Arc<Vec<pb::DirEntry>>>>,
-}
-
-impl DirListings {
-    fn open(&self) -> u64 {
-        self.next_fh
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1
-    }
-
-    fn release(&self, fh: u64) {
-        if let Ok(mut m) = self.by_fh.lock() {
-            m.remove(&fh);
-        }
-    }
-
-    /// The listing of `ino` for handle `fh`: fetched at offset 0 (a fresh
-    /// read or a rewind), reused after.
-    async fn get(
-        &self,
-        client: &Client,
-        ino: u64,
-        fh: u64,
-        offset: u64,
-    ) -> Result<Arc<Vec<pb::DirEntry>>, ClientError> {
-        if offset > 0
-            && let Some(l) = self.by_fh.lock().ok().and_then(|m| m.get(&fh).cloned())
-        {
-            return Ok(l);
-        }
-        let listing = Arc::new(client.readdir_all(ino).await?);
-        if fh != 0
-            && let Ok(mut m) = self.by_fh.lock()
-        {
-            m.insert(fh, Arc::clone(&listing));
-        }
-        Ok(listing)
-    }
 }
 
 /// The entries after kernel offset `offset` (1 = ".", 2 = "..", then
@@ -145,24 +103,29 @@ fn file_type(kind: i32) -> FileType {
     }
 }
 
-/// Kernel attributes of `a` (with `size` overriding the committed size
-/// when the mount holds unflushed writes).
-pub fn file_attr(a: &pb::Attr, size: Option<u64>) -> FileAttr {
-    let size = size.unwrap_or(a.size);
+/// Kernel attributes of `a` (with `pending` overriding the committed size
+/// and adding to the stored bytes when the mount holds unflushed writes).
+///
+/// `st_blocks` of a regular file counts what is stored (committed chunk
+/// bytes) and what its buffered writes will store, not the size: a sparse
+/// file shows only what was written, as `du` expects.
+pub fn file_attr(a: &pb::Attr, pending: Option<Pending>) -> FileAttr {
+    let size = pending.map_or(a.size, |p| p.size);
     let kind = file_type(a.kind);
     let size = if kind == FileType::Symlink {
         a.symlink_target.len() as u64
     } else {
         size
     };
+    let stored = if kind == FileType::RegularFile {
+        a.allocated + pending.map_or(0, |p| p.bytes)
+    } else {
+        size
+    };
     FileAttr {
         ino: INodeNo(a.ino),
         size,
-        blocks: if a.allocated > 0 {
-            a.allocated.div_ceil(512)
-        } else {
-            size.div_ceil(512)
-        },
+        blocks: stored.div_ceil(512),
         atime: to_system_time(&a.atime),
         mtime: to_system_time(&a.mtime),
         ctime: to_system_time(&a.ctime),
@@ -238,11 +201,18 @@ fn name_of(name: &OsStr) -> Result<String, Errno> {
 
 impl BigFs {
     pub fn new(client: Arc<Client>, rt: tokio::runtime::Handle, cfg: MountConfig) -> Self {
+        let atimes = Arc::new(Atimes::new(if cfg.read_only {
+            AtimeMode::NoAtime
+        } else {
+            cfg.atime
+        }));
+        rt.spawn(Arc::clone(&atimes).run(Arc::clone(&client)));
         BigFs {
             client,
             rt,
+            atimes,
             open: Arc::new(OpenFiles::default()),
-            dirs: Arc::new(DirListings::default()),
+            dirs: Arc::new(OpenDirs::default()),
             fresh: Arc::new(FreshInodes::new(Duration::from_millis(cfg.attr_ttl_ms))),
             cfg,
             squash: None,
@@ -280,13 +250,18 @@ impl BigFs {
 
     /// The attributes of `ino` as this mount sees them (including its own
     /// unflushed writes).
-    async fn attr(client: &Client, open: &OpenFiles, ino: u64) -> Result<FileAttr, ClientError> {
+    async fn attr(
+        client: &Client,
+        open: &OpenFiles,
+        ino: u64,
+    ) -> Result<(pb::Attr, FileAttr), ClientError> {
         let a = client.getattr(ino).await?;
         let size = match open.by_ino(ino) {
-            Some(h) => h.pending_size().await,
+            Some(h) => h.pending().await,
             None => None,
         };
-        Ok(file_attr(&a, size))
+        let fa = file_attr(&a, size);
+        Ok((a, fa))
     }
 
     fn reply_entry(
@@ -295,9 +270,13 @@ impl BigFs {
         f: impl Future<Output = Result<pb::Attr, ClientError>> + Send + 'static,
     ) {
         let ttl = self.entry_ttl();
+        let dirs = Arc::clone(&self.dirs);
         self.spawn(async move {
             match f.await {
-                Ok(a) => reply.entry(&ttl, &file_attr(&a, None), Generation(0)),
+                Ok(a) => {
+                    dirs.seen(&a);
+                    reply.entry(&ttl, &file_attr(&a, None), Generation(0))
+                }
                 Err(e) => reply.error(err(&e)),
             }
         });
@@ -365,12 +344,14 @@ impl Filesystem for BigFs {
     fn destroy(&mut self) {
         // Unmounting: whatever is still buffered goes to the cluster first.
         let handles = self.open.all();
+        let (client, atimes) = (Arc::clone(&self.client), Arc::clone(&self.atimes));
         self.rt.block_on(async move {
             for h in handles {
                 if let Err(e) = h.flush().await {
                     tracing::error!(ino = h.ino(), error = %e, "flush at unmount failed");
                 }
             }
+            atimes.send(&client).await;
         });
     }
 
@@ -378,6 +359,7 @@ impl Filesystem for BigFs {
         let name = name_or_reply!(name, reply);
         let client = Arc::clone(&self.client);
         let open = Arc::clone(&self.open);
+        let dirs = Arc::clone(&self.dirs);
         let ttl = self.entry_ttl();
         let who = self.squashed(req);
         self.spawn(async move {
@@ -386,8 +368,9 @@ impl Filesystem for BigFs {
             }
             match client.lookup(parent.0, &name).await {
                 Ok(a) => {
+                    dirs.seen(&a);
                     let size = match open.by_ino(a.ino) {
-                        Some(h) => h.pending_size().await,
+                        Some(h) => h.pending().await,
                         None => None,
                     };
                     reply.entry(&ttl, &file_attr(&a, size), Generation(0))
@@ -400,11 +383,25 @@ impl Filesystem for BigFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<Fh>, reply: ReplyAttr) {
         let client = Arc::clone(&self.client);
         let open = Arc::clone(&self.open);
+        let dirs = Arc::clone(&self.dirs);
+        let atimes = Arc::clone(&self.atimes);
         let ttl = self.ttl();
         self.spawn(async move {
             match Self::attr(&client, &open, ino.0).await {
-                Ok(a) => reply.attr(&ttl, &a),
-                Err(e) => reply.error(err(&e)),
+                Ok((a, mut fa)) => {
+                    dirs.seen(&a);
+                    if let Some(t) = atimes.noted(a.ino) {
+                        // Read here, not sent yet: stat shows it already.
+                        fa.atime = fa.atime.max(to_system_time(&Some(t)));
+                    }
+                    reply.attr(&ttl, &fa)
+                }
+                Err(e) => match dirs.removed_while_open(ino.0) {
+                    Some(a) if e.errno() == libc::ENOENT => {
+                        reply.attr(&Duration::ZERO, &file_attr(&a, None))
+                    }
+                    _ => reply.error(err(&e)),
+                },
             }
         });
     }
@@ -482,7 +479,7 @@ impl Filesystem for BigFs {
             }
             .await;
             match outcome {
-                Ok(a) => reply.attr(&ttl, &a),
+                Ok((_, a)) => reply.attr(&ttl, &a),
                 Err(e) => reply.error(err(&e)),
             }
         });
@@ -698,6 +695,7 @@ impl Filesystem for BigFs {
         let truncate = flags.0 & libc::O_TRUNC != 0;
         let who = self.squashed(req);
         let wanted = open_access(accmode, truncate);
+        let atimes = Arc::clone(&self.atimes);
         self.spawn(async move {
             if let Err(e) = require(&client, who, ino.0, wanted).await {
                 return reply.error(err(&e));
@@ -741,6 +739,9 @@ impl Filesystem for BigFs {
             } else {
                 FopenFlags::empty()
             };
+            if accmode != libc::O_WRONLY {
+                atimes.opened(fh, &attr, accmode == libc::O_RDONLY);
+            }
             reply.opened(Fh(fh), flags);
         });
     }
@@ -760,6 +761,7 @@ impl Filesystem for BigFs {
             reply.error(Errno::EBADF);
             return;
         };
+        self.atimes.read(fh.0, h.ino());
         self.spawn(async move {
             match h.read(offset, size as usize).await {
                 Ok(data) => reply.data(&data),
@@ -826,6 +828,7 @@ impl Filesystem for BigFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.atimes.released(fh.0);
         let Some(released) = self.open.release(fh.0) else {
             reply.ok();
             return;
@@ -861,11 +864,11 @@ impl Filesystem for BigFs {
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let Some(who) = self.squashed(req) else {
-            reply.opened(Fh(self.dirs.open()), FopenFlags::empty());
+            reply.opened(Fh(self.dirs.open(ino.0)), FopenFlags::empty());
             return;
         };
         let client = Arc::clone(&self.client);
-        let fh = self.dirs.open();
+        let fh = self.dirs.open(ino.0);
         self.spawn(async move {
             match require(&client, Some(who), ino.0, AccessFlags::R_OK).await {
                 Ok(()) => reply.opened(Fh(fh), FopenFlags::empty()),
@@ -904,7 +907,7 @@ impl Filesystem for BigFs {
             if offset < 2 && reply.add(ino, 2, FileType::Directory, "..") {
                 return reply.ok();
             }
-            let listing = match dirs.get(&client, ino.0, fh.0, offset).await {
+            let listing = match dirs.listing(&client, ino.0, fh.0, offset).await {
                 Ok(l) => l,
                 Err(e) => return reply.error(err(&e)),
             };
@@ -942,14 +945,15 @@ impl Filesystem for BigFs {
                     return reply.ok();
                 }
             }
-            let listing = match dirs.get(&client, ino.0, fh.0, offset).await {
+            let listing = match dirs.listing(&client, ino.0, fh.0, offset).await {
                 Ok(l) => l,
                 Err(e) => return reply.error(err(&e)),
             };
             for e in entries_after(&listing, offset) {
                 let Some(a) = &e.attr else { continue };
+                dirs.seen(a);
                 let size = match open.by_ino(e.ino) {
-                    Some(h) => h.pending_size().await,
+                    Some(h) => h.pending().await,
                     None => None,
                 };
                 if reply.add(
@@ -1162,7 +1166,7 @@ impl Filesystem for BigFs {
                 open.release(fh);
                 return reply.error(err(&e));
             }
-            let size = shared.pending_size().await;
+            let size = shared.pending().await;
             reply.created(
                 &ttl,
                 &file_attr(&attr, size),
@@ -1184,8 +1188,11 @@ impl Filesystem for BigFs {
         reply: ReplyEmpty,
     ) {
         writable_or_reply!(self, reply);
-        if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
-            // Hole punching and range collapsing are not supported.
+        const KEEP: i32 = libc::FALLOC_FL_KEEP_SIZE;
+        const PUNCH: i32 = libc::FALLOC_FL_PUNCH_HOLE;
+        const ZERO: i32 = libc::FALLOC_FL_ZERO_RANGE;
+        if mode & !(KEEP | PUNCH | ZERO) != 0 || (mode & PUNCH != 0 && mode & ZERO != 0) {
+            // Collapse and insert range would shift every later chunk.
             reply.error(Errno::EOPNOTSUPP);
             return;
         }
@@ -1194,10 +1201,13 @@ impl Filesystem for BigFs {
             return;
         };
         self.reply_empty(reply, async move {
-            // Space is not reserved (chunks are written on demand); only the
-            // size grows, as the caller expects.
             let end = offset.saturating_add(length);
-            if mode & libc::FALLOC_FL_KEEP_SIZE == 0 && end > h.size().await {
+            if mode & (PUNCH | ZERO) != 0 {
+                h.zero_range(offset, end).await?;
+            }
+            // Plain allocation reserves no space (chunks are written on
+            // demand); only the size grows, as the caller expects.
+            if mode & KEEP == 0 && end > h.size().await {
                 h.truncate(end).await?;
             }
             Ok(())

@@ -5,6 +5,7 @@
 //! The `bigfs` CLI and the `bigfs-mount` FUSE daemon are thin shells over it.
 
 pub mod admin;
+pub mod atime;
 pub mod chunk_cache;
 pub mod chunk_io;
 pub mod client;
@@ -20,6 +21,7 @@ pub mod meta_wait;
 pub mod metrics;
 pub mod metrics_http;
 pub mod mount_config;
+pub mod open_dirs;
 pub mod open_files;
 pub mod permissions;
 pub mod request_ids;

@@ -66,10 +66,20 @@ fn transient(code: tonic::Code) -> bool {
 impl Meta {
     /// A client of the metadata members in `addrs` ("a,b,c" or one).
     pub fn new(addrs: &str, retry: RetryConfig, wait: MetaWait) -> Result<Self> {
-        let client = bigfs_proto::metadata_client(addrs).map_err(|e| ClientError::Connect {
+        Self::confined(addrs, "", retry, wait)
+    }
+
+    /// As [`Meta::new`], every call confined to the subtree `subdir`.
+    pub fn confined(addrs: &str, subdir: &str, retry: RetryConfig, wait: MetaWait) -> Result<Self> {
+        let connect = |message: String| ClientError::Connect {
             addr: addrs.into(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let channel = bigfs_proto::leader::MetaChannel::new(addrs)
+            .map_err(|e| connect(e.to_string()))?
+            .confined_to(subdir)
+            .map_err(connect)?;
+        let client = bigfs_proto::metadata_client_over(channel);
         Ok(Meta {
             client,
             retry,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::atime::AtimeMode;
 use crate::config::ClientConfig;
 use crate::meta_wait::MetaWait;
 
@@ -42,8 +43,31 @@ pub struct MountConfig {
     /// Metadata calls wait for ever (`-o hard`; `-o soft` undoes it), as
     /// an NFS hard mount. Default false.
     pub hard: bool,
-    /// Source name shown in `mount` and `df` (`-o fsname=NAME`).
+    /// Source shown in `mount`, `df` and `/proc/mounts` (`-o fsname=NAME`).
+    /// Default empty: the metadata members (`HOST:PORT,HOST:PORT`), as NFS
+    /// shows its server.
     pub fsname: String,
+    /// When reads update access times (`-o noatime`, `-o relatime` (the
+    /// default; also `atime`), `-o strictatime` (also `norelatime`)); see
+    /// `atime`. Directories' access times are never updated (`nodiratime`).
+    pub atime: AtimeMode,
+    /// Refuse to execute programs from the mount (`-o noexec`; `exec`
+    /// undoes it). Default false.
+    pub noexec: bool,
+    /// Ignore set-user-id and set-group-id bits (`-o nosuid`; `-o suid`
+    /// honours them). Default true: a network file system's set-uid
+    /// programs are not trusted unless asked for, as with fusermount.
+    pub nosuid: bool,
+    /// Do not open device files through the mount (`-o nodev`; `-o dev`
+    /// opens them). Default true, as `nosuid`.
+    pub nodev: bool,
+    /// Writes are synchronous, as if every open had O_SYNC (`-o sync`;
+    /// `async` undoes it). Default false.
+    pub sync: bool,
+    /// Directory changes are synchronous (`-o dirsync`). They always are:
+    /// every metadata change is committed before it is answered; the flag
+    /// is passed on to the kernel so `mount` shows it. Default false.
+    pub dirsync: bool,
     /// Address of this mount's HTTP endpoint (`/healthz`, `/metrics`:
     /// transfers, retries, failovers, cache hits) (`-o admin_listen=ADDR`).
     /// Default empty: off (several mounts on one host would collide).
@@ -82,7 +106,13 @@ impl Default for MountConfig {
             threads: 4,
             meta_wait_secs: 60,
             hard: false,
-            fsname: "bigfs".into(),
+            fsname: String::new(),
+            atime: AtimeMode::default(),
+            noexec: false,
+            nosuid: true,
+            nodev: true,
+            sync: false,
+            dirsync: false,
             admin_listen: String::new(),
             admin_token: None,
             admin_token_file: None,
@@ -93,34 +123,26 @@ impl Default for MountConfig {
     }
 }
 
-/// Options `mount(8)` and fstab pass along that need nothing from us.
+/// Options `mount(8)` and fstab pass along that need nothing from us:
+/// fstab's own (`auto`, `user`, `_netdev`, `nofail`...), mount(8)'s
+/// verbosity, and the timestamp flags that describe what BigFS does anyway
+/// (directory atimes are never updated; atimes are batched as `lazytime`
+/// asks).
 const IGNORED: &[&str] = &[
     "defaults",
-    "rw",
-    "dev",
-    "nodev",
-    "suid",
-    "nosuid",
-    "exec",
-    "noexec",
-    "atime",
-    "noatime",
-    "relatime",
-    "norelatime",
-    "strictatime",
     "diratime",
     "nodiratime",
+    "lazytime",
+    "nolazytime",
     "auto",
     "noauto",
     "user",
     "nouser",
     "users",
+    "owner",
+    "group",
     "_netdev",
     "nofail",
-    "async",
-    "sync",
-    "lazytime",
-    "nolazytime",
     "silent",
     "loud",
 ];
@@ -145,6 +167,17 @@ impl MountConfig {
     /// `metadata=a:9400,b:9400` takes the addresses after it too: an item
     /// with a ':' and no '=' is no option but the next member.
     pub fn apply_options(&mut self, opts: &str) -> Result<(), String> {
+        self.apply_options_sloppy(opts, false).map(drop)
+    }
+
+    /// As `apply_options`; when `sloppy` (mount(8)'s `-s`), unknown options
+    /// are returned instead of refused.
+    pub fn apply_options_sloppy(
+        &mut self,
+        opts: &str,
+        sloppy: bool,
+    ) -> Result<Vec<String>, String> {
+        let mut unknown = Vec::new();
         let mut in_metadata = false;
         for opt in opts.split(',').map(str::trim).filter(|o| !o.is_empty()) {
             if in_metadata && opt.contains(':') && !opt.contains('=') {
@@ -164,6 +197,18 @@ impl MountConfig {
                     })
             };
             match key {
+                "noatime" => self.atime = AtimeMode::NoAtime,
+                "atime" | "relatime" => self.atime = AtimeMode::Relatime,
+                "strictatime" | "norelatime" => self.atime = AtimeMode::StrictAtime,
+                "noexec" => self.noexec = true,
+                "exec" => self.noexec = false,
+                "nosuid" => self.nosuid = true,
+                "suid" => self.nosuid = false,
+                "nodev" => self.nodev = true,
+                "dev" => self.nodev = false,
+                "sync" => self.sync = true,
+                "async" => self.sync = false,
+                "dirsync" => self.dirsync = true,
                 "ro" => self.read_only = true,
                 "rw" => self.read_only = false,
                 "allow_other" => self.allow_other = true,
@@ -185,6 +230,11 @@ impl MountConfig {
                         .ok_or("option metadata needs a value (metadata=HOST:PORT[,HOST:PORT])")?
                         .into()
                 }
+                "subdir" => {
+                    self.client.subdir = value
+                        .ok_or("option subdir needs a value (subdir=/path)")?
+                        .into()
+                }
                 "fsname" => self.fsname = value.ok_or("option fsname needs a value")?.into(),
                 "admin_listen" => {
                     self.admin_listen = value
@@ -200,10 +250,11 @@ impl MountConfig {
                     )
                 }
                 k if IGNORED.contains(&k) || k.starts_with("x-") || k.starts_with("comment=") => {}
+                _ if sloppy => unknown.push(opt.to_string()),
                 _ => return Err(format!("unknown mount option {opt:?}")),
             }
         }
-        Ok(())
+        Ok(unknown)
     }
 
     /// Checks the values; the message names the bad key.
@@ -228,6 +279,15 @@ impl MountConfig {
 }
 
 impl MountConfig {
+    /// The source `mount` shows: `fsname`, else the metadata members.
+    pub fn source(&self) -> String {
+        if self.fsname.is_empty() {
+            self.client.metadata.clone()
+        } else {
+            self.fsname.clone()
+        }
+    }
+
     /// How the mount's metadata calls wait, from `meta_wait` and `hard`.
     pub fn meta_wait(&self) -> MetaWait {
         if self.hard {
@@ -262,6 +322,34 @@ mod tests {
         assert!(e.contains("bogus"), "{e}");
         let e = c.apply_options("cache_mb=lots").unwrap_err();
         assert!(e.contains("cache_mb"), "{e}");
+    }
+
+    #[test]
+    fn kernel_and_atime_flags_are_taken_not_ignored() {
+        let mut c = MountConfig::default();
+        assert_eq!(c.atime, AtimeMode::Relatime);
+        c.apply_options("noexec,nosuid,nodev,sync,dirsync,noatime,nodiratime,lazytime")
+            .unwrap();
+        assert!(c.noexec && c.nosuid && c.nodev && c.sync && c.dirsync);
+        assert_eq!(c.atime, AtimeMode::NoAtime);
+        c.apply_options("exec,suid,dev,async,strictatime").unwrap();
+        assert!(!c.noexec && !c.nosuid && !c.nodev && !c.sync);
+        assert_eq!(c.atime, AtimeMode::StrictAtime);
+        c.apply_options("relatime").unwrap();
+        assert_eq!(c.atime, AtimeMode::Relatime);
+        assert!(
+            c.apply_options("mand").is_err(),
+            "mandatory locks are refused"
+        );
+    }
+
+    #[test]
+    fn the_source_is_the_metadata_members_unless_named() {
+        let mut c = MountConfig::default();
+        c.apply_options("metadata=a:1,b:2").unwrap();
+        assert_eq!(c.source(), "a:1,b:2");
+        c.apply_options("fsname=prod").unwrap();
+        assert_eq!(c.source(), "prod");
     }
 
     #[test]

@@ -47,8 +47,8 @@ pub fn policy(method: &str) -> Option<&'static [Role]> {
             "ReportFailure" => Some(REPORTERS),
             "Lookup" | "ResolvePath" | "GetAttr" | "SetAttr" | "Create" | "Link" | "Unlink"
             | "Rmdir" | "Rename" | "ReadDir" | "SetXattr" | "GetXattr" | "ListXattr"
-            | "RemoveXattr" | "KeepInodes" | "ReleaseInode" | "GetLayout" | "CommitLayout"
-            | "PlaceChunk" | "Status" | "Sync" | "Export" => Some(NAMESPACE),
+            | "RemoveXattr" | "KeepInodes" | "ReleaseInode" | "RecordAccess" | "GetLayout"
+            | "CommitLayout" | "PlaceChunk" | "Status" | "Sync" | "Export" => Some(NAMESPACE),
             _ => None,
         },
         _ => None,

@@ -334,6 +334,44 @@ impl Scope {
         })
     }
 
+    /// This scope narrowed to the subtree `subdir` (a mount's `subdir`
+    /// option: `/path` below the export root), confined as an export is.
+    /// `/` leaves it as it is.
+    pub fn within(self, subdir: &str) -> Result<Scope, Status> {
+        let Some(rest) = subdir.strip_prefix('/') else {
+            return Err(Status::invalid_argument(format!(
+                "subdir {subdir:?} is not an absolute path"
+            )));
+        };
+        let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+        for p in &parts {
+            if *p == "." || *p == ".." {
+                return Err(Status::invalid_argument(format!(
+                    "subdir {subdir:?} has a {p:?} component"
+                )));
+            }
+            bigfs_proto::validate_name(p)
+                .map_err(|e| Status::invalid_argument(format!("subdir {subdir:?}: {e}")))?;
+        }
+        if parts.is_empty() {
+            return Ok(self);
+        }
+        let mut grant = match self {
+            Scope::Confined(g) => g,
+            Scope::Full => Grant {
+                entry: 0,
+                path: String::new(),
+                access: Access::Rw,
+                squash: Squash::None,
+                anon_uid: 0,
+                anon_gid: 0,
+                replication: true,
+            },
+        };
+        grant.path = format!("{}/{}", grant.path.trim_end_matches('/'), parts.join("/"));
+        Ok(Scope::Confined(grant))
+    }
+
     fn grant(&self) -> Option<&Grant> {
         match self {
             Scope::Full => None,
@@ -542,6 +580,29 @@ mod tests {
         );
         let open = Exports::open().grant("b", None).unwrap();
         assert_eq!((open.path.as_str(), open.access), ("/", Access::Rw));
+    }
+
+    #[test]
+    fn a_subdir_narrows_the_export_or_confines_a_full_scope() {
+        let x = Exports::parse(FILE, "t").unwrap();
+        let web = Scope::Confined(x.grant("web", ip("10.1.2.3")).unwrap());
+        match web.clone().within("/site/static/").unwrap() {
+            Scope::Confined(g) => {
+                assert_eq!(g.path, "/srv/web/site/static");
+                assert_eq!((g.access, g.squash), (Access::Ro, Squash::Root), "kept");
+            }
+            Scope::Full => panic!("still confined"),
+        }
+        assert_eq!(web.clone().within("/").unwrap(), web);
+        match Scope::Full.within("/home/ann").unwrap() {
+            Scope::Confined(g) => {
+                assert_eq!((g.path.as_str(), g.access), ("/home/ann", Access::Rw))
+            }
+            Scope::Full => panic!("a subdir confines"),
+        }
+        for bad in ["home", "/a/../b", "/a/./b"] {
+            assert!(Scope::Full.within(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

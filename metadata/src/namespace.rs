@@ -316,6 +316,18 @@ pub(crate) fn set_attr(
     Ok(())
 }
 
+/// Moves each inode's atime forward to its recorded read time. Gone inodes
+/// are skipped: a read raced an unlink.
+pub(crate) fn record_access(state: &mut State, times: &[(u64, Time)]) {
+    for (ino, t) in times {
+        if let Some(inode) = state.inodes.get_mut(ino)
+            && *t > inode.atime
+        {
+            inode.atime = *t;
+        }
+    }
+}
+
 /// Drops chunk refs wholly past `size` and cuts the one across it.
 fn truncate_layout(state: &mut State, ino: u64, size: u64, chunk_size: u64, now: Time) {
     let Some(layout) = state.layouts.get_mut(&ino) else {

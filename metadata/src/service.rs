@@ -116,7 +116,14 @@ impl MetadataService {
             .read()
             .map_err(|_| Status::internal("the exports lock is poisoned"))?
             .clone();
-        Scope::of(&exports, caller, request.remote_addr().map(|a| a.ip()))
+        let scope = Scope::of(&exports, caller, request.remote_addr().map(|a| a.ip()))?;
+        match request.metadata().get(bigfs_proto::leader::SUBDIR_HEADER) {
+            None => Ok(scope),
+            Some(v) => scope.within(
+                v.to_str()
+                    .map_err(|_| Status::invalid_argument("the subdir header is not text"))?,
+            ),
+        }
     }
 
     /// The server's inodes for a confined client's `inos`, each checked to
@@ -1083,6 +1090,37 @@ impl Metadata for MetadataService {
                 .collect();
             if !inos.is_empty() {
                 core.propose(Command::KeepInodes { inos, until_ms });
+            }
+            Ok(pb::Empty {})
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn record_access(
+        &self,
+        request: Request<pb::RecordAccessRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let scope = self.scope(&request)?;
+        let r = request.into_inner();
+        validate::record_access_len(r.accesses.len())?;
+        if scope.writable().is_err() {
+            // A read-only export records no access times (as a ro mount).
+            return Ok(Response::new(pb::Empty {}));
+        }
+        // A mount's clock ahead of ours does not put atimes in the future.
+        let now = Time::now();
+        self.with(move |core, _, _| {
+            let st = &core.state;
+            let times: Vec<(u64, Time)> = (r.accesses.into_iter())
+                .filter_map(|a| {
+                    let t = Time::from_pb(a.atime.as_ref()?).min(now);
+                    Some((scope.inode(st, a.ino).ok()?, t))
+                })
+                .filter(|(ino, t)| st.inodes.get(ino).is_some_and(|i| *t > i.atime))
+                .collect();
+            if !times.is_empty() {
+                core.propose(Command::RecordAccess { times });
             }
             Ok(pb::Empty {})
         })

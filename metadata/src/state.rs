@@ -403,6 +403,11 @@ pub enum Command {
         ino: u64,
         now: Time,
     },
+    /// Access times recorded by mounts from reads: each inode's atime moves
+    /// forward to its time (never back); ctime and version stay.
+    RecordAccess {
+        times: Vec<(u64, Time)>,
+    },
     /// Frees open-but-unlinked inodes whose lease ended before `now`.
     ExpireOrphans {
         now: Time,
@@ -621,6 +626,10 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
         }
         Command::ReleaseInode { ino, now } => {
             orphans::release(state, *ino, *now);
+            Ok(Reply::Done)
+        }
+        Command::RecordAccess { times } => {
+            namespace::record_access(state, times);
             Ok(Reply::Done)
         }
         Command::ExpireOrphans { now } => {

@@ -98,6 +98,16 @@ pub fn keep_inodes_len(len: usize) -> Result<(), MetaError> {
     list_len("KeepInodes inos", len, MAX_KEEP_INODES, "MAX_KEEP_INODES")
 }
 
+/// A `RecordAccess` list's length (a mount's batch).
+pub fn record_access_len(len: usize) -> Result<(), MetaError> {
+    list_len(
+        "RecordAccess accesses",
+        len,
+        MAX_KEEP_INODES,
+        "MAX_KEEP_INODES",
+    )
+}
+
 /// A directory entry name, checked before the command is logged (a named
 /// command is logged even when refused).
 pub fn name(v: &str) -> Result<(), MetaError> {

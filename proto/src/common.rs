@@ -351,11 +351,14 @@ pub fn endpoint(url: &str) -> Result<tonic::transport::Endpoint, tonic::transpor
 /// members in `list` ("a:9400,b:9400,c:9400" or one address): each call
 /// goes to the leader (see [`crate::leader`]).
 pub fn metadata_client(list: &str) -> Result<crate::leader::MetaClient, crate::leader::AddrError> {
-    Ok(
-        pb::metadata_client::MetadataClient::new(crate::leader::MetaChannel::new(list)?)
-            .max_decoding_message_size(MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(MAX_MESSAGE_SIZE),
-    )
+    Ok(metadata_client_over(crate::leader::MetaChannel::new(list)?))
+}
+
+/// A Metadata client with BigFS's message limits over `channel`.
+pub fn metadata_client_over(channel: crate::leader::MetaChannel) -> crate::leader::MetaClient {
+    pb::metadata_client::MetadataClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }
 
 type StorageClient = pb::storage_client::StorageClient<tonic::transport::Channel>;

@@ -32,6 +32,10 @@ use crate::pb;
 /// Response header naming the leader's gRPC address (`host:port`).
 pub const LEADER_HEADER: &str = "bigfs-leader";
 
+/// Request header asking the metadata service to confine the caller to a
+/// subtree (`/path`, below its export if it has one): a mount's `subdir`.
+pub const SUBDIR_HEADER: &str = "bigfs-subdir";
+
 /// Message prefix of a member that knows it does not lead.
 pub const NOT_LEADER: &str = "not the leader";
 
@@ -126,6 +130,8 @@ struct Members {
 #[derive(Clone)]
 pub struct MetaChannel {
     members: Arc<Mutex<Members>>,
+    /// Headers added to every request (see [`MetaChannel::confined_to`]).
+    headers: Arc<http::HeaderMap>,
 }
 
 /// `host:port` without a scheme, so a hint matches a configured URL.
@@ -148,7 +154,23 @@ impl MetaChannel {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(MetaChannel {
             members: Arc::new(Mutex::new(Members { list, leader: 0 })),
+            headers: Arc::default(),
         })
+    }
+
+    /// The same channel, asking the service to confine every call to the
+    /// subtree `subdir` ([`SUBDIR_HEADER`]); `""` or `/` is the whole
+    /// namespace (or export).
+    pub fn confined_to(mut self, subdir: &str) -> Result<Self, String> {
+        if subdir.is_empty() || subdir == "/" {
+            return Ok(self);
+        }
+        let value = http::HeaderValue::from_str(subdir)
+            .map_err(|_| format!("subdir {subdir:?} cannot travel in a header"))?;
+        let mut headers = (*self.headers).clone();
+        headers.insert(SUBDIR_HEADER, value);
+        self.headers = Arc::new(headers);
+        Ok(self)
     }
 
     fn member(addr: &str) -> Result<Member, AddrError> {
@@ -224,7 +246,10 @@ impl MetaChannel {
     }
 
     async fn send(self, req: http::Request<Body>) -> Result<http::Response<Body>, BoxError> {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        for (name, value) in self.headers.iter() {
+            parts.headers.insert(name.clone(), value.clone());
+        }
         // Every metadata RPC is unary: the body is one small message.
         let bytes: Bytes = body.collect().await?.to_bytes();
         let request = |parts: &http::request::Parts| {

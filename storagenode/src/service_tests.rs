@@ -76,6 +76,12 @@ impl Metadata for FakeMetadata {
     async fn release_inode(&self, _: Request<InodeRequest>) -> Result<Response<Empty>, Status> {
         unimplemented()
     }
+    async fn record_access(
+        &self,
+        _: Request<bigfs_proto::pb::RecordAccessRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        unimplemented()
+    }
     async fn sync(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
         unimplemented()
     }

@@ -880,7 +880,7 @@ pub struct Mount {
 
 impl Mount {
     /// Mounts `cluster` with the test options plus `extra_opts` (each one
-    /// `-o` value) and waits until the mount is up (20 s at most).
+    /// `-o` value, or a flag when it starts with `-`) and waits until the mount is up (20 s at most).
     pub fn new(cluster: &Cluster, extra_opts: &[&str]) -> Mount {
         Self::with_metadata(cluster, &cluster.meta_addr, extra_opts)
     }
@@ -932,7 +932,11 @@ impl Mount {
             .arg("-o")
             .arg(TEST_MOUNT_OPTS);
         for o in extra_opts {
-            cmd.arg("-o").arg(o);
+            if o.starts_with('-') {
+                cmd.arg(o); // a flag such as mount(8)'s -v
+            } else {
+                cmd.arg("-o").arg(o);
+            }
         }
         let child = cmd
             .env("RUST_LOG", "info")
@@ -1081,5 +1085,27 @@ impl Drop for Mount {
         }
         lazy_unmount(&self.dir);
         tracked().1.retain(|d| *d != self.dir);
+    }
+}
+
+/// renameat2(2) with `flags`; Err(errno) on failure.
+pub fn renameat2(from: &Path, to: &Path, flags: u32) -> Result<(), i32> {
+    let a =
+        std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(from.as_os_str())).unwrap();
+    let b = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(to.as_os_str())).unwrap();
+    // SAFETY: two valid NUL-terminated paths relative to the cwd.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            flags,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
     }
 }

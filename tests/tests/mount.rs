@@ -5,15 +5,13 @@
 
 #![cfg(target_os = "linux")]
 
-use std::ffi::CString;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bigfs_tests::{Cluster, Mount, deadline, is_mounted, random_bytes, sha256_file};
+use bigfs_tests::{Cluster, Mount, deadline, is_mounted, random_bytes, renameat2, sha256_file};
 
 /// Time limit of each test here (see `bigfs_tests::deadline`): this file runs
 /// in about 74 s on a loaded 2-core machine; the limit is ~4x that.
@@ -107,27 +105,6 @@ fn make_tree(root: &Path, files: usize, seed: u64) {
             random_bytes(len, seed + i as u64)
         };
         std::fs::write(d.join(format!("f{i:05}.txt")), data).unwrap();
-    }
-}
-
-/// renameat2(2) with `flags`; Err(errno) on failure.
-fn renameat2(from: &Path, to: &Path, flags: u32) -> Result<(), i32> {
-    let a = CString::new(from.as_os_str().as_bytes()).unwrap();
-    let b = CString::new(to.as_os_str().as_bytes()).unwrap();
-    // SAFETY: two valid NUL-terminated paths relative to the cwd.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            flags,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
     }
 }
 

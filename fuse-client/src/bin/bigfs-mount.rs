@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bigfs_client::Client;
+use bigfs_client::atime::AtimeMode;
 use bigfs_client::fuse_fs::BigFs;
 use bigfs_client::mount_config::MountConfig;
 use bigfs_client::permissions::Squash;
@@ -57,6 +58,16 @@ struct Args {
     /// Talk to a cluster run with --insecure: no TLS, no certificate.
     #[arg(long)]
     insecure: bool,
+    /// Say what is mounted (mount(8) passes its -v on to the helper).
+    #[arg(short = 'v', long)]
+    verbose: bool,
+    /// Accepted from mount(8) (do not write /etc/mtab): nothing to do.
+    #[arg(short = 'n', hide = true)]
+    no_mtab: bool,
+    /// Sloppy: warn about unknown -o options instead of refusing them
+    /// (mount(8) passes on its -s).
+    #[arg(short = 's', long)]
+    sloppy: bool,
 }
 
 const DEFAULT_CONFIG: &str = "/etc/bigfs/mount.toml";
@@ -84,8 +95,13 @@ fn main() -> ExitCode {
         cfg.client.metadata = m.clone();
     }
     for o in &args.options {
-        if let Err(e) = cfg.apply_options(o) {
-            return fail(2, e);
+        match cfg.apply_options_sloppy(o, args.sloppy) {
+            Ok(unknown) => {
+                for u in unknown {
+                    eprintln!("bigfs-mount: unknown mount option {u:?} ignored (-s)");
+                }
+            }
+            Err(e) => return fail(2, e),
         }
     }
     if let Some(d) = &args.tls_dir {
@@ -122,6 +138,14 @@ fn main() -> ExitCode {
     // main process to stay).
     let background =
         args.background || (!args.foreground && std::env::var_os("INVOCATION_ID").is_none());
+    if args.verbose {
+        eprintln!(
+            "bigfs-mount: mounting {} on {} ({})",
+            cfg.source(),
+            mountpoint.display(),
+            if cfg.read_only { "ro" } else { "rw" }
+        );
+    }
     if background {
         return spawn_background(&args, &mountpoint);
     }
@@ -291,9 +315,27 @@ fn run_foreground(
     let open = fs.open_files();
 
     let mut options = vec![
-        MountOption::FSName(cfg.fsname.clone()),
+        MountOption::FSName(cfg.source()),
+        // fusermount takes the subtype from this; a mount by root goes
+        // straight to the kernel, which takes it from the option below.
+        // Either way `mount` shows the type as fuse.bigfs.
         MountOption::Subtype("bigfs".into()),
+        MountOption::CUSTOM("subtype=bigfs".into()),
     ];
+    for (on, flag) in [
+        (cfg.noexec, MountOption::NoExec),
+        (cfg.nosuid, MountOption::NoSuid),
+        (!cfg.nosuid, MountOption::Suid),
+        (cfg.nodev, MountOption::NoDev),
+        (!cfg.nodev, MountOption::Dev),
+        (cfg.sync, MountOption::Sync),
+        (cfg.dirsync, MountOption::DirSync),
+        (cfg.atime == AtimeMode::NoAtime, MountOption::NoAtime),
+    ] {
+        if on {
+            options.push(flag);
+        }
+    }
     if cfg.default_permissions {
         options.push(MountOption::DefaultPermissions);
     }
