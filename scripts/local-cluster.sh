@@ -6,6 +6,9 @@
 #   scripts/local-cluster.sh start    build, start, show status
 #   scripts/local-cluster.sh stop     stop everything
 #   scripts/local-cluster.sh status   cluster status
+#
+# BIGFS_BIN=DIR runs the binaries in DIR (e.g. target/debug) as they are,
+# without installing or building anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -17,7 +20,7 @@ META=$(for i in $(seq 1 "$MEMBERS"); do printf '127.0.0.1:%s,' $((META_PORT + 10
 META=${META%,}
 PEERS=$(for i in $(seq 1 "$MEMBERS"); do printf '%s=127.0.0.1:%s,' "$i" $((META_PORT + 10 * (i - 1))); done)
 PEERS=${PEERS%,}
-BIN=$ROOT/target/release
+BIN=${BIGFS_BIN:-$ROOT/target/release}
 MNT=${BIGFS_MOUNT:-$HOME_DIR/mnt}
 TLS=$HOME_DIR/tls
 
@@ -37,8 +40,10 @@ certificates() {
 }
 
 start() {
-  scripts/install-deps.sh
-  cargo build --release --workspace --bins
+  if [ -z "${BIGFS_BIN:-}" ]; then
+    scripts/install-deps.sh
+    cargo build --release --workspace --bins
+  fi
   mkdir -p "$HOME_DIR/logs"
   stop quiet
   certificates
