@@ -16,12 +16,13 @@ use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle as Fh, FileType, Filesystem,
     FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
     ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::client::Client;
 use crate::error::ClientError;
 use crate::fresh_inodes::FreshInodes;
+use crate::fuse_locks::{FuseLocks, NotifierSlot};
 use crate::mount_config::MountConfig;
 use crate::open_files::OpenFiles;
 use crate::permissions::{self, AttrChange, Squash, Who, permitted, require, require_removable};
@@ -40,6 +41,9 @@ pub struct BigFs {
     /// The export's squash: callers it maps are checked here, as the
     /// anonymous user (see `permissions`).
     squash: Option<Squash>,
+    /// Cluster-wide file locks (None with `-o nolocks`: the kernel's own).
+    locks: Option<Arc<FuseLocks>>,
+    notifier: NotifierSlot,
 }
 
 /// Directory listings of open directory handles. The kernel reads a
@@ -238,15 +242,43 @@ fn name_of(name: &OsStr) -> Result<String, Errno> {
 
 impl BigFs {
     pub fn new(client: Arc<Client>, rt: tokio::runtime::Handle, cfg: MountConfig) -> Self {
+        let open = Arc::new(OpenFiles::default());
+        let notifier = NotifierSlot::default();
+        let locks = cfg.locks.then(|| {
+            let session = crate::locks::Locks::new(
+                client.io().meta.clone(),
+                Duration::from_millis(cfg.lock_poll_ms),
+            );
+            Arc::new(FuseLocks::new(
+                Arc::new(session),
+                Arc::clone(&client),
+                Arc::clone(&open),
+                Arc::clone(&notifier),
+                rt.clone(),
+            ))
+        });
         BigFs {
             client,
             rt,
-            open: Arc::new(OpenFiles::default()),
+            open,
             dirs: Arc::new(DirListings::default()),
             fresh: Arc::new(FreshInodes::new(Duration::from_millis(cfg.attr_ttl_ms))),
             cfg,
             squash: None,
+            locks,
+            notifier,
         }
+    }
+
+    /// The lock session, if locks are cluster-wide (for its renewal task).
+    pub fn lock_session(&self) -> Option<Arc<crate::locks::Locks>> {
+        self.locks.as_ref().map(|l| l.locks())
+    }
+
+    /// Where the session's notifier goes once the FUSE session exists:
+    /// locks use it to drop cached pages of files other mounts changed.
+    pub fn notifier_slot(&self) -> NotifierSlot {
+        Arc::clone(&self.notifier)
     }
 
     /// Makes the callers `squash` maps act as its anonymous user.
@@ -351,7 +383,14 @@ impl Filesystem for BigFs {
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_MAX_PAGES
             | InitFlags::FUSE_ATOMIC_O_TRUNC;
-        let _ = config.add_capabilities(wanted & config.capabilities());
+        // The kernel sends fcntl and flock locks here instead of keeping
+        // them itself (flock arrives as a whole-file lock of the file).
+        let locks = if self.locks.is_some() {
+            InitFlags::FUSE_POSIX_LOCKS | InitFlags::FUSE_FLOCK_LOCKS
+        } else {
+            InitFlags::empty()
+        };
+        let _ = config.add_capabilities((wanted | locks) & config.capabilities());
         // 1 MiB writes: a quarter chunk per request.
         let _ = config
             .set_max_write(1 << 20)
@@ -797,9 +836,9 @@ impl Filesystem for BigFs {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: Fh,
-        _lock_owner: LockOwner,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         let Some(h) = self.open.get(fh.0) else {
@@ -807,32 +846,46 @@ impl Filesystem for BigFs {
             return;
         };
         let open = Arc::clone(&self.open);
+        let locks = self.lock_session();
         self.reply_empty(reply, async move {
-            h.flush().await?;
+            let flushed = h.flush().await;
             if let Some(a) = h.last_attr().await {
                 open.set_version(a.ino, a.version);
             }
-            Ok(())
+            // POSIX: closing any descriptor of a file drops the process's
+            // fcntl locks on it.
+            if let Some(l) = locks {
+                FuseLocks::closed(&l, ino.0, lock_owner.0).await;
+            }
+            flushed
         });
     }
 
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: Fh,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        // The last close of an open file description drops its flock lock.
+        let flock_owner = lock_owner.zip(self.lock_session());
         let Some(released) = self.open.release(fh.0) else {
+            if let Some((owner, l)) = flock_owner {
+                self.spawn(async move { FuseLocks::closed(&l, ino.0, owner.0).await });
+            }
             reply.ok();
             return;
         };
         let client = Arc::clone(&self.client);
         let open = Arc::clone(&self.open);
         self.reply_empty(reply, async move {
+            if let Some((owner, l)) = flock_owner {
+                FuseLocks::closed(&l, ino.0, owner.0).await;
+            }
             let h = released.handle;
             let flushed = h.flush().await;
             if let Some(a) = h.last_attr().await {
@@ -857,6 +910,53 @@ impl Filesystem for BigFs {
             h.flush().await?;
             client.sync().await
         });
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: Fh,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: ReplyLock,
+    ) {
+        match &self.locks {
+            Some(l) => l.getlk(ino.0, lock_owner.0, (start, end), typ, pid, reply),
+            None => reply.error(Errno::ENOSYS),
+        }
+    }
+
+    fn setlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: Fh,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        match &self.locks {
+            Some(l) => l.setlk(
+                req.pid(),
+                ino.0,
+                fh.0,
+                lock_owner.0,
+                (start, end),
+                typ,
+                pid,
+                sleep,
+                reply,
+            ),
+            None => reply.error(Errno::ENOSYS),
+        }
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

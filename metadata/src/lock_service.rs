@@ -45,7 +45,9 @@ fn kind_of(typ: i32) -> Result<Option<LockKind>, Status> {
         Ok(pb::LockType::Read) => Ok(Some(LockKind::Read)),
         Ok(pb::LockType::Write) => Ok(Some(LockKind::Write)),
         Ok(pb::LockType::Unlock) => Ok(None),
-        _ => Err(invalid(format!("lock type {typ} is not read, write or unlock"))),
+        _ => Err(invalid(format!(
+            "lock type {typ} is not read, write or unlock"
+        ))),
     }
 }
 

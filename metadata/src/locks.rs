@@ -292,16 +292,18 @@ fn set(
             format!("inode {ino} holds {MAX_LOCKS_PER_INODE} locks (MAX_LOCKS_PER_INODE)"),
         ));
     }
-    let count = |v: &[Held]| v.iter().filter(|h| h.owner.session == owner.session).count();
+    let count = |v: &[Held]| {
+        v.iter()
+            .filter(|h| h.owner.session == owner.session)
+            .count()
+    };
     let before = count(locks.on(ino));
     let after = count(&new);
     let session_total = locks.held_by(owner.session) - before + after;
     if after > before && session_total > MAX_LOCKS_PER_SESSION {
         return Err(MetaError::ns(
             errno::ENOLCK,
-            format!(
-                "this mount holds {MAX_LOCKS_PER_SESSION} locks (MAX_LOCKS_PER_SESSION)"
-            ),
+            format!("this mount holds {MAX_LOCKS_PER_SESSION} locks (MAX_LOCKS_PER_SESSION)"),
         ));
     }
     if after > 0

@@ -80,7 +80,10 @@ fn shared_locks_coexist_and_exclusive_ones_conflict() {
     // Outside A's range B may write-lock.
     set(&mut s, ino, B, W, 100, 200).unwrap();
     let c = s.locks.conflict(ino, A, LockKind::Read, 150, 150).unwrap();
-    assert_eq!((c.owner, c.kind, c.start, c.end), (B, LockKind::Write, 100, 200));
+    assert_eq!(
+        (c.owner, c.kind, c.start, c.end),
+        (B, LockKind::Write, 100, 200)
+    );
     assert!(s.locks.conflict(ino, A, LockKind::Read, 0, 99).is_none());
 }
 
@@ -137,11 +140,19 @@ fn upgrade_waits_for_other_readers_then_merges() {
     set(&mut s, ino, A, R, 0, 9).unwrap();
     set(&mut s, ino, B, R, 0, 9).unwrap();
     assert_eq!(errno_of(set(&mut s, ino, A, W, 0, 9)), errno::EAGAIN);
-    assert_eq!(of(&s, ino, A), vec![(LockKind::Read, 0, 9)], "kept on refusal");
+    assert_eq!(
+        of(&s, ino, A),
+        vec![(LockKind::Read, 0, 9)],
+        "kept on refusal"
+    );
     set(&mut s, ino, B, None, 0, 9).unwrap();
     set(&mut s, ino, A, W, 0, 9).unwrap();
     set(&mut s, ino, A, W, 10, 19).unwrap();
-    assert_eq!(of(&s, ino, A), vec![(LockKind::Write, 0, 19)], "adjacent merge");
+    assert_eq!(
+        of(&s, ino, A),
+        vec![(LockKind::Write, 0, 19)],
+        "adjacent merge"
+    );
     set(&mut s, ino, A, W, 5, u64::MAX).unwrap();
     assert_eq!(of(&s, ino, A), vec![(LockKind::Write, 0, u64::MAX)]);
     assert_eq!(s.locks.held_by(1), 1);
@@ -180,7 +191,18 @@ fn an_ended_lease_frees_the_session_and_renewal_extends_it() {
     apply(&mut s, &LockCommand::Expire { now_ms: 1001 }).unwrap();
     assert!(of(&s, ino, A).is_empty(), "A's lease ended");
     assert_eq!(of(&s, ino, B), vec![(LockKind::Write, 10, 19)], "B renewed");
-    set(&mut s, ino, Owner { session: 3, owner: 1 }, W, 0, 9).unwrap();
+    set(
+        &mut s,
+        ino,
+        Owner {
+            session: 3,
+            owner: 1,
+        },
+        W,
+        0,
+        9,
+    )
+    .unwrap();
     apply(&mut s, &LockCommand::Expire { now_ms: 6000 }).unwrap();
     assert!(s.locks.is_empty());
 }
@@ -192,7 +214,10 @@ fn past_the_per_inode_bound_a_lock_is_refused_with_enolck() {
         // Every other byte, so nothing merges.
         set(&mut s, ino, A, W, 2 * i, 2 * i).unwrap();
     }
-    assert_eq!(errno_of(set(&mut s, ino, A, W, u64::MAX, u64::MAX)), errno::ENOLCK);
+    assert_eq!(
+        errno_of(set(&mut s, ino, A, W, u64::MAX, u64::MAX)),
+        errno::ENOLCK
+    );
     // Unlocking (fewer locks) still works at the bound.
     set(&mut s, ino, A, None, 0, 0).unwrap();
     set(&mut s, ino, A, W, u64::MAX, u64::MAX).unwrap();
