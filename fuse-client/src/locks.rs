@@ -101,10 +101,7 @@ impl Locks {
         let req = self.request(r);
         let reply = self
             .meta
-            .call_locks("set lock", |mut c| {
-                let req = req.clone();
-                async move { c.set_lock(req).await }
-            })
+            .call_locks("set lock", |mut c| async move { c.set_lock(req).await })
             .await?;
         if reply.lease_ms > 0 {
             self.lease_ms.store(reply.lease_ms, Ordering::Relaxed);
@@ -144,10 +141,7 @@ impl Locks {
         let req = self.request(r);
         let reply = self
             .meta
-            .call_locks("get lock", |mut c| {
-                let req = req.clone();
-                async move { c.get_lock(req).await }
-            })
+            .call_locks("get lock", |mut c| async move { c.get_lock(req).await })
             .await?;
         Ok(reply.conflict)
     }
@@ -164,9 +158,8 @@ impl Locks {
             owner,
         };
         self.meta
-            .call_locks("release locks", |mut c| {
-                let req = req.clone();
-                async move { c.release_locks(req).await }
+            .call_locks("release locks", |mut c| async move {
+                c.release_locks(req).await
             })
             .await?;
         Ok(())

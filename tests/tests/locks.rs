@@ -146,10 +146,24 @@ async fn fcntl_locks_serialise_counter_updates_from_two_mounts() {
 }
 
 /// A forked child holding a `typ` lock on `len` bytes at `start` of `path`
-/// until it reads a byte from its release pipe.
+/// until it reads a byte from its release pipe (killed if the test fails
+/// first, so it does not outlive the test).
 struct Holder {
     pid: libc::pid_t,
     release: libc::c_int,
+    done: bool,
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        if !self.done {
+            // SAFETY: kill(2) and waitpid(2) on our own child.
+            unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+            }
+        }
+    }
 }
 
 impl Holder {
@@ -189,11 +203,13 @@ impl Holder {
         Holder {
             pid,
             release: release[1],
+            done: false,
         }
     }
 
     /// Lets the child exit (its exit releases the lock); its exit code.
-    fn release(self) -> i32 {
+    fn release(mut self) -> i32 {
+        self.done = true;
         let one = [1u8];
         // SAFETY: write(2) of one byte to our pipe, then close it.
         unsafe {
@@ -269,9 +285,19 @@ async fn byte_ranges_conflict_only_where_they_overlap_and_getlk_names_the_holder
     fcntl(&g, libc::F_SETLK, &mut flock_of(libc::F_WRLCK, 0, 0)).expect("all free after close");
 }
 
+/// A child process killed when dropped (a failed test leaves none behind).
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs `flock ARGS PATH sh -c 'echo locked; read x'`: returns once it
 /// holds the lock; it keeps it until a line arrives on its stdin.
-fn flock_holder(args: &[&str], path: &Path) -> Child {
+fn flock_holder(args: &[&str], path: &Path) -> Reaped {
     let mut child = Command::new("flock")
         .args(args)
         .arg(path)
@@ -285,12 +311,12 @@ fn flock_holder(args: &[&str], path: &Path) -> Child {
         .read_line(&mut line)
         .expect("read from flock");
     assert_eq!(line.trim(), "locked", "flock did not take the lock");
-    child
+    Reaped(child)
 }
 
-fn release_holder(mut child: Child) {
-    let _ = child.stdin.as_mut().expect("stdin").write_all(b"\n");
-    let st = child.wait().expect("wait flock");
+fn release_holder(mut holder: Reaped) {
+    let _ = holder.0.stdin.as_mut().expect("stdin").write_all(b"\n");
+    let st = holder.0.wait().expect("wait flock");
     assert!(st.success(), "flock holder ended with {st}");
 }
 
@@ -351,7 +377,7 @@ async fn a_killed_mount_loses_its_locks_after_the_lease() {
     let (mut a, b) = (Mount::new(&c, &[]), Mount::new(&c, &[]));
     std::fs::write(a.path().join("lockfile"), b"").expect("create lock file");
     let fb = b.path().join("lockfile");
-    let mut holder = flock_holder(&[], &a.path().join("lockfile"));
+    let holder = flock_holder(&[], &a.path().join("lockfile"));
     // Longer than the lease: renewals keep a live mount's lock.
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(flock_run(&["-n"], &fb).0, 1, "held by the live mount");
@@ -365,8 +391,7 @@ async fn a_killed_mount_loses_its_locks_after_the_lease() {
         "released by the lease, not at once ({took:?})"
     );
     eprintln!("lock of the killed mount released after {took:?}");
-    let _ = holder.kill();
-    let _ = holder.wait();
+    drop(holder);
 }
 
 /// Runs `sqlite3 DB` with `script` on stdin; its stdout.
