@@ -419,12 +419,16 @@ impl Filesystem for BigFs {
         let open = Arc::clone(&self.open);
         let ttl = self.entry_ttl();
         let who = self.squashed(req);
+        let locks = self.locks.clone();
         self.spawn(async move {
             if let Err(e) = require(&client, who, parent.0, AccessFlags::X_OK).await {
                 return reply.error(err(&e));
             }
             match client.lookup(parent.0, &name).await {
                 Ok(a) => {
+                    if let Some(l) = &locks {
+                        l.looked_up(parent.0, &name, a.ino);
+                    }
                     let size = match open.by_ino(a.ino) {
                         Some(h) => h.pending_size().await,
                         None => None,

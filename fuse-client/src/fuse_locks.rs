@@ -21,6 +21,7 @@ use crate::client::Client;
 use crate::error::ClientError;
 use crate::file::FileHandle;
 use crate::interrupt;
+use crate::known_names::KnownNames;
 use crate::locks::{LockRange, Locks, kernel_type, lock_type};
 use crate::open_files::OpenFiles;
 
@@ -35,6 +36,8 @@ pub struct FuseLocks {
     open: Arc<OpenFiles>,
     notifier: NotifierSlot,
     rt: tokio::runtime::Handle,
+    /// Names looked up here, for dropping entries next to a locked file.
+    names: Arc<KnownNames>,
 }
 
 fn errno_of(e: &ClientError) -> Errno {
@@ -77,7 +80,13 @@ impl FuseLocks {
             open,
             notifier,
             rt,
+            names: Arc::default(),
         }
+    }
+
+    /// Notes a name looked up through the mount (see [`KnownNames`]).
+    pub fn looked_up(&self, parent: u64, name: &str, ino: u64) {
+        self.names.seen(parent, name, ino);
     }
 
     /// The client library's lock session (for the renewal task).
@@ -133,6 +142,7 @@ impl FuseLocks {
         let client = Arc::clone(&self.client);
         let open = Arc::clone(&self.open);
         let notifier = Arc::clone(&self.notifier);
+        let names = Arc::clone(&self.names);
         let handle = self.open.get(fh);
         self.rt.spawn(async move {
             if r.typ == pb::LockType::Unlock {
@@ -165,7 +175,17 @@ impl FuseLocks {
                 let _ = locks.release(r.ino, r.owner).await;
                 return reply.error(Errno::from_i32(errno::EINTR));
             }
-            revalidate(&client, &open, &notifier, r.ino).await;
+            let changed = revalidate(&client, &open, r.ino).await;
+            // The kernel may wait for requests this runtime serves (page
+            // locks, the directory lock): not on a runtime thread.
+            let ino = r.ino;
+            let _ = tokio::task::spawn_blocking(move || {
+                if changed && let Some(n) = notifier.get() {
+                    drop_cached_pages(n, ino);
+                }
+                forget_siblings(&names, &notifier, ino);
+            })
+            .await;
             reply.ok();
         });
     }
@@ -180,6 +200,19 @@ impl FuseLocks {
     }
 }
 
+/// After a lock is granted: drops the kernel's cached entries of the names
+/// looked up next to the locked file, so that names another mount created
+/// or removed under the lock are seen (SQLite's journal).
+fn forget_siblings(names: &KnownNames, notifier: &NotifierSlot, ino: u64) {
+    let (Some((parent, siblings)), Some(n)) = (names.siblings(ino), notifier.get()) else {
+        return;
+    };
+    for name in siblings {
+        // ENOENT: the kernel had no entry for it; nothing to drop.
+        let _ = n.inval_entry(INodeNo(parent), std::ffi::OsStr::new(&name));
+    }
+}
+
 /// Commits the handle's buffered writes and records the version written.
 async fn commit(h: &FileHandle, open: &OpenFiles) -> Result<(), ClientError> {
     h.flush().await?;
@@ -190,25 +223,29 @@ async fn commit(h: &FileHandle, open: &OpenFiles) -> Result<(), ClientError> {
 }
 
 /// After a lock is granted: if another mount changed the file since this
-/// mount last saw it, forget the cached layout, size, pages and attributes.
-async fn revalidate(client: &Client, open: &OpenFiles, notifier: &NotifierSlot, ino: u64) {
+/// mount last saw it, forget the cached layout and size. True if it did
+/// (the kernel's pages and attributes are then stale too).
+async fn revalidate(client: &Client, open: &OpenFiles, ino: u64) -> bool {
     let attr = match client.getattr(ino).await {
         Ok(a) => a,
         Err(e) => {
             tracing::warn!(ino, error = %e, "fresh attributes after a lock failed");
-            return;
+            return true;
         }
     };
     if open.version(ino) == Some(attr.version) {
-        return;
+        return false;
     }
     if let Some(h) = open.by_ino(ino) {
         h.reopen(&attr).await;
     }
     open.set_version(ino, attr.version);
-    if let Some(n) = notifier.get()
-        && let Err(e) = n.inval_inode(INodeNo(ino), 0, 0)
-    {
+    true
+}
+
+/// Drops the kernel's cached pages and attributes of `ino`.
+fn drop_cached_pages(n: &Notifier, ino: u64) {
+    if let Err(e) = n.inval_inode(INodeNo(ino), 0, 0) {
         tracing::debug!(ino, error = %e, "dropping the kernel's cache of a locked file failed");
     }
 }

@@ -16,6 +16,7 @@ pub mod fresh_inodes;
 pub mod fuse_fs;
 pub mod fuse_locks;
 pub mod interrupt;
+pub mod known_names;
 pub mod layout;
 pub mod locks;
 pub mod meta;
