@@ -488,3 +488,29 @@ async fn sqlite_with_a_rollback_journal_written_from_two_mounts_stays_consistent
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn locks_survive_a_change_of_metadata_leader() {
+    let _deadline = deadline(DEADLINE);
+    let mut g = bigfs_tests::group::Group::start(3).await;
+    let c = Cluster::start_external(&g.addr_list(), 2).await;
+    let (a, b) = (Mount::new(&c, &[]), Mount::new(&c, &[]));
+    std::fs::write(a.path().join("lockfile"), b"").expect("create lock file");
+    let fb = b.path().join("lockfile");
+    let holder = flock_holder(&[], &a.path().join("lockfile"));
+    let old = g.wait_leader(Duration::from_secs(30)).await;
+    g.kill(old);
+    let new = g.wait_leader(Duration::from_secs(30)).await;
+    assert_ne!(new, old);
+    assert_eq!(
+        flock_run(&["-n"], &fb).0,
+        1,
+        "still held under the new leader"
+    );
+    release_holder(holder);
+    assert_eq!(
+        flock_run(&["-w", "30"], &fb).0,
+        0,
+        "released through the new leader"
+    );
+}
