@@ -3,7 +3,8 @@
 # FUSE 3 (the mount and its tests), attr (setfattr/getfattr in tests),
 # systemd (systemd-analyze, tests/tests/deploy.rs), chromium (headless, for
 # the status page in tests/tests/admin_http.rs), iptables (the metadata
-# partition test drops a member's loopback traffic), pkg-config, and the
+# partition test drops a member's loopback traffic), flock and sqlite3 (file
+# locks across mounts, tests/tests/locks.rs), pkg-config, and the
 # rustfmt/clippy toolchain components. The tests fail, not skip, without them.
 set -euo pipefail
 need=()
@@ -15,6 +16,8 @@ command -v git >/dev/null 2>&1 || need+=(git)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
+command -v flock >/dev/null 2>&1 || need+=(util-linux)
+command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq

@@ -16,7 +16,7 @@ use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle as Fh, FileType, Filesystem,
     FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
     ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::atime::{AtimeMode, Atimes};
@@ -24,6 +24,7 @@ use crate::client::Client;
 use crate::error::ClientError;
 use crate::file::Pending;
 use crate::fresh_inodes::FreshInodes;
+use crate::fuse_locks::{FuseLocks, NotifierSlot};
 use crate::mount_config::MountConfig;
 use crate::open_dirs::OpenDirs;
 use crate::open_files::OpenFiles;
@@ -45,6 +46,9 @@ pub struct BigFs {
     /// The export's squash: callers it maps are checked here, as the
     /// anonymous user (see `permissions`).
     squash: Option<Squash>,
+    /// Cluster-wide file locks (None with `-o nolocks`: the kernel's own).
+    locks: Option<Arc<FuseLocks>>,
+    notifier: NotifierSlot,
 }
 
 /// The entries after kernel offset `offset` (1 = ".", 2 = "..", then
@@ -207,16 +211,44 @@ impl BigFs {
             cfg.atime
         }));
         rt.spawn(Arc::clone(&atimes).run(Arc::clone(&client)));
+        let open = Arc::new(OpenFiles::default());
+        let notifier = NotifierSlot::default();
+        let locks = cfg.locks.then(|| {
+            let session = crate::locks::Locks::new(
+                client.io().meta.clone(),
+                Duration::from_millis(cfg.lock_poll_ms),
+            );
+            Arc::new(FuseLocks::new(
+                Arc::new(session),
+                Arc::clone(&client),
+                Arc::clone(&open),
+                Arc::clone(&notifier),
+                rt.clone(),
+            ))
+        });
         BigFs {
             client,
             rt,
+            open,
             atimes,
-            open: Arc::new(OpenFiles::default()),
             dirs: Arc::new(OpenDirs::default()),
             fresh: Arc::new(FreshInodes::new(Duration::from_millis(cfg.attr_ttl_ms))),
             cfg,
             squash: None,
+            locks,
+            notifier,
         }
+    }
+
+    /// The lock session, if locks are cluster-wide (for its renewal task).
+    pub fn lock_session(&self) -> Option<Arc<crate::locks::Locks>> {
+        self.locks.as_ref().map(|l| l.locks())
+    }
+
+    /// Where the session's notifier goes once the FUSE session exists:
+    /// locks use it to drop cached pages of files other mounts changed.
+    pub fn notifier_slot(&self) -> NotifierSlot {
+        Arc::clone(&self.notifier)
     }
 
     /// Makes the callers `squash` maps act as its anonymous user.
@@ -330,7 +362,14 @@ impl Filesystem for BigFs {
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_MAX_PAGES
             | InitFlags::FUSE_ATOMIC_O_TRUNC;
-        let _ = config.add_capabilities(wanted & config.capabilities());
+        // The kernel sends fcntl and flock locks here instead of keeping
+        // them itself (flock arrives as a whole-file lock of the file).
+        let locks = if self.locks.is_some() {
+            InitFlags::FUSE_POSIX_LOCKS | InitFlags::FUSE_FLOCK_LOCKS
+        } else {
+            InitFlags::empty()
+        };
+        let _ = config.add_capabilities((wanted | locks) & config.capabilities());
         // 1 MiB writes: a quarter chunk per request.
         let _ = config
             .set_max_write(1 << 20)
@@ -362,6 +401,7 @@ impl Filesystem for BigFs {
         let dirs = Arc::clone(&self.dirs);
         let ttl = self.entry_ttl();
         let who = self.squashed(req);
+        let locks = self.locks.clone();
         self.spawn(async move {
             if let Err(e) = require(&client, who, parent.0, AccessFlags::X_OK).await {
                 return reply.error(err(&e));
@@ -369,6 +409,9 @@ impl Filesystem for BigFs {
             match client.lookup(parent.0, &name).await {
                 Ok(a) => {
                     dirs.seen(&a);
+                    if let Some(l) = &locks {
+                        l.looked_up(parent.0, &name, a.ino);
+                    }
                     let size = match open.by_ino(a.ino) {
                         Some(h) => h.pending().await,
                         None => None,
@@ -799,9 +842,9 @@ impl Filesystem for BigFs {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: Fh,
-        _lock_owner: LockOwner,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         let Some(h) = self.open.get(fh.0) else {
@@ -809,33 +852,47 @@ impl Filesystem for BigFs {
             return;
         };
         let open = Arc::clone(&self.open);
+        let locks = self.lock_session();
         self.reply_empty(reply, async move {
-            h.flush().await?;
+            let flushed = h.flush().await;
             if let Some(a) = h.last_attr().await {
                 open.set_version(a.ino, a.version);
             }
-            Ok(())
+            // POSIX: closing any descriptor of a file drops the process's
+            // fcntl locks on it.
+            if let Some(l) = locks {
+                FuseLocks::closed(&l, ino.0, lock_owner.0).await;
+            }
+            flushed
         });
     }
 
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: Fh,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         self.atimes.released(fh.0);
+        // The last close of an open file description drops its flock lock.
+        let flock_owner = lock_owner.zip(self.lock_session());
         let Some(released) = self.open.release(fh.0) else {
+            if let Some((owner, l)) = flock_owner {
+                self.spawn(async move { FuseLocks::closed(&l, ino.0, owner.0).await });
+            }
             reply.ok();
             return;
         };
         let client = Arc::clone(&self.client);
         let open = Arc::clone(&self.open);
         self.reply_empty(reply, async move {
+            if let Some((owner, l)) = flock_owner {
+                FuseLocks::closed(&l, ino.0, owner.0).await;
+            }
             let h = released.handle;
             let flushed = h.flush().await;
             if let Some(a) = h.last_attr().await {
@@ -860,6 +917,53 @@ impl Filesystem for BigFs {
             h.flush().await?;
             client.sync().await
         });
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: Fh,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: ReplyLock,
+    ) {
+        match &self.locks {
+            Some(l) => l.getlk(ino.0, lock_owner.0, (start, end), typ, pid, reply),
+            None => reply.error(Errno::ENOSYS),
+        }
+    }
+
+    fn setlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: Fh,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        match &self.locks {
+            Some(l) => l.setlk(
+                req.pid(),
+                ino.0,
+                fh.0,
+                lock_owner.0,
+                (start, end),
+                typ,
+                pid,
+                sleep,
+                reply,
+            ),
+            None => reply.error(Errno::ENOSYS),
+        }
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

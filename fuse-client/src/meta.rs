@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bigfs_proto::pb;
-use bigfs_proto::{MetaClient, RetryConfig};
+use bigfs_proto::{LocksClient, MetaClient, RetryConfig};
 
 use crate::error::{ClientError, Result};
 use crate::meta_wait::{MetaWait, WaitCounts, WaitLog};
@@ -19,6 +19,8 @@ use crate::request_ids::RequestIds;
 #[derive(Clone)]
 pub struct Meta {
     client: MetaClient,
+    /// The Locks service on the same members (file locks).
+    locks: LocksClient,
     retry: RetryConfig,
     wait: MetaWait,
     waits: Arc<WaitLog>,
@@ -79,9 +81,12 @@ impl Meta {
             .map_err(|e| connect(e.to_string()))?
             .confined_to(subdir)
             .map_err(connect)?;
+        // The Locks service is confined to the same subtree.
+        let locks = bigfs_proto::pb::locks_client::LocksClient::new(channel.clone());
         let client = bigfs_proto::metadata_client_over(channel);
         Ok(Meta {
             client,
+            locks,
             retry,
             wait,
             waits: Arc::default(),
@@ -93,6 +98,12 @@ impl Meta {
     /// The metadata members as configured.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// This client's random id: it names its requests, and its lock
+    /// session on the metadata service.
+    pub fn client_id(&self) -> u64 {
+        self.ids.client()
     }
 
     /// The waits of this client's calls so far.
@@ -125,10 +136,35 @@ impl Meta {
         self.call_waiting(op, self.wait, f).await
     }
 
+    /// As [`Meta::call`], on the Locks service.
+    pub async fn call_locks<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T>
+    where
+        F: Fn(LocksClient) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.retrying(&self.locks, op, self.wait, f).await
+    }
+
     /// As [`Meta::call`], waiting as `wait` says instead.
     pub async fn call_waiting<T, F, Fut>(&self, op: &'static str, wait: MetaWait, f: F) -> Result<T>
     where
         F: Fn(MetaClient) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.retrying(&self.client, op, wait, f).await
+    }
+
+    /// Runs `f` on clones of `client` with retries, as `wait` allows.
+    async fn retrying<C, T, F, Fut>(
+        &self,
+        client: &C,
+        op: &'static str,
+        wait: MetaWait,
+        f: F,
+    ) -> Result<T>
+    where
+        C: Clone,
+        F: Fn(C) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let start = Instant::now();
@@ -136,7 +172,7 @@ impl Meta {
         let mut attempt = 0;
         loop {
             let deadline = wait.attempt_timeout(&self.retry, attempt, start.elapsed());
-            let outcome = tokio::time::timeout(deadline, f(self.client.clone()))
+            let outcome = tokio::time::timeout(deadline, f(client.clone()))
                 .await
                 .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("attempt timed out")));
             let status = match outcome {

@@ -33,6 +33,15 @@ pub struct MountConfig {
     /// Lease that keeps a file unlinked while open alive on the metadata
     /// service, in ms, renewed every third of it. Default 60000.
     pub open_lease_ms: u64,
+    /// File locks (`fcntl`, `flock`) hold across every mount of the
+    /// cluster, kept by the metadata service (`-o locks`, the default).
+    /// `-o nolocks` leaves them to this machine's kernel: they then exclude
+    /// only processes using this same mount.
+    pub locks: bool,
+    /// How often, at most, a lock that waits (F_SETLKW, `flock` without
+    /// `-n`) asks the metadata service again, in ms (`-o lock_poll_ms=N`).
+    /// Waits start at 5 ms and double up to this. Default 100; 5..=10000.
+    pub lock_poll_ms: u64,
     /// Threads reading kernel requests (`-o threads=N`). Default 4.
     pub threads: usize,
     /// How long a metadata call waits for the metadata service (a restart,
@@ -103,6 +112,8 @@ impl Default for MountConfig {
             attr_ttl_ms: 1000,
             entry_ttl_ms: 1000,
             open_lease_ms: 60_000,
+            locks: true,
+            lock_poll_ms: 100,
             threads: 4,
             meta_wait_secs: 60,
             hard: false,
@@ -219,6 +230,9 @@ impl MountConfig {
                 "attr_ttl_ms" => self.attr_ttl_ms = num(value)?,
                 "entry_ttl_ms" => self.entry_ttl_ms = num(value)?,
                 "threads" => self.threads = num(value)? as usize,
+                "locks" => self.locks = true,
+                "nolocks" => self.locks = false,
+                "lock_poll_ms" => self.lock_poll_ms = num(value)?,
                 "meta_wait" => self.meta_wait_secs = num(value)?,
                 "hard" => self.hard = true,
                 "soft" => self.hard = false,
@@ -265,6 +279,12 @@ impl MountConfig {
         }
         if self.meta_wait_secs == 0 && !self.hard {
             return Err("meta_wait must be at least 1 second (or use hard)".into());
+        }
+        if !(5..=10_000).contains(&self.lock_poll_ms) {
+            return Err(format!(
+                "lock_poll_ms must be 5..=10000, got {}",
+                self.lock_poll_ms
+            ));
         }
         if self.open_lease_ms < 3000 {
             return Err("open_lease_ms must be at least 3000".into());

@@ -89,6 +89,12 @@ impl OpenFiles {
             .unwrap_or(false)
     }
 
+    /// The layout version this mount last saw of `ino` (opened or wrote).
+    pub fn version(&self, ino: u64) -> Option<u64> {
+        let t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        t.versions.get(&ino).copied()
+    }
+
     /// Records the layout version this mount has now written (so its own
     /// writes do not drop its page cache on the next open).
     pub fn set_version(&self, ino: u64, version: u64) {

@@ -42,6 +42,8 @@ pub fn policy(method: &str) -> Option<&'static [Role]> {
         "bigfs.Raft" => Some(MEMBERS),
         "bigfs.Admin" if name == "MetaStatus" => Some(GROUP_STATUS),
         "bigfs.Admin" | "bigfs.Ops" => Some(ADMIN),
+        // Mounts lock files; operators may too (tests, debugging).
+        "bigfs.Locks" => Some(NAMESPACE),
         "bigfs.Metadata" => match name {
             "RegisterNode" | "Heartbeat" | "RegisterChunk" | "ConfirmReplica" => Some(NODE),
             "ReportFailure" => Some(REPORTERS),

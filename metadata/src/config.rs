@@ -61,6 +61,11 @@ pub struct Config {
     /// or a metadata restart takes, short enough that the table of a busy
     /// cluster stays small. A retry arriving later is applied again.
     pub client_reply_ttl_ms: u64,
+    /// How long a mount's file locks (fcntl, flock) outlive its last
+    /// renewal: a mount that dies or is cut off loses its locks this long
+    /// after it was last heard. Mounts renew every third of it. Default
+    /// 15000 ms; 1000..=600000.
+    pub lock_lease_ms: u64,
     /// Repair queue, garbage collection and decommissioning (`[heal]`).
     pub heal: crate::heal::HealConfig,
     /// When a node registration is refused (`[registration]`).
@@ -140,6 +145,7 @@ impl Default for Config {
             log_sync: crate::store::LogSync::Interval,
             log_sync_interval_ms: 20,
             client_reply_ttl_ms: 600_000,
+            lock_lease_ms: 15_000,
             heal: crate::heal::HealConfig::default(),
             registration: crate::registration::RegistrationConfig::default(),
             node_id: 1,
@@ -204,6 +210,9 @@ impl Config {
         }
         if self.client_reply_ttl_ms == 0 {
             return Err("client_reply_ttl_ms must be > 0".into());
+        }
+        if !(1_000..=600_000).contains(&self.lock_lease_ms) {
+            return Err("lock_lease_ms must be 1000..=600000".into());
         }
         self.heal.validate()?;
         self.registration.validate()?;

@@ -69,7 +69,8 @@ fn code_of_errno(e: i32) -> Code {
         errno::ENOTEMPTY | errno::ENOTDIR | errno::EISDIR => Code::FailedPrecondition,
         errno::EINVAL | errno::ENAMETOOLONG => Code::InvalidArgument,
         errno::EPERM | errno::EACCES | errno::EROFS => Code::PermissionDenied,
-        errno::ENOSPC => Code::ResourceExhausted,
+        errno::ENOSPC | errno::ENOLCK => Code::ResourceExhausted,
+        errno::EAGAIN => Code::FailedPrecondition,
         _ => Code::Internal,
     }
 }

@@ -21,6 +21,8 @@ pub mod heal;
 pub mod http;
 pub mod limits;
 pub mod liveness;
+pub mod lock_service;
+pub mod locks;
 pub mod machine;
 pub mod namespace;
 pub mod orphans;
@@ -132,6 +134,7 @@ pub async fn serve_with_admin(
             }
         }
     });
+    let lock_expiry = tokio::spawn(lock_service::run_expiry(svc.clone()));
     let leadership = tokio::spawn(watch_leadership(svc.clone()));
     let reload = tokio::spawn(reload_exports_on_sighup(svc.clone()));
     let worker = worker::Worker::new(svc.clone());
@@ -152,6 +155,7 @@ pub async fn serve_with_admin(
                 .max_decoding_message_size(MAX_REQUEST_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
         )
+        .add_service(lock_service::LockService::new(svc.clone()).server())
         .add_service(raft::network::RaftService::new(svc.consensus().raft.clone()).server())
         .add_service(
             OpsServer::new(svc.clone())
@@ -169,6 +173,7 @@ pub async fn serve_with_admin(
         let _ = t.await;
     }
     orphan_task.abort();
+    lock_expiry.abort();
     leadership.abort();
     reload.abort();
     if let Err(e) = svc.consensus().raft.shutdown().await {

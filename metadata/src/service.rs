@@ -108,7 +108,7 @@ impl MetadataService {
     }
 
     /// What the caller of `request` may touch (its export).
-    fn scope<T>(&self, request: &Request<T>) -> Result<Scope, Status> {
+    pub(crate) fn scope<T>(&self, request: &Request<T>) -> Result<Scope, Status> {
         let caller = bigfs_proto::auth::caller(request)?;
         let exports = self
             .inner
@@ -129,7 +129,7 @@ impl MetadataService {
     /// The server's inodes for a confined client's `inos`, each checked to
     /// lie in its export (`writable`: refused on a read-only export).
     /// Unconfined callers pay nothing.
-    async fn confine<const N: usize>(
+    pub(crate) async fn confine<const N: usize>(
         &self,
         scope: &Scope,
         writable: bool,

@@ -221,6 +221,9 @@ pub struct State {
     /// The last answer per client request slot (exactly-once mutations).
     #[serde(default)]
     pub clients: clients::Clients,
+    /// Byte-range locks held by mounts (see `locks`).
+    #[serde(default)]
+    pub locks: crate::locks::Locks,
 }
 
 impl Default for State {
@@ -262,6 +265,7 @@ impl State {
             orphans: BTreeMap::new(),
             heal: crate::heal::HealState::default(),
             clients: clients::Clients::default(),
+            locks: crate::locks::Locks::default(),
         }
     }
 
@@ -414,6 +418,8 @@ pub enum Command {
     },
     /// Repair queue, garbage collection, decommission (see `heal`).
     Heal(crate::heal::HealCommand),
+    /// Byte-range locks (see `locks`).
+    Lock(crate::locks::LockCommand),
     /// A client's mutation named by its request id: a retry of it is
     /// answered from the clients table instead of being applied again.
     Once(clients::Once),
@@ -637,6 +643,7 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
             Ok(Reply::Done)
         }
         Command::Heal(h) => crate::heal::apply(state, h).map(|()| Reply::Done),
+        Command::Lock(l) => crate::locks::apply(state, l).map(|()| Reply::Done),
         Command::Once(once) => clients::apply(state, once),
     }
 }

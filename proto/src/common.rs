@@ -230,6 +230,10 @@ pub mod errno {
     pub const E2BIG: i32 = 7;
     pub const ERANGE: i32 = 34;
     pub const EOPNOTSUPP: i32 = 95;
+    pub const EINTR: i32 = 4;
+    pub const EAGAIN: i32 = 11;
+    pub const EDEADLK: i32 = 35;
+    pub const ENOLCK: i32 = 37;
 }
 
 /// gRPC metadata key holding the errno of a failed namespace operation.

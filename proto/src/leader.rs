@@ -339,6 +339,15 @@ pub type AdminClient = pb::admin_client::AdminClient<MetaChannel>;
 /// An Ops client over the member list: [`ops_client`].
 pub type OpsClient = pb::ops_client::OpsClient<MetaChannel>;
 
+/// A Locks client over the member list: [`locks_client`].
+pub type LocksClient = pb::locks_client::LocksClient<MetaChannel>;
+
+/// A Locks client over `list` ("a,b,c" or one address); lock requests are
+/// small, so the default message limits hold.
+pub fn locks_client(list: &str) -> Result<LocksClient, AddrError> {
+    Ok(pb::locks_client::LocksClient::new(MetaChannel::new(list)?))
+}
+
 /// An Admin client over `list` ("a,b,c" or one address) with BigFS's
 /// message limits.
 pub fn admin_client(list: &str) -> Result<AdminClient, AddrError> {

@@ -313,6 +313,8 @@ fn run_foreground(
     };
     let fs = BigFs::new(Arc::clone(&client), rt.handle().clone(), cfg.clone()).with_squash(squash);
     let open = fs.open_files();
+    let lock_session = fs.lock_session();
+    let notifier_slot = fs.notifier_slot();
 
     let mut options = vec![
         MountOption::FSName(cfg.source()),
@@ -361,6 +363,7 @@ fn run_foreground(
         Ok(s) => s,
         Err(e) => return fail(1, format!("mount {}: {e}", mountpoint.display())),
     };
+    let _ = notifier_slot.set(session.notifier());
     let mut unmounter = session.unmount_callable();
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let session_thread = std::thread::spawn(move || {
@@ -411,6 +414,11 @@ fn run_foreground(
             }
         }
     });
+
+    // Keep this mount's file locks alive on the metadata service.
+    if let Some(l) = lock_session {
+        rt.spawn(l.run_renewal());
+    }
 
     // Wait for a signal or an external unmount.
     let signalled = rt.block_on(async {
