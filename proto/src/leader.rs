@@ -314,6 +314,19 @@ pub type AdminClient = pb::admin_client::AdminClient<MetaChannel>;
 /// An Ops client over the member list: [`ops_client`].
 pub type OpsClient = pb::ops_client::OpsClient<MetaChannel>;
 
+/// A Snapshots client (trash and snapshots) over the member list.
+pub type SnapshotsClient = pb::snapshots_client::SnapshotsClient<MetaChannel>;
+
+/// A Snapshots client over `list` ("a,b,c" or one address) with BigFS's
+/// message limits.
+pub fn snapshots_client(list: &str) -> Result<SnapshotsClient, AddrError> {
+    Ok(
+        pb::snapshots_client::SnapshotsClient::new(MetaChannel::new(list)?)
+            .max_decoding_message_size(crate::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(crate::MAX_MESSAGE_SIZE),
+    )
+}
+
 /// An Admin client over `list` ("a,b,c" or one address) with BigFS's
 /// message limits.
 pub fn admin_client(list: &str) -> Result<AdminClient, AddrError> {
