@@ -598,7 +598,7 @@ async fn status(client: &Client, json: bool) -> Result<(), Failure> {
             "default_replication": s.default_replication, "chunk_size": s.chunk_size,
             "repair_pending": s.repair_pending, "repair_failed": s.repair_failed,
             "repair_completed": s.repair_completed, "gc_backlog": s.gc_backlog,
-            "gc_trash": s.gc_trash});
+            "gc_trash": s.gc_trash, "trash_files": s.trash_files, "trash_bytes": s.trash_bytes});
         outln!("{v}");
         return Ok(());
     }
@@ -626,11 +626,13 @@ async fn status(client: &Client, json: bool) -> Result<(), Failure> {
     }
     outln!();
     outln!(
-        "files {}  directories {}  chunks {} ({})",
+        "files {}  directories {}  chunks {} ({})  trash {} files ({})",
         s.files,
         s.directories,
         s.chunks,
-        bigfs_client::admin::human(s.chunk_bytes)
+        bigfs_client::admin::human(s.chunk_bytes),
+        s.trash_files,
+        bigfs_client::admin::human(s.trash_bytes)
     );
     outln!(
         "replicas: {} available, {} pending, {} deleting; replication {}",
