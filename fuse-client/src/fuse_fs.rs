@@ -25,6 +25,7 @@ use crate::fresh_inodes::FreshInodes;
 use crate::mount_config::MountConfig;
 use crate::open_files::OpenFiles;
 use crate::permissions::{self, AttrChange, Squash, Who, permitted, require, require_removable};
+use crate::trash_view::{TRASH_INO, TrashView};
 
 /// Block size reported to applications: large, so `cp` and friends use big
 /// buffers and the kernel sends big writes.
@@ -40,6 +41,8 @@ pub struct BigFs {
     /// The export's squash: callers it maps are checked here, as the
     /// anonymous user (see `permissions`).
     squash: Option<Squash>,
+    /// The read-only `.trash` view (admin mounts; see `trash_view`).
+    trash: Option<Arc<TrashView>>,
 }
 
 /// Directory listings of open directory handles. The kernel reads a
@@ -70,7 +73,7 @@ impl DirListings {
     async fn get(
         &self,
         client: &Client,
-        ino: u64,
+        (ino, trash): (u64, Option<&TrashView>),
         fh: u64,
         offset: u64,
     ) -> Result<Arc<Vec<pb::DirEntry>>, ClientError> {
@@ -79,7 +82,10 @@ impl DirListings {
         {
             return Ok(l);
         }
-        let listing = Arc::new(client.readdir_all(ino).await?);
+        let listing = Arc::new(match trash {
+            Some(view) if ino == TRASH_INO => view.listing(client).await?,
+            _ => client.readdir_all(ino).await?,
+        });
         if fh != 0
             && let Ok(mut m) = self.by_fh.lock()
         {
@@ -239,11 +245,16 @@ fn name_of(name: &OsStr) -> Result<String, Errno> {
 impl BigFs {
     pub fn new(client: Arc<Client>, rt: tokio::runtime::Handle, cfg: MountConfig) -> Self {
         BigFs {
-            client,
-            rt,
+            rt: rt.clone(),
             open: Arc::new(OpenFiles::default()),
             dirs: Arc::new(DirListings::default()),
             fresh: Arc::new(FreshInodes::new(Duration::from_millis(cfg.attr_ttl_ms))),
+            trash: {
+                // The channel's lazy connector needs the runtime.
+                let _in_runtime = rt.enter();
+                TrashView::new(&client.config().metadata).map(Arc::new)
+            },
+            client,
             cfg,
             squash: None,
         }
@@ -380,7 +391,16 @@ impl Filesystem for BigFs {
         let open = Arc::clone(&self.open);
         let ttl = self.entry_ttl();
         let who = self.squashed(req);
+        let trash = self.trash.clone();
         self.spawn(async move {
+            if let Some(view) = trash
+                && let Some(found) = view.lookup(&client, parent.0, &name).await
+            {
+                return match found {
+                    Ok(a) => reply.entry(&ttl, &file_attr(&a, None), Generation(0)),
+                    Err(e) => reply.error(err(&e)),
+                };
+            }
             if let Err(e) = require(&client, who, parent.0, AccessFlags::X_OK).await {
                 return reply.error(err(&e));
             }
@@ -402,6 +422,12 @@ impl Filesystem for BigFs {
         let open = Arc::clone(&self.open);
         let ttl = self.ttl();
         self.spawn(async move {
+            if ino.0 == TRASH_INO {
+                return match client.getattr(bigfs_proto::ROOT_INO).await {
+                    Ok(r) => reply.attr(&ttl, &file_attr(&crate::trash_view::dir_attr(&r), None)),
+                    Err(e) => reply.error(err(&e)),
+                };
+            }
             match Self::attr(&client, &open, ino.0).await {
                 Ok(a) => reply.attr(&ttl, &a),
                 Err(e) => reply.error(err(&e)),
@@ -428,6 +454,10 @@ impl Filesystem for BigFs {
         reply: ReplyAttr,
     ) {
         writable_or_reply!(self, reply);
+        if ino.0 == TRASH_INO || self.trash.as_ref().is_some_and(|t| t.is_trashed(ino.0)) {
+            reply.error(Errno::EROFS);
+            return;
+        }
         let client = Arc::clone(&self.client);
         let open = Arc::clone(&self.open);
         let ttl = self.ttl();
@@ -689,7 +719,8 @@ impl Filesystem for BigFs {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let accmode = flags.0 & libc::O_ACCMODE;
-        if self.read_only() && (accmode != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0) {
+        let frozen = self.read_only() || self.trash.as_ref().is_some_and(|t| t.is_trashed(ino.0));
+        if frozen && (accmode != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0) {
             reply.error(Errno::EROFS);
             return;
         }
@@ -860,7 +891,7 @@ impl Filesystem for BigFs {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let Some(who) = self.squashed(req) else {
+        let Some(who) = self.squashed(req).filter(|_| ino.0 != TRASH_INO) else {
             reply.opened(Fh(self.dirs.open()), FopenFlags::empty());
             return;
         };
@@ -896,6 +927,7 @@ impl Filesystem for BigFs {
     ) {
         let client = Arc::clone(&self.client);
         let dirs = Arc::clone(&self.dirs);
+        let trash = self.trash.clone();
         self.spawn(async move {
             // Offsets: 1 = ".", 2 = "..", then metadata cookie + 2.
             if offset < 1 && reply.add(ino, 1, FileType::Directory, ".") {
@@ -904,7 +936,10 @@ impl Filesystem for BigFs {
             if offset < 2 && reply.add(ino, 2, FileType::Directory, "..") {
                 return reply.ok();
             }
-            let listing = match dirs.get(&client, ino.0, fh.0, offset).await {
+            let listing = match dirs
+                .get(&client, (ino.0, trash.as_deref()), fh.0, offset)
+                .await
+            {
                 Ok(l) => l,
                 Err(e) => return reply.error(err(&e)),
             };
@@ -928,10 +963,18 @@ impl Filesystem for BigFs {
         let client = Arc::clone(&self.client);
         let open = Arc::clone(&self.open);
         let dirs = Arc::clone(&self.dirs);
+        let trash = self.trash.clone();
         let ttl = self.entry_ttl();
         self.spawn(async move {
             if offset < 2 {
-                let me = match client.getattr(ino.0).await {
+                let me = match if ino.0 == TRASH_INO {
+                    client
+                        .getattr(bigfs_proto::ROOT_INO)
+                        .await
+                        .map(|r| crate::trash_view::dir_attr(&r))
+                } else {
+                    client.getattr(ino.0).await
+                } {
                     Ok(a) => file_attr(&a, None),
                     Err(e) => return reply.error(err(&e)),
                 };
@@ -942,7 +985,10 @@ impl Filesystem for BigFs {
                     return reply.ok();
                 }
             }
-            let listing = match dirs.get(&client, ino.0, fh.0, offset).await {
+            let listing = match dirs
+                .get(&client, (ino.0, trash.as_deref()), fh.0, offset)
+                .await
+            {
                 Ok(l) => l,
                 Err(e) => return reply.error(err(&e)),
             };

@@ -140,6 +140,46 @@ async fn deleted_and_overwritten_files_are_listed_restored_and_purged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_admin_mount_shows_the_trash_read_only_and_a_client_mount_does_not() {
+    let _deadline = deadline(DEADLINE);
+    let c = Cluster::start_with(1, FAST_GC).await;
+    let admin = Mount::as_admin(&c, "ops", &[]);
+    let user = Mount::new(&c, &[]);
+    let data = random_bytes(2 * CHUNK + 7, 21);
+    write(&user.path().join("gone"), &data);
+    std::fs::remove_file(user.path().join("gone")).unwrap();
+    let ino = trash(&c)[0]["ino"].as_u64().unwrap();
+
+    let view = admin.path().join(".trash");
+    let names: Vec<String> = std::fs::read_dir(&view)
+        .expect("read .trash")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let name = format!("{ino}-gone");
+    assert_eq!(names, std::slice::from_ref(&name));
+    assert!(
+        read(&view.join(&name)) == data,
+        "trashed bytes through .trash"
+    );
+    let erofs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(view.join(&name))
+        .unwrap_err();
+    assert_eq!(erofs.raw_os_error(), Some(libc::EROFS));
+    // Not listed in the root, so walking the tree never enters it.
+    let root: Vec<String> = std::fs::read_dir(admin.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!root.contains(&".trash".to_string()), "{root:?}");
+    // A client certificate gets no view.
+    assert!(!user.path().join(".trash").exists());
+    // Restored, it leaves the view.
+    c.cli_ok(&["trash", "restore", "/gone"]);
+    assert!(read(&user.path().join("gone")) == data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn trashed_files_expire_after_the_retention_and_zero_turns_the_trash_off() {
     let _deadline = deadline(DEADLINE);
     let short = Cluster::start_with(1, &format!("trash_retention_ms = 2000\n{FAST_GC}")).await;
