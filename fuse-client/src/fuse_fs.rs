@@ -29,6 +29,7 @@ use crate::mount_config::MountConfig;
 use crate::open_dirs::OpenDirs;
 use crate::open_files::OpenFiles;
 use crate::permissions::{self, AttrChange, Squash, Who, permitted, require, require_removable};
+use crate::trash_view::{TRASH_INO, TrashView};
 
 /// Block size reported to applications: large, so `cp` and friends use big
 /// buffers and the kernel sends big writes.
@@ -49,6 +50,8 @@ pub struct BigFs {
     /// Cluster-wide file locks (None with `-o nolocks`: the kernel's own).
     locks: Option<Arc<FuseLocks>>,
     notifier: NotifierSlot,
+    /// The read-only `.trash` view (admin mounts; see `trash_view`).
+    trash: Option<Arc<TrashView>>,
 }
 
 /// The entries after kernel offset `offset` (1 = ".", 2 = "..", then
@@ -226,13 +229,19 @@ impl BigFs {
                 rt.clone(),
             ))
         });
+        let trash = {
+            // The channel's lazy connector needs the runtime.
+            let _in_runtime = rt.enter();
+            TrashView::new(&client.config().metadata).map(Arc::new)
+        };
         BigFs {
-            client,
             rt,
             open,
             atimes,
             dirs: Arc::new(OpenDirs::default()),
             fresh: Arc::new(FreshInodes::new(Duration::from_millis(cfg.attr_ttl_ms))),
+            trash,
+            client,
             cfg,
             squash: None,
             locks,
@@ -402,7 +411,16 @@ impl Filesystem for BigFs {
         let ttl = self.entry_ttl();
         let who = self.squashed(req);
         let locks = self.locks.clone();
+        let trash = self.trash.clone();
         self.spawn(async move {
+            if let Some(view) = trash
+                && let Some(found) = view.lookup(&client, parent.0, &name).await
+            {
+                return match found {
+                    Ok(a) => reply.entry(&ttl, &file_attr(&a, None), Generation(0)),
+                    Err(e) => reply.error(err(&e)),
+                };
+            }
             if let Err(e) = require(&client, who, parent.0, AccessFlags::X_OK).await {
                 return reply.error(err(&e));
             }
@@ -430,6 +448,12 @@ impl Filesystem for BigFs {
         let atimes = Arc::clone(&self.atimes);
         let ttl = self.ttl();
         self.spawn(async move {
+            if ino.0 == TRASH_INO {
+                return match client.getattr(bigfs_proto::ROOT_INO).await {
+                    Ok(r) => reply.attr(&ttl, &file_attr(&crate::trash_view::dir_attr(&r), None)),
+                    Err(e) => reply.error(err(&e)),
+                };
+            }
             match Self::attr(&client, &open, ino.0).await {
                 Ok((a, mut fa)) => {
                     dirs.seen(&a);
@@ -468,6 +492,10 @@ impl Filesystem for BigFs {
         reply: ReplyAttr,
     ) {
         writable_or_reply!(self, reply);
+        if ino.0 == TRASH_INO || self.trash.as_ref().is_some_and(|t| t.is_trashed(ino.0)) {
+            reply.error(Errno::EROFS);
+            return;
+        }
         let client = Arc::clone(&self.client);
         let open = Arc::clone(&self.open);
         let ttl = self.ttl();
@@ -729,7 +757,8 @@ impl Filesystem for BigFs {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let accmode = flags.0 & libc::O_ACCMODE;
-        if self.read_only() && (accmode != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0) {
+        let frozen = self.read_only() || self.trash.as_ref().is_some_and(|t| t.is_trashed(ino.0));
+        if frozen && (accmode != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0) {
             reply.error(Errno::EROFS);
             return;
         }
@@ -967,7 +996,7 @@ impl Filesystem for BigFs {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let Some(who) = self.squashed(req) else {
+        let Some(who) = self.squashed(req).filter(|_| ino.0 != TRASH_INO) else {
             reply.opened(Fh(self.dirs.open(ino.0)), FopenFlags::empty());
             return;
         };
@@ -1003,6 +1032,7 @@ impl Filesystem for BigFs {
     ) {
         let client = Arc::clone(&self.client);
         let dirs = Arc::clone(&self.dirs);
+        let trash = self.trash.clone();
         self.spawn(async move {
             // Offsets: 1 = ".", 2 = "..", then metadata cookie + 2.
             if offset < 1 && reply.add(ino, 1, FileType::Directory, ".") {
@@ -1011,7 +1041,10 @@ impl Filesystem for BigFs {
             if offset < 2 && reply.add(ino, 2, FileType::Directory, "..") {
                 return reply.ok();
             }
-            let listing = match dirs.listing(&client, ino.0, fh.0, offset).await {
+            let listing = match dirs
+                .listing(&client, (ino.0, trash.as_deref()), fh.0, offset)
+                .await
+            {
                 Ok(l) => l,
                 Err(e) => return reply.error(err(&e)),
             };
@@ -1035,10 +1068,18 @@ impl Filesystem for BigFs {
         let client = Arc::clone(&self.client);
         let open = Arc::clone(&self.open);
         let dirs = Arc::clone(&self.dirs);
+        let trash = self.trash.clone();
         let ttl = self.entry_ttl();
         self.spawn(async move {
             if offset < 2 {
-                let me = match client.getattr(ino.0).await {
+                let me = match if ino.0 == TRASH_INO {
+                    client
+                        .getattr(bigfs_proto::ROOT_INO)
+                        .await
+                        .map(|r| crate::trash_view::dir_attr(&r))
+                } else {
+                    client.getattr(ino.0).await
+                } {
                     Ok(a) => file_attr(&a, None),
                     Err(e) => return reply.error(err(&e)),
                 };
@@ -1049,7 +1090,10 @@ impl Filesystem for BigFs {
                     return reply.ok();
                 }
             }
-            let listing = match dirs.listing(&client, ino.0, fh.0, offset).await {
+            let listing = match dirs
+                .listing(&client, (ino.0, trash.as_deref()), fh.0, offset)
+                .await
+            {
                 Ok(l) => l,
                 Err(e) => return reply.error(err(&e)),
             };

@@ -16,6 +16,7 @@ use bigfs_proto::pb;
 
 use crate::client::Client;
 use crate::error::ClientError;
+use crate::trash_view::{TRASH_INO, TrashView};
 
 /// Directories whose attributes are remembered for a later `opendir`: the
 /// kernel opens a directory right after looking it up, so a few thousand
@@ -117,10 +118,11 @@ impl OpenDirs {
     /// few dozen entries per call; fetching the listing once per `opendir`
     /// (and again at a rewind to offset 0) keeps that to one round of RPCs
     /// instead of one per call.
+    /// `trash`: the `.trash` view, whose inode lists the trash.
     pub async fn listing(
         &self,
         client: &Client,
-        ino: u64,
+        (ino, trash): (u64, Option<&TrashView>),
         fh: u64,
         offset: u64,
     ) -> Result<Arc<Vec<pb::DirEntry>>, ClientError> {
@@ -129,7 +131,10 @@ impl OpenDirs {
         {
             return Ok(l);
         }
-        let listing = Arc::new(client.readdir_all(ino).await?);
+        let listing = Arc::new(match trash {
+            Some(view) if ino == TRASH_INO => view.listing(client).await?,
+            _ => client.readdir_all(ino).await?,
+        });
         if fh != 0 {
             let mut h = self.handles();
             if h.ino_of.contains_key(&fh) {

@@ -41,7 +41,8 @@ pub fn policy(method: &str) -> Option<&'static [Role]> {
     match service {
         "bigfs.Raft" => Some(MEMBERS),
         "bigfs.Admin" if name == "MetaStatus" => Some(GROUP_STATUS),
-        "bigfs.Admin" | "bigfs.Ops" => Some(ADMIN),
+        // Trash and snapshots span exports: admins only.
+        "bigfs.Admin" | "bigfs.Ops" | "bigfs.Snapshots" => Some(ADMIN),
         // Mounts lock files; operators may too (tests, debugging).
         "bigfs.Locks" => Some(NAMESPACE),
         "bigfs.Metadata" => match name {
@@ -141,6 +142,7 @@ mod tests {
         assert_eq!(policy("/bigfs.Metadata/Lookup"), Some(NAMESPACE));
         assert_eq!(policy("/bigfs.Admin/Decommission"), Some(ADMIN));
         assert_eq!(policy("/bigfs.Ops/Fsck"), Some(ADMIN));
+        assert_eq!(policy("/bigfs.Snapshots/TrashRestore"), Some(ADMIN));
         assert_eq!(policy("/bigfs.Metadata/NoSuchCall"), None);
         assert_eq!(policy("/bigfs.Storage/PutChunk"), None);
         assert_eq!(policy("garbage"), None);

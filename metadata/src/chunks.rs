@@ -19,7 +19,7 @@ pub(crate) fn release(state: &mut State, id: ChunkId, now_ms: u64) {
     }
 }
 
-fn acquire(state: &mut State, id: ChunkId) {
+pub(crate) fn acquire(state: &mut State, id: ChunkId) {
     if let Some(c) = state.chunks.get_mut(&id) {
         c.refcount = c.refcount.saturating_add(1);
         c.zero_since_ms = None;
@@ -71,6 +71,7 @@ pub(crate) fn commit_layout(
     mtime: Time,
     now: Time,
 ) -> Result<(), MetaError> {
+    crate::snapshot::check_writable(state, ino)?;
     let inode = state.inode(ino)?;
     crate::namespace::holds_data(inode.kind, ino)?;
     if size > MAX_FILE_SIZE {

@@ -43,6 +43,7 @@ fn unlink(name: &str) -> Command {
         name: name.into(),
         open_lease_ms: 0,
         now: Time::default(),
+        trash_retention_ms: 0,
     }
 }
 
@@ -56,6 +57,7 @@ fn rename(from: &str, to: &str) -> Command {
         exchange: false,
         open_lease_ms: 0,
         now: Time::default(),
+        trash_retention_ms: 0,
     }
 }
 

@@ -66,6 +66,19 @@ pub struct Config {
     /// after it was last heard. Mounts renew every third of it. Default
     /// 15000 ms; 1000..=600000.
     pub lock_lease_ms: u64,
+    /// How long a deleted file (its last name unlinked, or a file replaced
+    /// by a rename) stays in the trash, recoverable with `bigfs trash
+    /// restore`; its chunks are kept, so their space is freed only when it
+    /// expires or is purged. Default 86400000 ms (24 h); 0 turns the trash
+    /// off (deleted files are freed at once). At most
+    /// `trash::MAX_TRASH_ENTRIES` files are kept: past that the one closest
+    /// to expiry goes.
+    pub trash_retention_ms: u64,
+    /// Most inodes one `bigfs snapshot` copies (one command, applied under
+    /// the state's lock on every member). Default 100000: well under a
+    /// second of apply; a larger tree is refused with a message naming
+    /// this key (snapshot its subtrees one by one, or raise it).
+    pub snapshot_max_inodes: u64,
     /// Repair queue, garbage collection and decommissioning (`[heal]`).
     pub heal: crate::heal::HealConfig,
     /// When a node registration is refused (`[registration]`).
@@ -146,6 +159,8 @@ impl Default for Config {
             log_sync_interval_ms: 20,
             client_reply_ttl_ms: 600_000,
             lock_lease_ms: 15_000,
+            trash_retention_ms: 24 * 3600 * 1000,
+            snapshot_max_inodes: 100_000,
             heal: crate::heal::HealConfig::default(),
             registration: crate::registration::RegistrationConfig::default(),
             node_id: 1,
@@ -201,6 +216,9 @@ impl Config {
                 "heartbeat_interval_ms must be > 0 and < suspect_after_ms ({}), got {}",
                 self.suspect_after_ms, self.heartbeat_interval_ms
             ));
+        }
+        if self.snapshot_max_inodes == 0 {
+            return Err("snapshot_max_inodes must be >= 1".into());
         }
         if self.log_sync_interval_ms == 0 || self.log_sync_interval_ms > 10_000 {
             return Err("log_sync_interval_ms must be 1..=10000".into());

@@ -31,9 +31,12 @@ pub mod raft;
 pub mod registration;
 pub mod repair;
 pub mod service;
+pub mod snapshot;
+pub mod snapshots_service;
 pub mod state;
 pub mod status;
 pub mod store;
+pub mod trash;
 pub mod validate;
 pub mod views;
 pub mod worker;
@@ -46,6 +49,7 @@ use bigfs_proto::message_limit::MessageLimitLayer;
 use bigfs_proto::pb::admin_server::AdminServer;
 use bigfs_proto::pb::metadata_server::MetadataServer;
 use bigfs_proto::pb::ops_server::OpsServer;
+use bigfs_proto::pb::snapshots_server::SnapshotsServer;
 use bigfs_proto::tls::Security;
 use bigfs_proto::{MAX_MESSAGE_SIZE, MAX_REQUEST_SIZE};
 use tokio::net::TcpListener;
@@ -54,8 +58,9 @@ pub use config::Config;
 pub use error::MetaError;
 pub use service::MetadataService;
 
-/// How often leases of open-but-unlinked files are checked. Leases last a
-/// minute by default, so a few seconds of lateness frees nothing early.
+/// How often leases of open-but-unlinked files and trash retentions are
+/// checked. Leases last a minute and retention a day by default, so a few
+/// seconds of lateness matter little (it never frees anything early).
 const ORPHAN_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Validates `config`, creates the data directory and starts this member
@@ -132,6 +137,9 @@ pub async fn serve_with_admin(
             if let Err(e) = expiry.expire_orphans().await {
                 tracing::warn!(error = %e, "expiring open-file leases failed");
             }
+            if let Err(e) = expiry.expire_trash().await {
+                tracing::warn!(error = %e, "expiring trashed files failed");
+            }
         }
     });
     let lock_expiry = tokio::spawn(lock_service::run_expiry(svc.clone()));
@@ -156,6 +164,11 @@ pub async fn serve_with_admin(
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
         )
         .add_service(lock_service::LockService::new(svc.clone()).server())
+        .add_service(
+            SnapshotsServer::new(svc.clone())
+                .max_decoding_message_size(MAX_REQUEST_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+        )
         .add_service(raft::network::RaftService::new(svc.consensus().raft.clone()).server())
         .add_service(
             OpsServer::new(svc.clone())

@@ -160,6 +160,7 @@ pub fn read_dir(
 
 pub(crate) fn create(state: &mut State, req: &NewInode<'_>, now: Time) -> Result<u64, MetaError> {
     validate_name(req.name)?;
+    crate::snapshot::check_writable(state, req.parent)?;
     let d = dir(state, req.parent)?;
     if let Some(&(existing, _)) = d.entries.get(req.name) {
         let existing_kind = state.inode(existing)?.kind;
@@ -272,6 +273,7 @@ pub(crate) fn set_attr(
     ch: &AttrChange,
     now: Time,
 ) -> Result<(), MetaError> {
+    crate::snapshot::check_writable(state, ino)?;
     let inode = state.inode(ino)?;
     if let Some(size) = ch.size {
         holds_data(inode.kind, ino)?;
@@ -358,6 +360,8 @@ pub(crate) fn link(
     now: Time,
 ) -> Result<(), MetaError> {
     validate_name(new_name)?;
+    crate::snapshot::check_writable(state, ino)?;
+    crate::snapshot::check_writable(state, new_parent)?;
     if state.inode(ino)?.kind == Kind::Directory {
         return Err(MetaError::ns(
             EPERM,
@@ -379,21 +383,38 @@ pub(crate) fn link(
     Ok(())
 }
 
+/// What happens to a file whose last name goes: kept while open
+/// (`open_lease_ms` > 0), and kept in the trash (`trash_retention_ms` > 0).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LastLink {
+    pub open_lease_ms: u64,
+    pub trash_retention_ms: u64,
+}
+
 pub(crate) fn unlink(
     state: &mut State,
     parent: u64,
     name: &str,
-    open_lease_ms: u64,
+    last: LastLink,
     now: Time,
 ) -> Result<(), MetaError> {
     let ino = lookup(state, parent, name)?;
     if state.inode(ino)?.kind == Kind::Directory {
         return Err(MetaError::ns(EISDIR, format!("{name:?} is a directory")));
     }
+    let path = trash_path(state, ino, parent, name, last);
     remove_dentry(state, parent, name);
     touch_dir(state, parent, now, 0);
-    drop_link(state, ino, open_lease_ms, now);
+    drop_link(state, ino, last, path, now);
     Ok(())
+}
+
+/// The path a file goes to the trash under if this name is its last one
+/// and the trash is on (computed only then: it walks up the parents).
+fn trash_path(state: &State, ino: u64, parent: u64, name: &str, last: LastLink) -> Option<String> {
+    let i = state.inodes.get(&ino)?;
+    (last.trash_retention_ms > 0 && i.kind == Kind::File && i.nlink <= 1)
+        .then(|| crate::trash::child_path(state, parent, name))
 }
 
 pub(crate) fn rmdir(
@@ -456,7 +477,7 @@ pub(crate) fn rename(
     (parent, name): (u64, &str),
     (new_parent, new_name): (u64, &str),
     (noreplace, exchange): (bool, bool),
-    open_lease_ms: u64,
+    last: LastLink,
     now: Time,
 ) -> Result<(), MetaError> {
     if noreplace && exchange {
@@ -466,6 +487,8 @@ pub(crate) fn rename(
         ));
     }
     validate_name(new_name)?;
+    crate::snapshot::check_writable(state, parent)?;
+    crate::snapshot::check_writable(state, new_parent)?;
     let src = lookup(state, parent, name)?;
     let dst = dir(state, new_parent)?
         .entries
@@ -538,12 +561,13 @@ pub(crate) fn rename(
             (false, false) => {}
         }
         // Checks done: replace.
+        let path = trash_path(state, dst, new_parent, new_name, last);
         remove_dentry(state, new_parent, new_name);
         if dst_dir {
             touch_dir(state, new_parent, now, -1);
             free_inode(state, dst, now);
         } else {
-            drop_link(state, dst, open_lease_ms, now);
+            drop_link(state, dst, last, path, now);
         }
     }
     remove_dentry(state, parent, name);
@@ -560,7 +584,7 @@ pub(crate) fn rename(
     Ok(())
 }
 
-fn insert_dentry(state: &mut State, parent: u64, name: &str, ino: u64) {
+pub(crate) fn insert_dentry(state: &mut State, parent: u64, name: &str, ino: u64) {
     let cookie = state.next_cookie;
     state.next_cookie += 1;
     if let Some(d) = state.dirs.get_mut(&parent) {
@@ -593,7 +617,7 @@ fn set_parent(state: &mut State, ino: u64, parent: u64) {
 
 /// Updates a directory's times and its link count by `subdirs` (+1 for a
 /// new subdirectory, -1 for one gone).
-fn touch_dir(state: &mut State, ino: u64, now: Time, subdirs: i32) {
+pub(crate) fn touch_dir(state: &mut State, ino: u64, now: Time, subdirs: i32) {
     if let Some(i) = state.inodes.get_mut(&ino) {
         i.mtime = now;
         i.ctime = now;
@@ -607,20 +631,23 @@ fn touch_inode(state: &mut State, ino: u64, now: Time) {
     }
 }
 
-/// One name less for a non-directory; frees it at zero, unless a client
-/// still has it open (`open_lease_ms` > 0): then it lives on as an orphan
-/// until released or its lease ends.
-fn drop_link(state: &mut State, ino: u64, open_lease_ms: u64, now: Time) {
+/// One name less for a non-directory; frees it at zero, unless the trash
+/// keeps it (`trash_path` is where it was, given when the trash is on) or
+/// a client still has it open (`open_lease_ms` > 0): then it lives on as
+/// an orphan until released or its lease ends.
+fn drop_link(state: &mut State, ino: u64, last: LastLink, trash_path: Option<String>, now: Time) {
     let Some(i) = state.inodes.get_mut(&ino) else {
         return;
     };
     i.nlink = i.nlink.saturating_sub(1);
     i.ctime = now;
     if i.nlink == 0 {
-        if open_lease_ms > 0 && i.kind == Kind::File {
+        if let Some(path) = trash_path {
+            crate::trash::put(state, ino, path, last.trash_retention_ms, now);
+        } else if last.open_lease_ms > 0 && i.kind == Kind::File {
             state
                 .orphans
-                .insert(ino, now.as_ms().saturating_add(open_lease_ms));
+                .insert(ino, now.as_ms().saturating_add(last.open_lease_ms));
         } else {
             free_inode(state, ino, now);
         }
@@ -630,6 +657,8 @@ fn drop_link(state: &mut State, ino: u64, open_lease_ms: u64, now: Time) {
 /// Removes an inode and releases the chunks its layout references.
 pub(crate) fn free_inode(state: &mut State, ino: u64, now: Time) {
     state.orphans.remove(&ino);
+    state.read_only.remove(&ino);
+    crate::trash::forget(state, ino);
     state.inodes.remove(&ino);
     state.dirs.remove(&ino);
     if let Some(layout) = state.layouts.remove(&ino) {

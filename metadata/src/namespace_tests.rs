@@ -41,7 +41,7 @@ fn create(
     };
     match apply(s, &cmd)? {
         crate::state::Reply::Ino(i) => Ok(i),
-        crate::state::Reply::Done => panic!("create returned no inode"),
+        _ => panic!("create returned no inode"),
     }
 }
 
@@ -73,6 +73,7 @@ fn rename(
             exchange,
             open_lease_ms: 0,
             now: t(20),
+            trash_retention_ms: 0,
         },
     )
     .map(|_| ())
@@ -86,6 +87,7 @@ fn unlink(s: &mut State, p: u64, n: &str) -> Result<(), MetaError> {
             name: n.into(),
             open_lease_ms: 0,
             now: t(30),
+            trash_retention_ms: 0,
         },
     )
     .map(|_| ())
@@ -265,7 +267,7 @@ fn special_files_keep_their_kind_and_device_number_and_hold_no_data() {
         };
         match apply(s, &cmd) {
             Ok(crate::state::Reply::Ino(i)) => Ok(i),
-            Ok(crate::state::Reply::Done) => panic!("create returned no inode"),
+            Ok(_) => panic!("create returned no inode"),
             Err(e) => Err(e),
         }
     };

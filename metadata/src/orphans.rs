@@ -111,6 +111,7 @@ mod tests {
                 name: "f".into(),
                 open_lease_ms: lease,
                 now: t(now),
+                trash_retention_ms: 0,
             },
         )
         .unwrap();

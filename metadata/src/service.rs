@@ -269,6 +269,22 @@ impl MetadataService {
         .await
     }
 
+    /// Frees trashed files whose retention ended (a batch per call).
+    /// Leader only: the time is chosen here, before proposing.
+    pub async fn expire_trash(&self) -> Result<(), Status> {
+        if !self.inner.consensus.is_leader() {
+            return Ok(());
+        }
+        self.with(move |core, _, _| {
+            let now = Time::now();
+            if core.state.trash.any_expired(now.as_ms()) {
+                core.propose(Command::ExpireTrash { now });
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Counts every registered node as just heard from (with the capacity
     /// it registered), unless already heard: a new leader gives the nodes
     /// a heartbeat period to find it before calling them Suspect or Down.
@@ -297,7 +313,7 @@ impl MetadataService {
     ) -> Result<Response<pb::AttrReply>, Status> {
         let ino = match self.execute(cmd).await? {
             Reply::Ino(ino) => ino,
-            Reply::Done => return Err(Status::internal("command returned no inode")),
+            _ => return Err(Status::internal("command returned no inode")),
         };
         let (attr, _) = self.with_local(move |core, _, _| scope.attr(&core.state, ino))?;
         Ok(Response::new(pb::AttrReply { attr: Some(attr) }))
@@ -517,6 +533,7 @@ impl Metadata for MetadataService {
                 name: r.name,
                 open_lease_ms: r.open_lease_ms,
                 now: Time::now(),
+                trash_retention_ms: self.config().trash_retention_ms,
             },
         ))
         .await
@@ -560,6 +577,7 @@ impl Metadata for MetadataService {
                 exchange: r.exchange,
                 open_lease_ms: r.open_lease_ms,
                 now: Time::now(),
+                trash_retention_ms: self.config().trash_retention_ms,
             },
         ))
         .await

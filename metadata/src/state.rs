@@ -13,7 +13,8 @@ use bigfs_proto::{ChunkId, ROOT_INO, pb};
 use serde::{Deserialize, Serialize};
 
 use crate::error::MetaError;
-use crate::{chunks, clients, namespace, orphans, xattr};
+use crate::namespace::LastLink;
+use crate::{chunks, clients, namespace, orphans, trash, xattr};
 
 /// A wall-clock time as stored in inodes (same shape as `pb::Timestamp`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -224,6 +225,13 @@ pub struct State {
     /// Byte-range locks held by mounts (see `locks`).
     #[serde(default)]
     pub locks: crate::locks::Locks,
+    /// Deleted and overwritten files kept for recovery (`trash`).
+    #[serde(default)]
+    pub trash: trash::Trash,
+    /// Inodes of read-only snapshots: every change to them is refused
+    /// (EROFS), except removing them.
+    #[serde(default)]
+    pub read_only: std::collections::BTreeSet<u64>,
 }
 
 impl Default for State {
@@ -266,6 +274,8 @@ impl State {
             heal: crate::heal::HealState::default(),
             clients: clients::Clients::default(),
             locks: crate::locks::Locks::default(),
+            trash: trash::Trash::default(),
+            read_only: Default::default(),
         }
     }
 
@@ -324,6 +334,10 @@ pub enum Command {
         #[serde(default)]
         open_lease_ms: u64,
         now: Time,
+        /// Keep a file whose last name goes in the trash this long (the
+        /// leader's `trash_retention_ms`; 0: free it).
+        #[serde(default)]
+        trash_retention_ms: u64,
     },
     Rmdir {
         parent: u64,
@@ -340,6 +354,9 @@ pub enum Command {
         #[serde(default)]
         open_lease_ms: u64,
         now: Time,
+        /// As for `Unlink`: the trash retention of a replaced file.
+        #[serde(default)]
+        trash_retention_ms: u64,
     },
     CommitLayout {
         ino: u64,
@@ -420,6 +437,32 @@ pub enum Command {
     Heal(crate::heal::HealCommand),
     /// Byte-range locks (see `locks`).
     Lock(crate::locks::LockCommand),
+    /// Frees trashed files whose retention ended at or before `now`.
+    ExpireTrash {
+        now: Time,
+    },
+    /// Frees the trashed files among `inos` (`bigfs trash purge`).
+    PurgeTrash {
+        inos: Vec<u64>,
+        now: Time,
+    },
+    /// Gives trashed file `ino` the name `path` again, recreating missing
+    /// parent directories.
+    RestoreTrash {
+        ino: u64,
+        path: String,
+        now: Time,
+    },
+    /// Copies the tree at `src` to `dst_name` in `dst_parent`, sharing its
+    /// chunks (`bigfs snapshot`); refused past `max_inodes`.
+    Snapshot {
+        src: u64,
+        dst_parent: u64,
+        dst_name: String,
+        max_inodes: u64,
+        read_only: bool,
+        now: Time,
+    },
     /// A client's mutation named by its request id: a retry of it is
     /// answered from the clients table instead of being applied again.
     Once(clients::Once),
@@ -439,6 +482,12 @@ pub enum Reply {
     /// The inode the command created, found or changed.
     Ino(u64),
     Done,
+    /// A snapshot's new root and what it copied.
+    Copied {
+        ino: u64,
+        inodes: u64,
+        chunk_refs: u64,
+    },
 }
 
 #[cfg(test)]
@@ -552,7 +601,18 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
             name,
             open_lease_ms,
             now,
-        } => namespace::unlink(state, *parent, name, *open_lease_ms, *now).map(|()| Reply::Done),
+            trash_retention_ms,
+        } => namespace::unlink(
+            state,
+            *parent,
+            name,
+            LastLink {
+                open_lease_ms: *open_lease_ms,
+                trash_retention_ms: *trash_retention_ms,
+            },
+            *now,
+        )
+        .map(|()| Reply::Done),
         Command::Rmdir { parent, name, now } => {
             namespace::rmdir(state, *parent, name, *now).map(|()| Reply::Done)
         }
@@ -565,12 +625,16 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
             exchange,
             open_lease_ms,
             now,
+            trash_retention_ms,
         } => namespace::rename(
             state,
             (*parent, name),
             (*new_parent, new_name),
             (*noreplace, *exchange),
-            *open_lease_ms,
+            LastLink {
+                open_lease_ms: *open_lease_ms,
+                trash_retention_ms: *trash_retention_ms,
+            },
             *now,
         )
         .map(|()| Reply::Done),
@@ -644,6 +708,39 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
         }
         Command::Heal(h) => crate::heal::apply(state, h).map(|()| Reply::Done),
         Command::Lock(l) => crate::locks::apply(state, l).map(|()| Reply::Done),
+        Command::ExpireTrash { now } => {
+            trash::expire(state, *now);
+            Ok(Reply::Done)
+        }
+        Command::PurgeTrash { inos, now } => {
+            trash::purge(state, inos, *now);
+            Ok(Reply::Done)
+        }
+        Command::RestoreTrash { ino, path, now } => {
+            trash::restore(state, *ino, path, *now).map(|()| Reply::Ino(*ino))
+        }
+        Command::Snapshot {
+            src,
+            dst_parent,
+            dst_name,
+            max_inodes,
+            read_only,
+            now,
+        } => {
+            let next = state.next_ino;
+            crate::snapshot::snapshot(
+                state,
+                *src,
+                (*dst_parent, dst_name),
+                (*max_inodes, *read_only),
+                *now,
+            )
+            .map(|c| Reply::Copied {
+                ino: next,
+                inodes: c.inodes,
+                chunk_refs: c.chunk_refs,
+            })
+        }
         Command::Once(once) => clients::apply(state, once),
     }
 }

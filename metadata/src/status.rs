@@ -24,9 +24,13 @@ pub fn status(state: &State, live: &Liveness, config: &Config) -> pb::StatusRepl
         chunk_size: config.chunk_size,
         ..Default::default()
     };
-    for inode in state.inodes.values() {
+    for (ino, inode) in &state.inodes {
         match inode.kind {
             Kind::Directory => r.directories += 1,
+            Kind::File if state.trash.contains(*ino) => {
+                r.trash_files += 1;
+                r.trash_bytes += inode.allocated;
+            }
             Kind::File => r.files += 1,
             Kind::Symlink | Kind::Fifo | Kind::Socket | Kind::CharDevice | Kind::BlockDevice => {}
         }

@@ -510,6 +510,7 @@ mod tests {
                 exchange: false,
                 open_lease_ms: 0,
                 now: Time::default(),
+                trash_retention_ms: 0,
             },
         );
         drop(store);

@@ -53,6 +53,7 @@ pub(crate) fn set(
             ),
         ));
     }
+    crate::snapshot::check_writable(state, ino)?;
     let inode = state.inode(ino)?;
     let exists = inode.xattrs.contains_key(name);
     if flags & XATTR_CREATE != 0 && exists {
@@ -102,6 +103,7 @@ fn check_room(
 
 pub(crate) fn remove(state: &mut State, ino: u64, name: &str, now: Time) -> Result<(), MetaError> {
     check_name(name)?;
+    crate::snapshot::check_writable(state, ino)?;
     if !state.inode(ino)?.xattrs.contains_key(name) {
         return Err(MetaError::ns(ENODATA, format!("no attribute {name:?}")));
     }

@@ -348,6 +348,19 @@ pub fn locks_client(list: &str) -> Result<LocksClient, AddrError> {
     Ok(pb::locks_client::LocksClient::new(MetaChannel::new(list)?))
 }
 
+/// A Snapshots client (trash and snapshots) over the member list.
+pub type SnapshotsClient = pb::snapshots_client::SnapshotsClient<MetaChannel>;
+
+/// A Snapshots client over `list` ("a,b,c" or one address) with BigFS's
+/// message limits.
+pub fn snapshots_client(list: &str) -> Result<SnapshotsClient, AddrError> {
+    Ok(
+        pb::snapshots_client::SnapshotsClient::new(MetaChannel::new(list)?)
+            .max_decoding_message_size(crate::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(crate::MAX_MESSAGE_SIZE),
+    )
+}
+
 /// An Admin client over `list` ("a,b,c" or one address) with BigFS's
 /// message limits.
 pub fn admin_client(list: &str) -> Result<AdminClient, AddrError> {

@@ -898,13 +898,30 @@ impl Mount {
         client: &str,
         extra_opts: &[&str],
     ) -> Result<Mount, String> {
-        Self::start(cluster, &cluster.meta_addr, Some(client), extra_opts)
+        Self::start(
+            cluster,
+            &cluster.meta_addr,
+            Some(format!("client:{client}")),
+            extra_opts,
+        )
+    }
+
+    /// As [`Mount::new`], mounting with an `admin:<name>` certificate
+    /// (admin calls allowed, e.g. the `.trash` view).
+    pub fn as_admin(cluster: &Cluster, name: &str, extra_opts: &[&str]) -> Mount {
+        Self::start(
+            cluster,
+            &cluster.meta_addr,
+            Some(format!("admin:{name}")),
+            extra_opts,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn start(
         cluster: &Cluster,
         metadata: &str,
-        client: Option<&str>,
+        identity: Option<String>,
         extra_opts: &[&str],
     ) -> Result<Mount, String> {
         use std::sync::atomic::{AtomicUsize, Ordering};
@@ -918,7 +935,7 @@ impl Mount {
         let log = base.join(format!("mount-{n}.log"));
         let log_file = std::fs::File::create(&log).expect("mount log");
         let tls = format!("mount-{n}");
-        let identity = client.map_or(format!("client:mount-{n}"), |c| format!("client:{c}"));
+        let identity = identity.unwrap_or_else(|| format!("client:mount-{n}"));
         cluster.issue(&identity, &tls);
         let mut cmd = Command::new(bin("bigfs-mount"));
         cmd.arg(&dir)

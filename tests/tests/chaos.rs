@@ -26,6 +26,7 @@ use rand::{Rng, SeedableRng};
 /// short GC graces, so a run turns over the whole healing machinery.
 const CHAOS_META: &str = r#"
 chunk_size = 262144
+trash_retention_ms = 0
 replication = 3
 [heal]
 interval_ms = 200

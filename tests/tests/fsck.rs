@@ -88,7 +88,7 @@ async fn chunks_of_deleted_files_in_their_grace_period_are_pending_gc_not_proble
     // An hour of grace: the chunks stay unreferenced for the whole test.
     let c = Cluster::start_with(
         3,
-        "[heal]\ngc_grace_ms = 3600000\ngc_release_grace_ms = 3600000\n",
+        "trash_retention_ms = 0\n[heal]\ngc_grace_ms = 3600000\ngc_release_grace_ms = 3600000\n",
     )
     .await;
     let client = c.client().await;

@@ -21,9 +21,11 @@ const DEADLINE: Duration = Duration::from_secs(180);
 
 /// Metadata settings: 64 KiB chunks, a 200 ms healing tick, repairs 0.5 s
 /// after a node is Down, garbage collected 1 s after the last reference (3 s
-/// after the upload for chunks never committed).
+/// after the upload for chunks never committed). No trash: deleted files
+/// are collected at once.
 const HEAL: &str = r#"
 chunk_size = 65536
+trash_retention_ms = 0
 [heal]
 interval_ms = 200
 repair_delay_ms = 500

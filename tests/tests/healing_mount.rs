@@ -12,9 +12,11 @@ use bigfs_tests::{Cluster, Mount, deadline, random_bytes, sha256_file, sha256_he
 /// in about 23 s on a loaded 2-core machine; the limit is 5x that.
 const DEADLINE: Duration = Duration::from_secs(120);
 
-/// Small chunks (many per file) and quick repair, so healing fits a test.
+/// Small chunks (many per file) and quick repair, so healing fits a test;
+/// no trash, so deleted files are collected at once.
 const HEAL: &str = r#"
 chunk_size = 65536
+trash_retention_ms = 0
 [heal]
 interval_ms = 200
 repair_delay_ms = 500

@@ -27,6 +27,8 @@ mod failure;
 mod fsck;
 #[path = "bigfs/output.rs"]
 mod output;
+#[path = "bigfs/trash.rs"]
+mod trash;
 
 use crate::failure::{Failure, at, errno_failure, errno_words};
 use crate::output::{out, outln};
@@ -101,6 +103,21 @@ enum Cmd {
     /// Self-healing administration: nodes, repair queue, recover, decommission.
     #[command(subcommand)]
     Admin(admin::AdminCmd),
+    /// Deleted and overwritten files kept for `trash_retention_ms`: list,
+    /// restore, purge (admin certificate).
+    #[command(subcommand)]
+    Trash(trash::TrashCmd),
+    /// Copy the tree SRC to DST (new) by sharing its chunks: time per
+    /// inode, not per byte; later writes to either side do not show on the
+    /// other (admin certificate).
+    Snapshot {
+        src: String,
+        dst: String,
+        /// The copy refuses writes, new entries, renames and attribute
+        /// changes (EROFS); `rm -r` still removes it.
+        #[arg(long)]
+        read_only: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -169,8 +186,15 @@ impl Cmd {
             | Cmd::Stat { path }
             | Cmd::Rm { path, .. }
             | Cmd::Mkdir { path, .. } => vec![path],
-            Cmd::Mv { from, to } => vec![from, to],
-            Cmd::Status | Cmd::Admin(_) => vec![],
+            Cmd::Mv { from, to }
+            | Cmd::Snapshot {
+                src: from, dst: to, ..
+            } => vec![from, to],
+            Cmd::Trash(trash::TrashCmd::Restore { path, .. }) => vec![path],
+            Cmd::Trash(trash::TrashCmd::Purge { path }) => {
+                path.iter().map(String::as_str).collect()
+            }
+            Cmd::Status | Cmd::Admin(_) | Cmd::Trash(_) => vec![],
         }
     }
 }
@@ -193,8 +217,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             "{p}: cluster paths are absolute (start with /)"
         )));
     }
-    if let Cmd::Admin(cmd) = &cli.cmd {
-        return admin::run(&cfg.metadata, cmd, cli.json).await;
+    match &cli.cmd {
+        Cmd::Admin(cmd) => return admin::run(&cfg.metadata, cmd, cli.json).await,
+        Cmd::Trash(cmd) => return trash::run(&cfg.metadata, cmd, cli.json).await,
+        Cmd::Snapshot {
+            src,
+            dst,
+            read_only,
+        } => return trash::snapshot(&cfg.metadata, (src, dst), *read_only, cli.json).await,
+        _ => {}
     }
     let wait = cfg.meta_wait;
     let client = Client::connect_waiting(cfg, wait).await?;
@@ -208,7 +239,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Mkdir { path, parents } => mkdir(&client, path, *parents).await,
         Cmd::Mv { from, to } => mv(&client, from, to).await,
         Cmd::Status => status(&client, cli.json).await,
-        Cmd::Admin(_) => unreachable!("handled above"),
+        Cmd::Admin(_) | Cmd::Trash(_) | Cmd::Snapshot { .. } => unreachable!("handled above"),
     }
 }
 
@@ -567,7 +598,7 @@ async fn status(client: &Client, json: bool) -> Result<(), Failure> {
             "default_replication": s.default_replication, "chunk_size": s.chunk_size,
             "repair_pending": s.repair_pending, "repair_failed": s.repair_failed,
             "repair_completed": s.repair_completed, "gc_backlog": s.gc_backlog,
-            "gc_trash": s.gc_trash});
+            "gc_trash": s.gc_trash, "trash_files": s.trash_files, "trash_bytes": s.trash_bytes});
         outln!("{v}");
         return Ok(());
     }
@@ -595,11 +626,13 @@ async fn status(client: &Client, json: bool) -> Result<(), Failure> {
     }
     outln!();
     outln!(
-        "files {}  directories {}  chunks {} ({})",
+        "files {}  directories {}  chunks {} ({})  trash {} files ({})",
         s.files,
         s.directories,
         s.chunks,
-        bigfs_client::admin::human(s.chunk_bytes)
+        bigfs_client::admin::human(s.chunk_bytes),
+        s.trash_files,
+        bigfs_client::admin::human(s.trash_bytes)
     );
     outln!(
         "replicas: {} available, {} pending, {} deleting; replication {}",

@@ -30,8 +30,11 @@ pub const SNAPSHOT_FILE: &str = "snapshot.bin";
 
 /// First bytes of a snapshot file, then a little-endian u32 version.
 pub const MAGIC: &[u8; 8] = b"BIGFSSNP";
-/// Format version of snapshots this build writes and reads.
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// Format version of snapshots this build writes and reads. 2: the state
+/// gained the trash and the read-only snapshot set, and `Unlink`/`Rename`
+/// a trash retention (bincode has no optional trailing fields, so a
+/// version 1 state would not decode as one).
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// What a snapshot holds.
 #[derive(Serialize, Deserialize)]
