@@ -23,6 +23,7 @@ pub mod mount_config;
 pub mod open_files;
 pub mod permissions;
 pub mod request_ids;
+pub mod statfs;
 pub mod write_buffer;
 
 pub use client::Client;

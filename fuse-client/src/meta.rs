@@ -50,7 +50,9 @@ mutation!(
     pb::RenameRequest,
     pb::SetXattrRequest,
     pb::XattrNameRequest,
-    pb::CommitLayoutRequest
+    pb::CommitLayoutRequest,
+    pb::SetReplicationRequest,
+    pb::SetQuotaRequest
 );
 
 /// Codes worth another try: the service is restarting, has no leader (or

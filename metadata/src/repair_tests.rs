@@ -28,6 +28,7 @@ fn chunk(replicas: &[(&str, ReplicaStatus)]) -> Chunk {
         zero_since_ms: None,
         created_ms: 0,
         replicas: replicas.iter().map(|(n, s)| (n.to_string(), *s)).collect(),
+        wants: Default::default(),
     }
 }
 

@@ -25,6 +25,9 @@ use crate::registration;
 use crate::state::{Command, Kind, ReplicaStatus, Reply, State, Time};
 use crate::validate::{self, chunk_id, chunk_len, file_size, node_field};
 
+#[path = "service_settings.rs"]
+mod settings;
+
 struct Inner {
     consensus: Consensus,
     live: Mutex<Liveness>,
@@ -290,7 +293,9 @@ impl MetadataService {
     ) -> Result<Response<pb::AttrReply>, Status> {
         let ino = match self.execute(cmd).await? {
             Reply::Ino(ino) => ino,
-            Reply::Done => return Err(Status::internal("command returned no inode")),
+            Reply::Done | Reply::Count(_) => {
+                return Err(Status::internal("command returned no inode"));
+            }
         };
         let (attr, _) = self.with_local(move |core, _, _| scope.attr(&core.state, ino))?;
         Ok(Response::new(pb::AttrReply { attr: Some(attr) }))
@@ -1000,6 +1005,9 @@ impl Metadata for MetadataService {
         let scope = self.scope(&request)?;
         let r = request.into_inner();
         validate::xattr(&r.name, &r.value)?;
+        if r.name == crate::replication::XATTR {
+            return self.set_replication_xattr(scope, r).await;
+        }
         let [ino] = self.confine(&scope, true, [r.ino]).await?;
         self.execute_empty(self.once(
             r.id,
@@ -1020,8 +1028,11 @@ impl Metadata for MetadataService {
     ) -> Result<Response<pb::XattrValueReply>, Status> {
         let scope = self.scope(&request)?;
         let r = request.into_inner();
-        self.with(move |core, _, _| {
+        self.with(move |core, _, config| {
             let ino = scope.inode(&core.state, r.ino)?;
+            if r.name == crate::replication::XATTR {
+                return settings::replication_xattr(&core.state, ino, config);
+            }
             Ok(pb::XattrValueReply {
                 value: crate::xattr::get(&core.state, ino, &r.name)?.to_vec(),
             })
@@ -1053,6 +1064,7 @@ impl Metadata for MetadataService {
         let scope = self.scope(&request)?;
         let r = request.into_inner();
         validate::xattr(&r.name, &[])?;
+        settings::removable_xattr(&r.name)?;
         let [ino] = self.confine(&scope, true, [r.ino]).await?;
         self.execute_empty(self.once(
             r.id,
@@ -1119,5 +1131,46 @@ impl Metadata for MetadataService {
             .map_err(|e| Status::internal(format!("sync worker failed: {e}")))?
             .map_err(Status::from)?;
         Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn set_replication(
+        &self,
+        request: Request<pb::SetReplicationRequest>,
+    ) -> Result<Response<pb::SetReplicationReply>, Status> {
+        let scope = self.scope(&request)?;
+        self.set_replication_rpc(scope, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn set_quota(
+        &self,
+        request: Request<pb::SetQuotaRequest>,
+    ) -> Result<Response<pb::QuotaReply>, Status> {
+        let scope = self.scope(&request)?;
+        self.set_quota_rpc(scope, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_quota(
+        &self,
+        request: Request<pb::QuotaRequest>,
+    ) -> Result<Response<pb::QuotaReply>, Status> {
+        let scope = self.scope(&request)?;
+        let r = request.into_inner();
+        self.with(move |core, _, _| settings::get_quota(&core.state, &scope, r.ino, r.nearest))
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_quotas(
+        &self,
+        request: Request<pb::Empty>,
+    ) -> Result<Response<pb::QuotaListReply>, Status> {
+        let scope = self.scope(&request)?;
+        self.with(move |core, _, _| Ok(settings::list_quotas(&core.state, &scope)))
+            .await
+            .map(Response::new)
     }
 }

@@ -190,6 +190,11 @@ pub struct Chunk {
     pub zero_since_ms: Option<u64>,
     pub created_ms: u64,
     pub replicas: BTreeMap<String, ReplicaStatus>,
+    /// Layout references by the replication of the file holding them: a
+    /// chunk shared by several files (hard links, dedup) wants the highest
+    /// (see [`crate::replication::wanted`]). Sums to `refcount`.
+    #[serde(default)]
+    pub wants: BTreeMap<u32, u64>,
 }
 
 /// The persisted part of a storage node; liveness is soft state elsewhere.
@@ -221,6 +226,9 @@ pub struct State {
     /// The last answer per client request slot (exactly-once mutations).
     #[serde(default)]
     pub clients: clients::Clients,
+    /// Directory quotas: limits and usage, by directory (see `quota`).
+    #[serde(default)]
+    pub quotas: BTreeMap<u64, crate::quota::Quota>,
 }
 
 impl Default for State {
@@ -262,6 +270,7 @@ impl State {
             orphans: BTreeMap::new(),
             heal: crate::heal::HealState::default(),
             clients: clients::Clients::default(),
+            quotas: BTreeMap::new(),
         }
     }
 
@@ -412,6 +421,19 @@ pub enum Command {
     /// A client's mutation named by its request id: a retry of it is
     /// answered from the clients table instead of being applied again.
     Once(clients::Once),
+    /// Sets the wanted copies of a file, or of a directory (what new
+    /// entries inherit) and, with `recursive`, of everything below it.
+    SetReplication {
+        ino: u64,
+        replication: u32,
+        recursive: bool,
+        now: Time,
+    },
+    /// Sets or clears a directory's quota.
+    SetQuota {
+        ino: u64,
+        change: crate::quota::QuotaChange,
+    },
 }
 
 impl Command {
@@ -428,6 +450,8 @@ pub enum Reply {
     /// The inode the command created, found or changed.
     Ino(u64),
     Done,
+    /// How many things the command changed.
+    Count(u64),
 }
 
 #[cfg(test)]
@@ -449,6 +473,20 @@ impl State {
 
 #[cfg(test)]
 impl Command {
+    /// A `SetAttr` that only sets the size, for tests.
+    pub(crate) fn resize_for_test(ino: u64, size: u64, now: Time) -> Command {
+        Command::SetAttr {
+            ino,
+            mode: None,
+            uid: None,
+            gid: None,
+            size: Some(size),
+            atime: None,
+            mtime: None,
+            now,
+        }
+    }
+
     /// A `Create` for tests: mode 0o755 for a directory and 0o644 otherwise,
     /// owner 0:0, exclusive, no device number, 1 MiB chunks, replication 2.
     pub(crate) fn create_for_test(parent: u64, name: &str, kind: Kind, now: Time) -> Command {
@@ -629,5 +667,14 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
         }
         Command::Heal(h) => crate::heal::apply(state, h).map(|()| Reply::Done),
         Command::Once(once) => clients::apply(state, once),
+        Command::SetReplication {
+            ino,
+            replication,
+            recursive,
+            now,
+        } => crate::replication::set(state, *ino, *replication, *recursive, *now).map(Reply::Count),
+        Command::SetQuota { ino, change } => {
+            crate::quota::set(state, *ino, change).map(|()| Reply::Ino(*ino))
+        }
     }
 }
