@@ -681,8 +681,15 @@ impl Metadata for MetadataService {
         let len = chunk_len(r.len)?;
         validate::node_list("exclude_nodes", &r.exclude_nodes)?;
         scope.writable()?;
-        scope.replication(r.replication, self.inner.config.replication)?;
-        self.with(move |core, live, config| {
+        // An export without `replication` gets at most the default at
+        // upload; a file whose count an operator raised gets the rest of
+        // its copies from healing.
+        let default = self.inner.config.replication;
+        let wanted = scope.replication_cap(
+            replication_or_default(r.replication, &self.inner.config),
+            default,
+        );
+        self.with(move |core, live, _| {
             let st = &core.state;
             let now = Instant::now();
             let mut exclude: BTreeSet<String> = r.exclude_nodes.into_iter().collect();
@@ -695,7 +702,7 @@ impl Metadata for MetadataService {
                 }
                 exclude.extend(c.replicas.keys().cloned());
             }
-            let n = replication_or_default(r.replication, config) as usize;
+            let n = wanted as usize;
             let cands = candidates(st, live, now);
             let targets = placement::choose(&cands, n, u64::from(len), &exclude, &mut rand::rng());
             if targets.is_empty() {
