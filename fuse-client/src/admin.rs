@@ -309,7 +309,8 @@ pub fn render_files(page: &pb::FilesReply, json: bool) -> String {
                 "chunks": f.chunks, "replication": f.replication,
                 "healthy_chunks": f.healthy_chunks,
                 "under_replicated_chunks": f.under_replicated_chunks,
-                "lost_chunks": f.lost_chunks, "status": f.status})
+                "lost_chunks": f.lost_chunks, "status": f.status,
+                "wanted": f.wanted, "copies": f.copies})
             })
             .collect();
         return format!(
@@ -319,14 +320,17 @@ pub fn render_files(page: &pb::FilesReply, json: bool) -> String {
         );
     }
     let mut out = format!(
-        "{:<16} {:>10} {:>7} {:>7} {:>6} {:>5}  PATH\n",
-        "STATUS", "SIZE", "CHUNKS", "HEALTHY", "UNDER", "LOST"
+        "{:<16} {:>10} {:>6} {:>7} {:>7} {:>6} {:>5}  PATH\n",
+        "STATUS", "SIZE", "COPIES", "CHUNKS", "HEALTHY", "UNDER", "LOST"
     );
     for f in &page.files {
+        // Actual copies (the fewest of any chunk) against the wanted count.
+        let copies = format!("{}/{}", f.copies, f.wanted);
         out.push_str(&format!(
-            "{:<16} {:>10} {:>7} {:>7} {:>6} {:>5}  {}\n",
+            "{:<16} {:>10} {:>6} {:>7} {:>7} {:>6} {:>5}  {}\n",
             f.status,
             human(f.size),
+            copies,
             f.chunks,
             f.healthy_chunks,
             f.under_replicated_chunks,

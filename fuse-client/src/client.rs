@@ -12,6 +12,9 @@ use crate::file::FileHandle;
 use crate::meta_wait::MetaWait;
 use crate::metrics::MetricsSnapshot;
 
+#[path = "settings.rs"]
+mod settings;
+
 pub struct Client {
     io: Arc<ChunkIo>,
     cfg: ClientConfig,

@@ -1123,35 +1123,21 @@ impl Filesystem for BigFs {
         self.reply_empty(reply, async move { client.sync().await });
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         let client = Arc::clone(&self.client);
         self.spawn(async move {
+            // The quota of the directory asked about (the mount's root, or
+            // a directory in it) or of the nearest one above, if any.
+            let quota = client
+                .get_quota(ino.0, true)
+                .await
+                .ok()
+                .and_then(|q| q.quota.filter(|_| q.found));
             match client.status().await {
                 Ok(s) => {
-                    let live = s
-                        .nodes
-                        .iter()
-                        .filter(|n| n.state == pb::NodeState::Up as i32);
-                    let (cap, used) =
-                        live.fold((0u64, 0u64), |(c, u), n| (c + n.capacity, u + n.used));
-                    let bsize = u64::from(IO_BLOCK);
-                    // Space garbage collection is about to free counts as
-                    // free: it comes back within seconds.
-                    let free = cap
-                        .saturating_sub(used)
-                        .saturating_add(s.gc_pending_bytes)
-                        .min(cap)
-                        / bsize;
-                    let files = s.files + s.directories;
+                    let f = crate::statfs::figures(&s, quota.as_ref(), IO_BLOCK);
                     reply.statfs(
-                        cap / bsize,
-                        free,
-                        free,
-                        files + 1_000_000,
-                        1_000_000,
-                        IO_BLOCK,
-                        255,
-                        IO_BLOCK,
+                        f.blocks, f.bfree, f.bfree, f.files, f.ffree, f.bsize, 255, f.frsize,
                     );
                 }
                 Err(e) => reply.error(err(&e)),
@@ -1183,7 +1169,8 @@ impl Filesystem for BigFs {
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let name = name_or_reply!(name, reply);
-        if self.fresh.has_no_xattrs(ino.0) {
+        // The replication attribute is never stored, so always there.
+        if name != bigfs_proto::REPLICATION_XATTR && self.fresh.has_no_xattrs(ino.0) {
             reply.error(Errno::NO_XATTR);
             return;
         }

@@ -29,6 +29,7 @@ pub mod open_dirs;
 pub mod open_files;
 pub mod permissions;
 pub mod request_ids;
+pub mod statfs;
 pub mod trash_view;
 pub mod write_buffer;
 

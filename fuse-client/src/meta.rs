@@ -52,7 +52,9 @@ mutation!(
     pb::RenameRequest,
     pb::SetXattrRequest,
     pb::XattrNameRequest,
-    pb::CommitLayoutRequest
+    pb::CommitLayoutRequest,
+    pb::SetReplicationRequest,
+    pb::SetQuotaRequest
 );
 
 /// Codes worth another try: the service is restarting, has no leader (or

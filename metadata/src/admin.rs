@@ -41,6 +41,8 @@ impl From<crate::views::FileView> for pb::FileHealth {
             under_replicated_chunks: v.under_replicated_chunks,
             lost_chunks: v.lost_chunks,
             status: v.status.to_string(),
+            wanted: v.wanted,
+            copies: v.copies,
         }
     }
 }

@@ -32,6 +32,8 @@ const NAMESPACE: &[Role] = &[Role::Client, Role::Admin, Role::Meta];
 const MEMBERS: &[Role] = &[Role::Meta];
 /// Operators, and members asking each other whether a group already runs.
 const GROUP_STATUS: &[Role] = &[Role::Admin, Role::Meta];
+/// Operators (quota limits are theirs to set), and members forwarding.
+const OPERATORS: &[Role] = &[Role::Admin, Role::Meta];
 /// Anyone in the cluster may report a failing node.
 const REPORTERS: &[Role] = &[Role::Node, Role::Client, Role::Admin, Role::Meta];
 
@@ -51,7 +53,9 @@ pub fn policy(method: &str) -> Option<&'static [Role]> {
             "Lookup" | "ResolvePath" | "GetAttr" | "SetAttr" | "Create" | "Link" | "Unlink"
             | "Rmdir" | "Rename" | "ReadDir" | "SetXattr" | "GetXattr" | "ListXattr"
             | "RemoveXattr" | "KeepInodes" | "ReleaseInode" | "RecordAccess" | "GetLayout"
-            | "CommitLayout" | "PlaceChunk" | "Status" | "Sync" | "Export" => Some(NAMESPACE),
+            | "CommitLayout" | "PlaceChunk" | "Status" | "Sync" | "Export" | "SetReplication"
+            | "GetQuota" | "ListQuotas" => Some(NAMESPACE),
+            "SetQuota" => Some(OPERATORS),
             _ => None,
         },
         _ => None,

@@ -9,19 +9,23 @@ use crate::error::MetaError;
 use crate::namespace::MAX_FILE_SIZE;
 use crate::state::{Chunk, ChunkRef, Node, ReplicaStatus, State, Time};
 
-/// One reference less; a chunk reaching zero starts its grace period.
-pub(crate) fn release(state: &mut State, id: ChunkId, now_ms: u64) {
+/// One reference less, by a file of replication `replication`; a chunk
+/// reaching zero starts its grace period.
+pub(crate) fn release(state: &mut State, id: ChunkId, replication: u32, now_ms: u64) {
     if let Some(c) = state.chunks.get_mut(&id) {
         c.refcount = c.refcount.saturating_sub(1);
+        crate::replication::unwant(c, replication);
         if c.refcount == 0 {
             c.zero_since_ms = Some(now_ms);
         }
     }
 }
 
-pub(crate) fn acquire(state: &mut State, id: ChunkId) {
+/// One reference more, by a file of replication `replication`.
+pub(crate) fn acquire(state: &mut State, id: ChunkId, replication: u32) {
     if let Some(c) = state.chunks.get_mut(&id) {
         c.refcount = c.refcount.saturating_add(1);
+        *c.wants.entry(replication).or_default() += 1;
         c.zero_since_ms = None;
     }
 }
@@ -80,6 +84,7 @@ pub(crate) fn commit_layout(
         )));
     }
     let chunk_size = u64::from(inode.chunk_size.max(1));
+    let replication = inode.replication;
     // Later entries for the same index win.
     let mut new: BTreeMap<u64, ChunkRef> = BTreeMap::new();
     for &(index, id, len) in refs {
@@ -102,10 +107,17 @@ pub(crate) fn commit_layout(
         new.insert(index, ChunkRef { id, len });
     }
 
+    // A longer file counts toward its quotas (an unlinked one no more).
+    let (old_size, counted, dir) = (inode.size, inode.nlink > 0, inode.parent);
+    let grows = size.saturating_sub(old_size);
+    if counted {
+        crate::quota::check(state, dir, grows, 0)?;
+    }
+
     // Checks done. Take the new references before dropping the old ones so a
     // chunk replaced by itself never passes through zero.
     for r in new.values() {
-        acquire(state, r.id);
+        acquire(state, r.id, replication);
     }
     let layout = state.layouts.entry(ino).or_default();
     let mut replaced = Vec::new();
@@ -115,9 +127,12 @@ pub(crate) fn commit_layout(
         }
     }
     for id in replaced {
-        release(state, id, now.as_ms());
+        release(state, id, replication, now.as_ms());
     }
     refresh_allocated(state, ino);
+    if counted {
+        crate::quota::charge(state, dir, i64::try_from(grows).unwrap_or(i64::MAX), 0);
+    }
     if let Some(inode) = state.inodes.get_mut(&ino) {
         inode.size = inode.size.max(size);
         inode.mtime = mtime;
@@ -175,6 +190,7 @@ pub(crate) fn register_chunk(
         zero_since_ms: Some(now_ms),
         created_ms: now_ms,
         replicas: BTreeMap::new(),
+        wants: BTreeMap::new(),
     });
     // A fresh upload of an unreferenced chunk restarts its (upload) grace
     // period: a client is about to commit it.

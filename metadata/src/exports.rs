@@ -447,6 +447,15 @@ impl Scope {
         }
     }
 
+    /// `wanted` copies, or at most `default` on an export that may not
+    /// raise replication (a chunk upload of a file an operator gave more).
+    pub fn replication_cap(&self, wanted: u32, default: u32) -> u32 {
+        match self.grant() {
+            Some(g) if !g.replication => wanted.min(default),
+            _ => wanted,
+        }
+    }
+
     /// The export's root inode in `state`.
     pub fn root(&self, state: &State) -> Result<u64, MetaError> {
         match self.grant() {
@@ -716,5 +725,8 @@ mod tests {
         );
         assert!(confined(Squash::None, Access::Rw).replication(3, 3).is_ok());
         assert!(Scope::Full.replication(9, 3).is_ok());
+        // Uploads are capped, not refused: healing makes the rest.
+        assert_eq!(confined(Squash::None, Access::Rw).replication_cap(4, 3), 3);
+        assert_eq!(Scope::Full.replication_cap(4, 3), 4);
     }
 }

@@ -518,6 +518,7 @@ mod tests {
                 zero_since_ms: None,
                 created_ms: 0,
                 replicas: BTreeMap::new(),
+                wants: Default::default(),
             },
         );
         set_refcount(&mut s, id, 0, 42);

@@ -15,6 +15,7 @@ fn chunk(refcount: u64, zero: Option<u64>, r: &[(&str, ReplicaStatus)]) -> Chunk
         zero_since_ms: zero,
         created_ms: 0,
         replicas: r.iter().map(|(n, s)| (n.to_string(), *s)).collect(),
+        wants: Default::default(),
     }
 }
 

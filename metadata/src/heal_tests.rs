@@ -19,6 +19,7 @@ fn state() -> State {
                 ("a".into(), ReplicaStatus::Available),
                 ("b".into(), ReplicaStatus::Available),
             ]),
+            wants: Default::default(),
         },
     );
     s

@@ -7,9 +7,9 @@
 use bigfs_proto::errno::{EEXIST, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTEMPTY, EPERM};
 use bigfs_proto::{MAX_SYMLINK_LEN, ROOT_INO, validate_name};
 
-use crate::chunks;
 use crate::error::MetaError;
 use crate::state::{Dir, Inode, Kind, State, Time};
+use crate::{chunks, quota};
 
 /// Largest file size: offsets are signed 64-bit in the kernel.
 pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
@@ -199,6 +199,12 @@ pub(crate) fn create(state: &mut State, req: &NewInode<'_>, now: Time) -> Result
     // A set-group-ID directory passes its group on, and to new
     // subdirectories its set-group-ID bit too (as on Linux file systems).
     let parent_inode = state.inode(req.parent)?;
+    // The directory's setting (0: none, the cluster default) passes on.
+    let replication = match (req.kind, parent_inode.replication) {
+        (Kind::File, 0) => req.replication,
+        (Kind::File | Kind::Directory, inherited) => inherited,
+        _ => 0,
+    };
     let (gid, mode) = if parent_inode.mode & 0o2000 != 0 {
         let sgid = if req.kind == Kind::Directory {
             0o2000
@@ -209,6 +215,7 @@ pub(crate) fn create(state: &mut State, req: &NewInode<'_>, now: Time) -> Result
     } else {
         (req.gid, mode)
     };
+    quota::check(state, req.parent, 0, 1)?;
     let ino = state.next_ino;
     state.next_ino += 1;
     let is_dir = req.kind == Kind::Directory;
@@ -229,11 +236,7 @@ pub(crate) fn create(state: &mut State, req: &NewInode<'_>, now: Time) -> Result
             } else {
                 0
             },
-            replication: if req.kind == Kind::File {
-                req.replication
-            } else {
-                0
-            },
+            replication,
             version: 0,
             symlink_target: if req.kind == Kind::Symlink {
                 req.symlink_target.to_string()
@@ -251,6 +254,7 @@ pub(crate) fn create(state: &mut State, req: &NewInode<'_>, now: Time) -> Result
     }
     insert_dentry(state, req.parent, req.name, ino);
     touch_dir(state, req.parent, now, if is_dir { 1 } else { 0 });
+    quota::charge(state, req.parent, 0, 1);
     Ok(ino)
 }
 
@@ -285,9 +289,25 @@ pub(crate) fn set_attr(
         }
     }
     let chunk_size = u64::from(inode.chunk_size.max(1));
+    // An unlinked file (nlink 0) no longer counts toward quotas.
+    let (old_size, counted, dir) = (inode.size, inode.nlink > 0, inode.parent);
+    if let Some(size) = ch.size
+        && counted
+        && size > old_size
+    {
+        quota::check(state, dir, size - old_size, 0)?;
+    }
 
     if let Some(size) = ch.size {
         truncate_layout(state, ino, size, chunk_size, now);
+        if counted {
+            quota::charge(
+                state,
+                dir,
+                quota::bytes_of(Kind::File, size) - quota::bytes_of(Kind::File, old_size),
+                0,
+            );
+        }
     }
     let Some(inode) = state.inodes.get_mut(&ino) else {
         return Err(MetaError::Internal(format!("inode {ino} vanished")));
@@ -332,6 +352,7 @@ pub(crate) fn record_access(state: &mut State, times: &[(u64, Time)]) {
 
 /// Drops chunk refs wholly past `size` and cuts the one across it.
 fn truncate_layout(state: &mut State, ino: u64, size: u64, chunk_size: u64, now: Time) {
+    let replication = state.inodes.get(&ino).map_or(0, |i| i.replication);
     let Some(layout) = state.layouts.get_mut(&ino) else {
         return;
     };
@@ -347,7 +368,7 @@ fn truncate_layout(state: &mut State, ino: u64, size: u64, chunk_size: u64, now:
         }
     }
     for r in dropped.values() {
-        chunks::release(state, r.id, now.as_ms());
+        chunks::release(state, r.id, replication, now.as_ms());
     }
     chunks::refresh_allocated(state, ino);
 }
@@ -362,12 +383,14 @@ pub(crate) fn link(
     validate_name(new_name)?;
     crate::snapshot::check_writable(state, ino)?;
     crate::snapshot::check_writable(state, new_parent)?;
-    if state.inode(ino)?.kind == Kind::Directory {
+    let inode = state.inode(ino)?;
+    if inode.kind == Kind::Directory {
         return Err(MetaError::ns(
             EPERM,
             format!("inode {ino} is a directory: no hard links"),
         ));
     }
+    quota::same_realm(state, inode.parent, new_parent)?;
     if dir(state, new_parent)?.entries.contains_key(new_name) {
         return Err(MetaError::ns(
             EEXIST,
@@ -405,7 +428,7 @@ pub(crate) fn unlink(
     let path = trash_path(state, ino, parent, name, last);
     remove_dentry(state, parent, name);
     touch_dir(state, parent, now, 0);
-    drop_link(state, ino, last, path, now);
+    drop_link(state, ino, parent, last, path, now);
     Ok(())
 }
 
@@ -504,6 +527,7 @@ pub(crate) fn rename(
             format!("cannot move {name:?} into its own subtree"),
         ));
     }
+    quota::same_realm(state, parent, new_parent)?;
 
     if exchange {
         let Some(dst) = dst else {
@@ -567,7 +591,7 @@ pub(crate) fn rename(
             touch_dir(state, new_parent, now, -1);
             free_inode(state, dst, now);
         } else {
-            drop_link(state, dst, last, path, now);
+            drop_link(state, dst, new_parent, last, path, now);
         }
     }
     remove_dentry(state, parent, name);
@@ -631,20 +655,30 @@ fn touch_inode(state: &mut State, ino: u64, now: Time) {
     }
 }
 
-/// One name less for a non-directory; frees it at zero, unless the trash
-/// keeps it (`trash_path` is where it was, given when the trash is on) or
-/// a client still has it open (`open_lease_ms` > 0): then it lives on as
-/// an orphan until released or its lease ends.
-fn drop_link(state: &mut State, ino: u64, last: LastLink, trash_path: Option<String>, now: Time) {
+/// One name less (in directory `dir`) for a non-directory; frees it at
+/// zero, unless the trash keeps it (`trash_path` is where it was, given
+/// when the trash is on) or a client still has it open (`open_lease_ms` >
+/// 0): then it lives on as an orphan until released or its lease ends. Its
+/// last name gone, it stops counting toward quotas.
+fn drop_link(
+    state: &mut State,
+    ino: u64,
+    dir: u64,
+    last: LastLink,
+    trash_path: Option<String>,
+    now: Time,
+) {
     let Some(i) = state.inodes.get_mut(&ino) else {
         return;
     };
     i.nlink = i.nlink.saturating_sub(1);
     i.ctime = now;
     if i.nlink == 0 {
+        let (bytes, kind) = (quota::bytes_of(i.kind, i.size), i.kind);
+        quota::charge(state, dir, -bytes, -1);
         if let Some(path) = trash_path {
             crate::trash::put(state, ino, path, last.trash_retention_ms, now);
-        } else if last.open_lease_ms > 0 && i.kind == Kind::File {
+        } else if last.open_lease_ms > 0 && kind == Kind::File {
             state
                 .orphans
                 .insert(ino, now.as_ms().saturating_add(last.open_lease_ms));
@@ -659,11 +693,20 @@ pub(crate) fn free_inode(state: &mut State, ino: u64, now: Time) {
     state.orphans.remove(&ino);
     state.read_only.remove(&ino);
     crate::trash::forget(state, ino);
-    state.inodes.remove(&ino);
+    let replication = match state.inodes.remove(&ino) {
+        // Still named (a directory removed): it leaves its quotas now.
+        Some(i) if i.nlink > 0 => {
+            quota::charge(state, i.parent, -quota::bytes_of(i.kind, i.size), -1);
+            i.replication
+        }
+        Some(i) => i.replication,
+        None => 0,
+    };
+    state.quotas.remove(&ino);
     state.dirs.remove(&ino);
     if let Some(layout) = state.layouts.remove(&ino) {
         for r in layout.values() {
-            chunks::release(state, r.id, now.as_ms());
+            chunks::release(state, r.id, replication, now.as_ms());
         }
     }
 }

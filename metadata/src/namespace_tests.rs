@@ -41,7 +41,7 @@ fn create(
     };
     match apply(s, &cmd)? {
         crate::state::Reply::Ino(i) => Ok(i),
-        _ => panic!("create returned no inode"),
+        other => panic!("create returned no inode: {other:?}"),
     }
 }
 
@@ -180,20 +180,7 @@ fn commit(s: &mut State, ino: u64, refs: &[(u64, u8, u32)], size: u64) -> Result
 }
 
 fn truncate(s: &mut State, ino: u64, size: u64) {
-    apply(
-        s,
-        &Command::SetAttr {
-            ino,
-            mode: None,
-            uid: None,
-            gid: None,
-            size: Some(size),
-            atime: None,
-            mtime: None,
-            now: t(60),
-        },
-    )
-    .unwrap();
+    apply(s, &Command::resize_for_test(ino, size, t(60))).unwrap();
 }
 
 #[test]
@@ -267,7 +254,7 @@ fn special_files_keep_their_kind_and_device_number_and_hold_no_data() {
         };
         match apply(s, &cmd) {
             Ok(crate::state::Reply::Ino(i)) => Ok(i),
-            Ok(_) => panic!("create returned no inode"),
+            Ok(other) => panic!("create returned no inode: {other:?}"),
             Err(e) => Err(e),
         }
     };

@@ -121,7 +121,10 @@ pub fn pick_source(chunk: &Chunk, nodes: &Nodes, prefer: &str) -> Option<String>
     c.first().map(|n| n.to_string())
 }
 
-/// Plans one pass over the chunk table. `wanted` is the replication factor;
+/// Plans one pass over the chunk table. Each chunk wants the highest
+/// replication of the files referencing it (`default_wanted` for a chunk
+/// whose references are not counted by replication, see
+/// [`crate::replication::wanted`]);
 /// a Pending replica older than `pending_timeout_ms` with no queue entry
 /// gets one (the primary's push to it failed). A target whose copy of a
 /// chunk failed less than `failed_hold_ms` ago is picked for that chunk
@@ -129,7 +132,7 @@ pub fn pick_source(chunk: &Chunk, nodes: &Nodes, prefer: &str) -> Option<String>
 pub fn plan<R: Rng + ?Sized>(
     state: &State,
     nodes: &Nodes,
-    wanted: usize,
+    default_wanted: usize,
     now_ms: u64,
     (pending_timeout_ms, failed_hold_ms): (u64, u64),
     rng: &mut R,
@@ -171,6 +174,8 @@ pub fn plan<R: Rng + ?Sized>(
         if c.refcount == 0 || c.replicas.values().any(|s| *s == ReplicaStatus::Deleting) {
             continue;
         }
+        let default = u32::try_from(default_wanted).unwrap_or(u32::MAX);
+        let wanted = crate::replication::wanted(c, default) as usize;
         let view = |n: &str| {
             nodes.get(n).cloned().unwrap_or(NodeView {
                 presence: Presence::Gone,

@@ -28,6 +28,7 @@ fn chunk(replicas: &[(&str, ReplicaStatus)]) -> Chunk {
         zero_since_ms: None,
         created_ms: 0,
         replicas: replicas.iter().map(|(n, s)| (n.to_string(), *s)).collect(),
+        wants: Default::default(),
     }
 }
 
@@ -410,4 +411,34 @@ fn a_stale_designation_is_dropped_when_no_copy_is_missing_and_queued_when_one_is
     assert!(p.drain.is_empty());
     assert_eq!(p.enqueue.len(), 1);
     assert_eq!(p.enqueue[0].1, "d", "the stale designation gets its copy");
+}
+
+#[test]
+fn each_chunk_is_healed_and_trimmed_to_the_highest_count_of_its_files() {
+    // Two copies; its files want 2 and 4: two more copies are made.
+    let mut raised = chunk(&[("a", AV), ("b", AV)]);
+    raised.wants = [(2, 1), (4, 1)].into_iter().collect();
+    // Three copies; its only file wants 1: two go.
+    let mut lowered = chunk(&[("a", AV), ("b", AV), ("c", AV)]);
+    lowered.wants = [(1, 1)].into_iter().collect();
+    // References not counted by replication: the default (3) applies.
+    let legacy = chunk(&[("a", AV), ("b", AV), ("c", AV)]);
+    let s = state_with(
+        vec![(id(1), raised), (id(2), lowered), (id(3), legacy)],
+        &["a", "b", "c", "d"],
+    );
+    let n = nodes(&[("a", up()), ("b", up()), ("c", up()), ("d", up())]);
+    let mut rng = StdRng::seed_from_u64(7);
+    let p = plan(&s, &n, 3, 0, (1000, 0), &mut rng);
+    let mut targets: Vec<&str> = p
+        .enqueue
+        .iter()
+        .filter(|(c, ..)| *c == id(1))
+        .map(|(_, t, _)| t.as_str())
+        .collect();
+    targets.sort();
+    assert_eq!(targets, ["c", "d"], "{p:?}");
+    assert_eq!(p.enqueue.len(), 2, "{p:?}");
+    assert_eq!(p.drain.len(), 2, "{p:?}");
+    assert!(p.drain.iter().all(|(c, _)| *c == id(2)), "{p:?}");
 }

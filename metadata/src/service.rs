@@ -25,6 +25,9 @@ use crate::registration;
 use crate::state::{Command, Kind, ReplicaStatus, Reply, State, Time};
 use crate::validate::{self, chunk_id, chunk_len, file_size, node_field};
 
+#[path = "service_settings.rs"]
+mod settings;
+
 struct Inner {
     consensus: Consensus,
     live: Mutex<Liveness>,
@@ -313,7 +316,9 @@ impl MetadataService {
     ) -> Result<Response<pb::AttrReply>, Status> {
         let ino = match self.execute(cmd).await? {
             Reply::Ino(ino) => ino,
-            _ => return Err(Status::internal("command returned no inode")),
+            Reply::Done | Reply::Count(_) | Reply::Copied { .. } => {
+                return Err(Status::internal("command returned no inode"));
+            }
         };
         let (attr, _) = self.with_local(move |core, _, _| scope.attr(&core.state, ino))?;
         Ok(Response::new(pb::AttrReply { attr: Some(attr) }))
@@ -701,8 +706,15 @@ impl Metadata for MetadataService {
         let len = chunk_len(r.len)?;
         validate::node_list("exclude_nodes", &r.exclude_nodes)?;
         scope.writable()?;
-        scope.replication(r.replication, self.inner.config.replication)?;
-        self.with(move |core, live, config| {
+        // An export without `replication` gets at most the default at
+        // upload; a file whose count an operator raised gets the rest of
+        // its copies from healing.
+        let default = self.inner.config.replication;
+        let wanted = scope.replication_cap(
+            replication_or_default(r.replication, &self.inner.config),
+            default,
+        );
+        self.with(move |core, live, _| {
             let st = &core.state;
             let now = Instant::now();
             let mut exclude: BTreeSet<String> = r.exclude_nodes.into_iter().collect();
@@ -715,7 +727,7 @@ impl Metadata for MetadataService {
                 }
                 exclude.extend(c.replicas.keys().cloned());
             }
-            let n = replication_or_default(r.replication, config) as usize;
+            let n = wanted as usize;
             let cands = candidates(st, live, now);
             let targets = placement::choose(&cands, n, u64::from(len), &exclude, &mut rand::rng());
             if targets.is_empty() {
@@ -1025,6 +1037,9 @@ impl Metadata for MetadataService {
         let scope = self.scope(&request)?;
         let r = request.into_inner();
         validate::xattr(&r.name, &r.value)?;
+        if r.name == crate::replication::XATTR {
+            return self.set_replication_xattr(scope, r).await;
+        }
         let [ino] = self.confine(&scope, true, [r.ino]).await?;
         self.execute_empty(self.once(
             r.id,
@@ -1045,8 +1060,11 @@ impl Metadata for MetadataService {
     ) -> Result<Response<pb::XattrValueReply>, Status> {
         let scope = self.scope(&request)?;
         let r = request.into_inner();
-        self.with(move |core, _, _| {
+        self.with(move |core, _, config| {
             let ino = scope.inode(&core.state, r.ino)?;
+            if r.name == crate::replication::XATTR {
+                return settings::replication_xattr(&core.state, ino, config);
+            }
             Ok(pb::XattrValueReply {
                 value: crate::xattr::get(&core.state, ino, &r.name)?.to_vec(),
             })
@@ -1078,6 +1096,7 @@ impl Metadata for MetadataService {
         let scope = self.scope(&request)?;
         let r = request.into_inner();
         validate::xattr(&r.name, &[])?;
+        settings::removable_xattr(&r.name)?;
         let [ino] = self.confine(&scope, true, [r.ino]).await?;
         self.execute_empty(self.once(
             r.id,
@@ -1175,5 +1194,46 @@ impl Metadata for MetadataService {
             .map_err(|e| Status::internal(format!("sync worker failed: {e}")))?
             .map_err(Status::from)?;
         Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn set_replication(
+        &self,
+        request: Request<pb::SetReplicationRequest>,
+    ) -> Result<Response<pb::SetReplicationReply>, Status> {
+        let scope = self.scope(&request)?;
+        self.set_replication_rpc(scope, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn set_quota(
+        &self,
+        request: Request<pb::SetQuotaRequest>,
+    ) -> Result<Response<pb::QuotaReply>, Status> {
+        let scope = self.scope(&request)?;
+        self.set_quota_rpc(scope, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_quota(
+        &self,
+        request: Request<pb::QuotaRequest>,
+    ) -> Result<Response<pb::QuotaReply>, Status> {
+        let scope = self.scope(&request)?;
+        let r = request.into_inner();
+        self.with(move |core, _, _| settings::get_quota(&core.state, &scope, r.ino, r.nearest))
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_quotas(
+        &self,
+        request: Request<pb::Empty>,
+    ) -> Result<Response<pb::QuotaListReply>, Status> {
+        let scope = self.scope(&request)?;
+        self.with(move |core, _, _| Ok(settings::list_quotas(&core.state, &scope)))
+            .await
+            .map(Response::new)
     }
 }

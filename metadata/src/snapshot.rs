@@ -118,6 +118,7 @@ pub(crate) fn snapshot(
         .collect();
     state.next_ino = first + inos.len() as u64;
     let mut copied = Copied::default();
+    let mut charged_bytes: i64 = 0;
     let mut links: BTreeMap<u64, u32> = BTreeMap::new();
     for &old in &inos {
         let new = map[&old];
@@ -146,11 +147,12 @@ pub(crate) fn snapshot(
         }
         if let Some(layout) = state.layouts.get(&old).cloned() {
             for r in layout.values() {
-                chunks::acquire(state, r.id);
+                chunks::acquire(state, r.id, inode.replication);
                 copied.chunk_refs += 1;
             }
             state.layouts.insert(new, layout);
         }
+        charged_bytes += crate::quota::bytes_of(inode.kind, inode.size);
         state.inodes.insert(new, inode);
         if read_only {
             state.read_only.insert(new);
@@ -174,6 +176,9 @@ pub(crate) fn snapshot(
     }
     namespace::insert_dentry(state, dst_parent, dst_name, root);
     namespace::touch_dir(state, dst_parent, now, i32::from(src_is_dir));
+    // The copy counts toward the quotas above it, as if written there.
+    let inodes = i64::try_from(copied.inodes).unwrap_or(i64::MAX);
+    crate::quota::charge(state, dst_parent, charged_bytes, inodes);
     Ok(copied)
 }
 

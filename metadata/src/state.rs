@@ -191,6 +191,11 @@ pub struct Chunk {
     pub zero_since_ms: Option<u64>,
     pub created_ms: u64,
     pub replicas: BTreeMap<String, ReplicaStatus>,
+    /// Layout references by the replication of the file holding them: a
+    /// chunk shared by several files (hard links, dedup) wants the highest
+    /// (see [`crate::replication::wanted`]). Sums to `refcount`.
+    #[serde(default)]
+    pub wants: BTreeMap<u32, u64>,
 }
 
 /// The persisted part of a storage node; liveness is soft state elsewhere.
@@ -232,6 +237,9 @@ pub struct State {
     /// (EROFS), except removing them.
     #[serde(default)]
     pub read_only: std::collections::BTreeSet<u64>,
+    /// Directory quotas: limits and usage, by directory (see `quota`).
+    #[serde(default)]
+    pub quotas: BTreeMap<u64, crate::quota::Quota>,
 }
 
 impl Default for State {
@@ -276,6 +284,7 @@ impl State {
             locks: crate::locks::Locks::default(),
             trash: trash::Trash::default(),
             read_only: Default::default(),
+            quotas: BTreeMap::new(),
         }
     }
 
@@ -466,6 +475,19 @@ pub enum Command {
     /// A client's mutation named by its request id: a retry of it is
     /// answered from the clients table instead of being applied again.
     Once(clients::Once),
+    /// Sets the wanted copies of a file, or of a directory (what new
+    /// entries inherit) and, with `recursive`, of everything below it.
+    SetReplication {
+        ino: u64,
+        replication: u32,
+        recursive: bool,
+        now: Time,
+    },
+    /// Sets or clears a directory's quota.
+    SetQuota {
+        ino: u64,
+        change: crate::quota::QuotaChange,
+    },
 }
 
 impl Command {
@@ -488,6 +510,8 @@ pub enum Reply {
         inodes: u64,
         chunk_refs: u64,
     },
+    /// How many things the command changed.
+    Count(u64),
 }
 
 #[cfg(test)]
@@ -509,6 +533,20 @@ impl State {
 
 #[cfg(test)]
 impl Command {
+    /// A `SetAttr` that only sets the size, for tests.
+    pub(crate) fn resize_for_test(ino: u64, size: u64, now: Time) -> Command {
+        Command::SetAttr {
+            ino,
+            mode: None,
+            uid: None,
+            gid: None,
+            size: Some(size),
+            atime: None,
+            mtime: None,
+            now,
+        }
+    }
+
     /// A `Create` for tests: mode 0o755 for a directory and 0o644 otherwise,
     /// owner 0:0, exclusive, no device number, 1 MiB chunks, replication 2.
     pub(crate) fn create_for_test(parent: u64, name: &str, kind: Kind, now: Time) -> Command {
@@ -742,5 +780,14 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
             })
         }
         Command::Once(once) => clients::apply(state, once),
+        Command::SetReplication {
+            ino,
+            replication,
+            recursive,
+            now,
+        } => crate::replication::set(state, *ino, *replication, *recursive, *now).map(Reply::Count),
+        Command::SetQuota { ino, change } => {
+            crate::quota::set(state, *ino, change).map(|()| Reply::Ino(*ino))
+        }
     }
 }

@@ -54,7 +54,10 @@ pub fn status(state: &State, live: &Liveness, config: &Config) -> pb::StatusRepl
             }
         }
         if c.refcount > 0 {
-            if available_up < config.replication {
+            let wanted = crate::replication::wanted(c, config.replication);
+            r.copies_wanted += u64::from(wanted);
+            r.copies_good += u64::from(available_up);
+            if available_up < wanted {
                 r.under_replicated += 1;
             }
             if available_up == 0 {

@@ -103,8 +103,15 @@ pub struct FileView {
     pub ino: u64,
     pub size: u64,
     pub chunks: u64,
+    /// The file's own setting.
     pub replication: u32,
-    /// Chunks with `replication` Available copies on Up nodes.
+    /// Copies its chunks want: its replication, or more for a chunk another
+    /// file with a higher count shares (the highest over its chunks).
+    pub wanted: u32,
+    /// Fewest Available copies on Up nodes of any of its chunks (0 for a
+    /// file with no chunk): the actual count to hold against `wanted`.
+    pub copies: u32,
+    /// Chunks with their wanted Available copies on Up nodes.
     pub healthy_chunks: u64,
     /// Chunks with fewer copies, but at least one.
     pub under_replicated_chunks: u64,
@@ -154,26 +161,36 @@ pub fn files(
         .take(limit)
         .filter_map(|(path, ino)| {
             let inode = state.inodes.get(ino)?;
-            let wanted = inode.replication.max(1) as usize;
             let mut v = FileView {
                 path: path.clone(),
                 ino: *ino,
                 size: inode.size,
                 chunks: 0,
                 replication: inode.replication,
+                wanted: inode.replication,
+                copies: 0,
                 healthy_chunks: 0,
                 under_replicated_chunks: 0,
                 lost_chunks: 0,
                 status: "healthy",
             };
+            let mut fewest: Option<usize> = None;
             for r in state.layouts.get(ino).into_iter().flat_map(|l| l.values()) {
                 v.chunks += 1;
-                match available_up(state, live, &r.id, now) {
+                let wanted = state.chunks.get(&r.id).map_or(inode.replication, |c| {
+                    crate::replication::wanted(c, inode.replication)
+                });
+                v.wanted = v.wanted.max(wanted);
+                let wanted = wanted as usize;
+                let up = available_up(state, live, &r.id, now);
+                fewest = Some(fewest.map_or(up, |f| f.min(up)));
+                match up {
                     0 => v.lost_chunks += 1,
                     n if n < wanted => v.under_replicated_chunks += 1,
                     _ => v.healthy_chunks += 1,
                 }
             }
+            v.copies = u32::try_from(fewest.unwrap_or(0)).unwrap_or(u32::MAX);
             v.status = if v.lost_chunks > 0 {
                 "lost"
             } else if v.under_replicated_chunks > 0 {
@@ -260,14 +277,15 @@ pub fn replication_queue(
             continue;
         }
         let up = available_up(state, live, id, now) as u32;
-        if up >= config.replication {
+        let wanted = crate::replication::wanted(c, config.replication);
+        if up >= wanted {
             continue;
         }
         entries.push(QueueEntry {
             chunk: id.to_hex(),
             len: c.len,
             refcount: c.refcount,
-            wanted: config.replication,
+            wanted,
             available_up: up,
             reason: if up == 0 { "lost" } else { "under_replicated" },
             replicas: c
@@ -492,6 +510,7 @@ mod tests {
                 ]
                 .into_iter()
                 .collect(),
+                wants: Default::default(),
             },
         );
         s.layouts

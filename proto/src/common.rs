@@ -29,6 +29,9 @@ pub const MAX_SYMLINK_LEN: usize = 4096;
 
 /// Longest extended attribute name, in bytes (Linux XATTR_NAME_MAX).
 pub const MAX_XATTR_NAME_LEN: usize = 255;
+/// The extended attribute that reads and sets a file's or directory's
+/// replication through a mount (not stored as an attribute, not listed).
+pub const REPLICATION_XATTR: &str = "user.bigfs.replication";
 
 /// Largest extended attribute value, in bytes (Linux XATTR_SIZE_MAX).
 pub const MAX_XATTR_VALUE_LEN: usize = 65536;
@@ -227,6 +230,7 @@ pub mod errno {
     pub const ELOOP: i32 = 40;
     pub const ENODATA: i32 = 61;
     pub const ESTALE: i32 = 116;
+    pub const EDQUOT: i32 = 122;
     pub const E2BIG: i32 = 7;
     pub const ERANGE: i32 = 34;
     pub const EOPNOTSUPP: i32 = 95;

@@ -85,6 +85,30 @@ impl Metadata for FakeMetadata {
     async fn sync(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
         unimplemented()
     }
+    async fn set_replication(
+        &self,
+        _: Request<bigfs_proto::pb::SetReplicationRequest>,
+    ) -> Result<Response<bigfs_proto::pb::SetReplicationReply>, Status> {
+        unimplemented()
+    }
+    async fn set_quota(
+        &self,
+        _: Request<bigfs_proto::pb::SetQuotaRequest>,
+    ) -> Result<Response<bigfs_proto::pb::QuotaReply>, Status> {
+        unimplemented()
+    }
+    async fn get_quota(
+        &self,
+        _: Request<bigfs_proto::pb::QuotaRequest>,
+    ) -> Result<Response<bigfs_proto::pb::QuotaReply>, Status> {
+        unimplemented()
+    }
+    async fn list_quotas(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<bigfs_proto::pb::QuotaListReply>, Status> {
+        unimplemented()
+    }
     async fn lookup(&self, _: Request<LookupRequest>) -> Result<Response<AttrReply>, Status> {
         unimplemented()
     }

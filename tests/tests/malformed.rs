@@ -85,6 +85,10 @@ const METADATA: &[&str] = &[
     "/bigfs.Metadata/Heartbeat",
     "/bigfs.Metadata/Status",
     "/bigfs.Metadata/Sync",
+    "/bigfs.Metadata/SetReplication",
+    "/bigfs.Metadata/SetQuota",
+    "/bigfs.Metadata/GetQuota",
+    "/bigfs.Metadata/ListQuotas",
     "/bigfs.Admin/Nodes",
     "/bigfs.Admin/Queue",
     "/bigfs.Admin/Recover",
@@ -333,6 +337,26 @@ fn hostile(path: &str, rng: &mut StdRng) -> Vec<u8> {
             id: request_id(rng),
         }
         .encode_to_vec(),
+        "SetReplication" => pb::SetReplicationRequest {
+            ino: far_ino(rng),
+            replication: hostile_u32(rng),
+            recursive: rng.random(),
+            id: request_id(rng),
+        }
+        .encode_to_vec(),
+        "SetQuota" => pb::SetQuotaRequest {
+            ino: far_ino(rng),
+            max_bytes: Some(hostile_u64(rng)),
+            max_inodes: Some(hostile_u64(rng)),
+            clear: rng.random(),
+            id: request_id(rng),
+        }
+        .encode_to_vec(),
+        "GetQuota" => pb::QuotaRequest {
+            ino: far_ino(rng),
+            nearest: rng.random(),
+        }
+        .encode_to_vec(),
         "GetXattr" | "RemoveXattr" => pb::XattrNameRequest {
             ino: far_ino(rng),
             name: hostile_name(rng),
@@ -506,6 +530,8 @@ fn harmless(path: &str, payload: &[u8], real_nodes: &[String]) -> bool {
         "CommitLayout" => decoded!(pb::CommitLayoutRequest, |r| !near(r.ino)),
         "SetXattr" => decoded!(pb::SetXattrRequest, |r| !near(r.ino)),
         "RemoveXattr" => decoded!(pb::XattrNameRequest, |r| !near(r.ino)),
+        "SetReplication" => decoded!(pb::SetReplicationRequest, |r| !near(r.ino)),
+        "SetQuota" => decoded!(pb::SetQuotaRequest, |r| !near(r.ino)),
         "ReportFailure" => decoded!(pb::ReportFailureRequest, |r| !real(&r.node_id)),
         // As the fake node itself, only a registration validation refuses
         // (a bad address or chunk id): a fake node must not join.

@@ -27,6 +27,8 @@ mod failure;
 mod fsck;
 #[path = "bigfs/output.rs"]
 mod output;
+#[path = "bigfs/settings.rs"]
+mod settings;
 #[path = "bigfs/trash.rs"]
 mod trash;
 
@@ -100,6 +102,20 @@ enum Cmd {
     Mv { from: String, to: String },
     /// Cluster status: nodes, capacity, chunks, replica health.
     Status,
+    /// Set the copies a file's chunks want, or what a directory passes on
+    /// to new entries (1 to 9).
+    Setrepl {
+        /// Also every file and directory below PATH.
+        #[arg(short, long)]
+        recursive: bool,
+        replication: u32,
+        path: String,
+    },
+    /// Show the copies a file wants and has, or a directory passes on.
+    Getrepl { path: String },
+    /// Directory quotas: limits on bytes and inodes.
+    #[command(subcommand)]
+    Quota(settings::QuotaCmd),
     /// Self-healing administration: nodes, repair queue, recover, decommission.
     #[command(subcommand)]
     Admin(admin::AdminCmd),
@@ -194,6 +210,8 @@ impl Cmd {
             Cmd::Trash(trash::TrashCmd::Purge { path }) => {
                 path.iter().map(String::as_str).collect()
             }
+            Cmd::Setrepl { path, .. } | Cmd::Getrepl { path } => vec![path],
+            Cmd::Quota(q) => q.path().into_iter().collect(),
             Cmd::Status | Cmd::Admin(_) | Cmd::Trash(_) => vec![],
         }
     }
@@ -239,6 +257,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Mkdir { path, parents } => mkdir(&client, path, *parents).await,
         Cmd::Mv { from, to } => mv(&client, from, to).await,
         Cmd::Status => status(&client, cli.json).await,
+        Cmd::Setrepl {
+            recursive,
+            replication,
+            path,
+        } => settings::setrepl(&client, path, *replication, *recursive).await,
+        Cmd::Getrepl { path } => settings::getrepl(&client, path, cli.json).await,
+        Cmd::Quota(q) => settings::quota(&client, q, cli.json).await,
         Cmd::Admin(_) | Cmd::Trash(_) | Cmd::Snapshot { .. } => unreachable!("handled above"),
     }
 }
@@ -596,6 +621,7 @@ async fn status(client: &Client, json: bool) -> Result<(), Failure> {
             "replicas_pending": s.replicas_pending, "replicas_deleting": s.replicas_deleting,
             "under_replicated": s.under_replicated, "lost": s.lost,
             "default_replication": s.default_replication, "chunk_size": s.chunk_size,
+            "copies_wanted": s.copies_wanted, "copies_good": s.copies_good,
             "repair_pending": s.repair_pending, "repair_failed": s.repair_failed,
             "repair_completed": s.repair_completed, "gc_backlog": s.gc_backlog,
             "gc_trash": s.gc_trash, "trash_files": s.trash_files, "trash_bytes": s.trash_bytes});
@@ -640,6 +666,11 @@ async fn status(client: &Client, json: bool) -> Result<(), Failure> {
         s.replicas_pending,
         s.replicas_deleting,
         s.default_replication
+    );
+    outln!(
+        "copies: {} of {} wanted (each chunk wants the highest replication of its files)",
+        s.copies_good,
+        s.copies_wanted
     );
     let health = if s.lost > 0 {
         "DATA UNAVAILABLE"
