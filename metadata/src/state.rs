@@ -303,6 +303,10 @@ impl State {
 /// One mutation of the state. Every field the outcome depends on is here.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
+    // Variants are encoded by position in the Raft log and snapshots: a new
+    // one goes at the end, and an existing one keeps its fields (a change
+    // of fields, as Unlink and Rename gained `trash_retention_ms`, is a new
+    // log format version: `raft::log::HARD_VERSION`).
     Create {
         parent: u64,
         name: String,
@@ -433,17 +437,20 @@ pub enum Command {
         ino: u64,
         now: Time,
     },
-    /// Access times recorded by mounts from reads: each inode's atime moves
-    /// forward to its time (never back); ctime and version stay.
-    RecordAccess {
-        times: Vec<(u64, Time)>,
-    },
     /// Frees open-but-unlinked inodes whose lease ended before `now`.
     ExpireOrphans {
         now: Time,
     },
     /// Repair queue, garbage collection, decommission (see `heal`).
     Heal(crate::heal::HealCommand),
+    /// A client's mutation named by its request id: a retry of it is
+    /// answered from the clients table instead of being applied again.
+    Once(clients::Once),
+    /// Access times recorded by mounts from reads: each inode's atime moves
+    /// forward to its time (never back); ctime and version stay.
+    RecordAccess {
+        times: Vec<(u64, Time)>,
+    },
     /// Byte-range locks (see `locks`).
     Lock(crate::locks::LockCommand),
     /// Frees trashed files whose retention ended at or before `now`.
@@ -472,9 +479,6 @@ pub enum Command {
         read_only: bool,
         now: Time,
     },
-    /// A client's mutation named by its request id: a retry of it is
-    /// answered from the clients table instead of being applied again.
-    Once(clients::Once),
     /// Sets the wanted copies of a file, or of a directory (what new
     /// entries inherit) and, with `recursive`, of everything below it.
     SetReplication {

@@ -49,7 +49,10 @@ struct Hard {
     committed: Option<LogId<NodeId>>,
 }
 
-const HARD_VERSION: u32 = 1;
+/// Version 2: trash, quotas, locks and replication settings changed the
+/// commands' encoding (see `state::Command`); a version-1 data directory is
+/// refused, not misread.
+pub const HARD_VERSION: u32 = 2;
 
 struct Inner {
     dir: PathBuf,
@@ -222,7 +225,10 @@ fn decode_hard(bytes: &[u8]) -> Result<Hard, MetaError> {
     let hard: Hard = decode(bytes)?;
     if hard.version != HARD_VERSION {
         return Err(MetaError::Store(format!(
-            "{VOTE_FILE} has format version {}, this build reads {HARD_VERSION}",
+            "{VOTE_FILE} has format version {}, this build reads {HARD_VERSION}. \
+             A data directory of an older BigFS is not migrated: start the \
+             bigfs-metadata that wrote it, or wipe this member's data directory \
+             and let it rejoin from the others",
             hard.version
         )));
     }
