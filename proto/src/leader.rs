@@ -339,14 +339,9 @@ pub type AdminClient = pb::admin_client::AdminClient<MetaChannel>;
 /// An Ops client over the member list: [`ops_client`].
 pub type OpsClient = pb::ops_client::OpsClient<MetaChannel>;
 
-/// A Locks client over the member list: [`locks_client`].
+/// A Locks client over the member list (the mount builds it on its
+/// metadata channel, so it is confined as that channel is).
 pub type LocksClient = pb::locks_client::LocksClient<MetaChannel>;
-
-/// A Locks client over `list` ("a,b,c" or one address); lock requests are
-/// small, so the default message limits hold.
-pub fn locks_client(list: &str) -> Result<LocksClient, AddrError> {
-    Ok(pb::locks_client::LocksClient::new(MetaChannel::new(list)?))
-}
 
 /// A Snapshots client (trash and snapshots) over the member list.
 pub type SnapshotsClient = pb::snapshots_client::SnapshotsClient<MetaChannel>;

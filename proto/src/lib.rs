@@ -23,4 +23,4 @@ pub mod peer;
 pub mod tls;
 
 pub use common::*;
-pub use leader::{LocksClient, MetaChannel, MetaClient, locks_client};
+pub use leader::{LocksClient, MetaChannel, MetaClient};
