@@ -110,12 +110,14 @@ pub async fn serve_with_admin(
         grace: std::time::Duration::from_millis(config.pending_upload_grace_ms),
         interval: std::time::Duration::from_millis(config.pending_upload_sweep_ms),
     };
+    let registered = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let service = StorageService::new(
         store.clone(),
         replicator,
         config.max_concurrent_puts,
         pending,
-    );
+    )
+    .answering_inventory_after(registered.clone());
     let gate = service.upload_gate();
 
     let local = listener.local_addr()?;
@@ -148,6 +150,7 @@ pub async fn serve_with_admin(
         retry: config.retry.clone(),
         default_heartbeat: config.heartbeat_interval(),
         accept_inventory: config.accept_inventory,
+        registered,
     };
     let scrub_task = tokio::spawn(scrubber.run(stop_rx.clone()));
     let sweep_task = tokio::spawn(sweeper.run(stop_rx.clone()));

@@ -5,6 +5,8 @@
 //! node's copies) stops the node: it must not serve until someone looks.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bigfs_proto::ChunkId;
@@ -95,6 +97,8 @@ pub struct Registration {
     /// Ask the metadata service to take the inventory as the truth even if
     /// it lacks most of the node's copies; for the first registration only.
     pub accept_inventory: bool,
+    /// Set once a registration is accepted (see `StorageService`).
+    pub registered: Arc<AtomicBool>,
 }
 
 /// How one registration attempt ended badly.
@@ -117,6 +121,7 @@ impl Registration {
                 return Ok(());
             };
             tracing::info!(node = %self.node_id, ?interval, "registered with the metadata service");
+            self.registered.store(true, Ordering::Release);
             // The operator accepted one inventory, not every later one.
             self.accept_inventory = false;
             if !self

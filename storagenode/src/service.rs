@@ -2,6 +2,7 @@
 //! presence checks, deletes and peer-to-peer copies.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bigfs_proto::ChunkId;
 use bigfs_proto::pb::storage_server::Storage;
@@ -38,6 +39,12 @@ pub struct StorageService {
     put_permits: Arc<Semaphore>,
     /// Stored uploads not yet listed by the metadata service.
     pending: Arc<PendingUploads>,
+    /// True once the metadata service has accepted this process's
+    /// inventory. Until then `HasChunks` answers Unavailable: the replica
+    /// audit reads "absent" as "lost", and a process that started on the
+    /// wrong (say, unmounted) disk must not have its empty answers believed
+    /// while the metadata service still counts the previous process live.
+    registered: Arc<AtomicBool>,
 }
 
 impl StorageService {
@@ -52,7 +59,15 @@ impl StorageService {
             replicator,
             put_permits: Arc::new(Semaphore::new(max_concurrent_puts.max(1))),
             pending,
+            registered: Arc::new(AtomicBool::new(true)),
         }
+    }
+
+    /// Makes `HasChunks` wait for `registered` (see the field); the
+    /// registration loop sets it once the inventory is accepted.
+    pub fn answering_inventory_after(mut self, registered: Arc<AtomicBool>) -> Self {
+        self.registered = registered;
+        self
     }
 
     /// The gate that takes this service's upload permit before a
@@ -421,6 +436,11 @@ impl Storage for StorageService {
         &self,
         request: Request<HasChunksRequest>,
     ) -> Result<Response<HasChunksReply>, Status> {
+        if !self.registered.load(Ordering::Acquire) {
+            return Err(Status::unavailable(
+                "this node has not registered with the metadata service yet: its inventory is unconfirmed",
+            ));
+        }
         let ids = request
             .into_inner()
             .ids

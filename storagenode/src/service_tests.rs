@@ -582,3 +582,46 @@ async fn registration_sends_the_inventory_and_deletes_unlisted_chunks() {
     let pinned = std::fs::read_to_string(dir.path().join("node_id")).unwrap();
     assert_eq!(pinned.trim(), reg.node_id);
 }
+
+#[tokio::test]
+async fn has_chunks_is_unavailable_until_the_inventory_is_accepted() {
+    // The replica audit reads "absent" as "lost": a process whose
+    // registration has not been accepted (it may be on the wrong disk) must
+    // not answer it.
+    let unreachable = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let a = start_node("a", &unreachable).await;
+    let probe = HasChunksRequest {
+        ids: vec![ChunkId::of(b"x").to_vec()],
+    };
+    let err = loop {
+        match client(&a.addr).has_chunks(probe.clone()).await {
+            Err(e) if e.code() == Code::Unavailable && e.message().contains("tcp connect") => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => break other.unwrap_err(),
+        }
+    };
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("not registered"), "{err}");
+
+    let fake = FakeMetadata::default();
+    let md = start_metadata(fake.clone()).await;
+    let b = start_node("b", &md.addr).await;
+    // Registered, it answers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let present = loop {
+        match client(&b.addr).has_chunks(probe.clone()).await {
+            Ok(r) => break r.into_inner().present,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "b never answered: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!fake.state().registered_nodes.is_empty());
+    assert_eq!(present, vec![false]);
+}

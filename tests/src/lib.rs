@@ -695,10 +695,10 @@ pub(crate) fn kill_and_reap(children: impl IntoIterator<Item = Child>) {
     }
 }
 
-/// In a test that is failing, keeps `dir` (logs, data) for whoever reads
-/// the output instead of deleting it.
+/// In a test that is failing, or with `BIGFS_KEEP_LOGS` set, keeps `dir`
+/// (logs, data) for whoever reads the output instead of deleting it.
 pub(crate) fn keep_if_panicking(dir: &mut tempfile::TempDir, what: &str) {
-    if std::thread::panicking() {
+    if std::thread::panicking() || std::env::var_os("BIGFS_KEEP_LOGS").is_some() {
         eprintln!("{what} kept in {}", dir.path().display());
         std::mem::forget(std::mem::replace(
             dir,
