@@ -9,6 +9,7 @@ use crate::chunk_io::ChunkIo;
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
 use crate::file::FileHandle;
+use crate::fresh_dirs::FreshDirs;
 use crate::meta_wait::MetaWait;
 use crate::metrics::MetricsSnapshot;
 
@@ -18,7 +19,31 @@ mod settings;
 pub struct Client {
     io: Arc<ChunkIo>,
     cfg: ClientConfig,
+    /// Directory attrs as this client's last change of them left them.
+    fresh: FreshDirs,
 }
+
+/// A reply that may carry the attrs of the directories its call changed.
+trait ChangedDirs {
+    fn dirs(&self) -> &[pb::Attr] {
+        &[]
+    }
+}
+
+impl ChangedDirs for pb::AttrReply {
+    fn dirs(&self) -> &[pb::Attr] {
+        &self.dirs
+    }
+}
+
+impl ChangedDirs for pb::DirsReply {
+    fn dirs(&self) -> &[pb::Attr] {
+        &self.dirs
+    }
+}
+
+impl ChangedDirs for pb::Empty {}
+impl ChangedDirs for pb::SetReplicationReply {}
 
 fn attr_of(reply: pb::AttrReply) -> Result<pb::Attr> {
     reply
@@ -62,7 +87,8 @@ impl Client {
     pub async fn connect_waiting(cfg: ClientConfig, wait: MetaWait) -> Result<Arc<Self>> {
         cfg.validate().map_err(ClientError::Invalid)?;
         let io = Arc::new(ChunkIo::new(&cfg)?);
-        let client = Arc::new(Client { io, cfg });
+        let fresh = FreshDirs::new(cfg.fresh_dir_ttl);
+        let client = Arc::new(Client { io, cfg, fresh });
         let first = client
             .io
             .meta
@@ -144,6 +170,9 @@ impl Client {
     }
 
     pub async fn getattr(&self, ino: u64) -> Result<pb::Attr> {
+        if let Some(a) = self.fresh.take(ino) {
+            return Ok(a);
+        }
         attr_of(
             self.io
                 .meta
@@ -155,25 +184,43 @@ impl Client {
     }
 
     pub async fn setattr(&self, req: pb::SetAttrRequest) -> Result<pb::Attr> {
-        attr_of(
-            self.io
-                .meta
-                .mutate(
+        let reply = self
+            .changing(
+                &[req.ino],
+                self.io.meta.mutate(
                     "setattr",
                     req,
                     |mut c, r| async move { c.set_attr(r).await },
-                )
-                .await?,
-        )
+                ),
+            )
+            .await;
+        attr_of(reply?)
     }
 
     pub async fn create(&self, req: pb::CreateRequest) -> Result<pb::Attr> {
-        attr_of(
-            self.io
-                .meta
-                .mutate("create", req, |mut c, r| async move { c.create(r).await })
-                .await?,
-        )
+        let reply = self
+            .changing(
+                &[req.parent],
+                self.io
+                    .meta
+                    .mutate("create", req, |mut c, r| async move { c.create(r).await }),
+            )
+            .await;
+        attr_of(reply?)
+    }
+
+    /// Runs `call`, a change of `dirs`, and keeps the directories' attrs
+    /// its reply carries (see [`FreshDirs`]).
+    async fn changing<T: ChangedDirs>(
+        &self,
+        dirs: &[u64],
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let change = self.fresh.start(dirs);
+        let reply = call.await;
+        let after = reply.as_ref().map_or(&[][..], ChangedDirs::dirs);
+        self.fresh.finish(change, after);
+        reply
     }
 
     /// Creates a regular file (or returns the existing one unless
@@ -223,12 +270,15 @@ impl Client {
             new_name: new_name.to_string(),
             id: None,
         };
-        attr_of(
-            self.io
-                .meta
-                .mutate("link", req, |mut c, r| async move { c.link(r).await })
-                .await?,
-        )
+        let reply = self
+            .changing(
+                &[new_parent],
+                self.io
+                    .meta
+                    .mutate("link", req, |mut c, r| async move { c.link(r).await }),
+            )
+            .await;
+        attr_of(reply?)
     }
 
     pub async fn unlink(&self, parent: u64, name: &str) -> Result<()> {
@@ -245,11 +295,15 @@ impl Client {
             open_lease_ms,
             id: None,
         };
-        self.io
-            .meta
-            .mutate("unlink", req, |mut c, r| async move { c.unlink(r).await })
-            .await?;
-        Ok(())
+        let reply = self
+            .changing(
+                &[parent],
+                self.io
+                    .meta
+                    .mutate("unlink", req, |mut c, r| async move { c.unlink(r).await }),
+            )
+            .await;
+        reply.map(drop)
     }
 
     pub async fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
@@ -259,19 +313,27 @@ impl Client {
             open_lease_ms: 0,
             id: None,
         };
-        self.io
-            .meta
-            .mutate("rmdir", req, |mut c, r| async move { c.rmdir(r).await })
-            .await?;
-        Ok(())
+        let reply = self
+            .changing(
+                &[parent],
+                self.io
+                    .meta
+                    .mutate("rmdir", req, |mut c, r| async move { c.rmdir(r).await }),
+            )
+            .await;
+        reply.map(drop)
     }
 
     pub async fn rename(&self, req: pb::RenameRequest) -> Result<()> {
-        self.io
-            .meta
-            .mutate("rename", req, |mut c, r| async move { c.rename(r).await })
-            .await?;
-        Ok(())
+        let reply = self
+            .changing(
+                &[req.parent, req.new_parent],
+                self.io
+                    .meta
+                    .mutate("rename", req, |mut c, r| async move { c.rename(r).await }),
+            )
+            .await;
+        reply.map(drop)
     }
 
     /// Makes every metadata change answered so far durable on disk.
@@ -344,15 +406,17 @@ impl Client {
             flags: flags as u32,
             id: None,
         };
-        self.io
-            .meta
-            .mutate(
-                "setxattr",
-                req,
-                |mut c, r| async move { c.set_xattr(r).await },
+        let reply = self
+            .changing(
+                &[ino],
+                self.io.meta.mutate(
+                    "setxattr",
+                    req,
+                    |mut c, r| async move { c.set_xattr(r).await },
+                ),
             )
-            .await?;
-        Ok(())
+            .await;
+        reply.map(drop)
     }
 
     pub async fn get_xattr(&self, ino: u64, name: &str) -> Result<Vec<u8>> {
@@ -389,13 +453,17 @@ impl Client {
             name: name.to_string(),
             id: None,
         };
-        self.io
-            .meta
-            .mutate("removexattr", req, |mut c, r| async move {
-                c.remove_xattr(r).await
-            })
-            .await?;
-        Ok(())
+        let reply = self
+            .changing(
+                &[ino],
+                self.io
+                    .meta
+                    .mutate("removexattr", req, |mut c, r| async move {
+                        c.remove_xattr(r).await
+                    }),
+            )
+            .await;
+        reply.map(drop)
     }
 
     /// One page of a directory, continuing after `offset` (a cookie).

@@ -1,5 +1,7 @@
 //! Client configuration: one struct, documented defaults, loadable from TOML.
 
+use std::time::Duration;
+
 use bigfs_proto::RetryConfig;
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +46,11 @@ pub struct ClientConfig {
     /// service confines every call to it, as it confines an export. Default
     /// empty: everything.
     pub subdir: String,
+    /// How long a directory's attrs as this client's own change left them
+    /// answer a getattr (see `fresh_dirs`). Not a file key: the mount sets
+    /// its attribute TTL. Default 1 s.
+    #[serde(skip)]
+    pub fresh_dir_ttl: Duration,
 }
 
 impl Default for ClientConfig {
@@ -60,6 +67,7 @@ impl Default for ClientConfig {
             node_penalty_ms: 10_000,
             client_name: format!("client-{}", std::process::id()),
             subdir: String::new(),
+            fresh_dir_ttl: Duration::from_secs(1),
         }
     }
 }

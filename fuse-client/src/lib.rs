@@ -13,6 +13,7 @@ pub mod config;
 pub mod copy;
 pub mod error;
 pub mod file;
+pub mod fresh_dirs;
 pub mod fresh_inodes;
 pub mod fuse_fs;
 pub mod fuse_locks;

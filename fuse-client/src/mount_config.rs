@@ -321,6 +321,7 @@ impl MountConfig {
     pub fn client_config(&self) -> ClientConfig {
         ClientConfig {
             meta_wait: self.meta_wait(),
+            fresh_dir_ttl: Duration::from_millis(self.attr_ttl_ms),
             ..self.client.clone()
         }
     }

@@ -22,13 +22,14 @@ impl Client {
             id: None,
         };
         let reply = self
-            .io
-            .meta
-            .mutate("setrepl", req, |mut c, r| async move {
-                c.set_replication(r).await
-            })
-            .await?;
-        Ok(reply.changed)
+            .changing(
+                &[ino],
+                self.io.meta.mutate("setrepl", req, |mut c, r| async move {
+                    c.set_replication(r).await
+                }),
+            )
+            .await;
+        Ok(reply?.changed)
     }
 
     /// Sets (`Some(0)` removes a limit) or, with `clear`, removes the quota

@@ -308,11 +308,13 @@ impl MetadataService {
     }
 
     /// Runs a command built from the request and answers the inode's attr
-    /// (as the caller's scope numbers it).
+    /// (as the caller's scope numbers it), with the attrs after it of the
+    /// directories in `dirs` (see `AttrReply.dirs`).
     async fn execute_attr(
         &self,
         scope: Scope,
         cmd: Command,
+        dirs: Vec<u64>,
     ) -> Result<Response<pb::AttrReply>, Status> {
         let ino = match self.execute(cmd).await? {
             Reply::Ino(ino) => ino,
@@ -320,8 +322,28 @@ impl MetadataService {
                 return Err(Status::internal("command returned no inode"));
             }
         };
-        let (attr, _) = self.with_local(move |core, _, _| scope.attr(&core.state, ino))?;
-        Ok(Response::new(pb::AttrReply { attr: Some(attr) }))
+        let ((attr, dirs), _) = self.with_local(move |core, _, _| {
+            let attr = scope.attr(&core.state, ino)?;
+            Ok((attr, dir_attrs(&scope, &core.state, dirs)))
+        })?;
+        Ok(Response::new(pb::AttrReply {
+            attr: Some(attr),
+            dirs,
+        }))
+    }
+
+    /// Runs a command that changes entries of `dirs` and answers their
+    /// attrs after it.
+    async fn execute_dirs(
+        &self,
+        scope: Scope,
+        cmd: Command,
+        dirs: Vec<u64>,
+    ) -> Result<Response<pb::DirsReply>, Status> {
+        self.execute(cmd).await?;
+        let (dirs, _) =
+            self.with_local(move |core, _, _| Ok(dir_attrs(&scope, &core.state, dirs)))?;
+        Ok(Response::new(pb::DirsReply { dirs }))
     }
 
     /// Names `cmd` with the request's id, if it carries one, so that a
@@ -378,6 +400,15 @@ fn location(state: &State, node: &str, status: ReplicaStatus) -> pb::ReplicaLoca
     }
 }
 
+/// The attrs of `dirs` as `scope` numbers them, each once; a directory
+/// gone or out of scope is left out (the mount then asks for it).
+fn dir_attrs(scope: &Scope, state: &State, mut dirs: Vec<u64>) -> Vec<pb::Attr> {
+    dirs.dedup();
+    dirs.into_iter()
+        .filter_map(|d| scope.attr(state, d).ok())
+        .collect()
+}
+
 fn replication_or_default(r: u32, config: &Config) -> u32 {
     if r == 0 { config.replication } else { r }
 }
@@ -395,6 +426,7 @@ impl Metadata for MetadataService {
             let ino = namespace::lookup(st, scope.inode(st, r.parent)?, &r.name)?;
             Ok(pb::AttrReply {
                 attr: Some(scope.attr(st, ino)?),
+                dirs: Vec::new(),
             })
         })
         .await
@@ -412,6 +444,7 @@ impl Metadata for MetadataService {
             let ino = namespace::resolve_path(&core.state, &scope.path(&r.path))?;
             Ok(pb::AttrReply {
                 attr: Some(scope.attr(&core.state, ino)?),
+                dirs: Vec::new(),
             })
         })
         .await
@@ -428,6 +461,7 @@ impl Metadata for MetadataService {
             let st = &core.state;
             Ok(pb::AttrReply {
                 attr: Some(scope.attr(st, ino)?),
+                dirs: Vec::new(),
             })
         })
         .await
@@ -460,6 +494,7 @@ impl Metadata for MetadataService {
                     now: Time::now(),
                 },
             ),
+            vec![],
         )
         .await
     }
@@ -496,6 +531,7 @@ impl Metadata for MetadataService {
                     now: Time::now(),
                 },
             ),
+            vec![parent],
         )
         .await
     }
@@ -519,6 +555,7 @@ impl Metadata for MetadataService {
                     now: Time::now(),
                 },
             ),
+            vec![new_parent],
         )
         .await
     }
@@ -526,12 +563,12 @@ impl Metadata for MetadataService {
     async fn unlink(
         &self,
         request: Request<pb::NameRequest>,
-    ) -> Result<Response<pb::Empty>, Status> {
+    ) -> Result<Response<pb::DirsReply>, Status> {
         let scope = self.scope(&request)?;
         let r = request.into_inner();
         validate::name(&r.name)?;
         let [parent] = self.confine(&scope, true, [r.parent]).await?;
-        self.execute_empty(self.once(
+        let cmd = self.once(
             r.id,
             Command::Unlink {
                 parent,
@@ -540,38 +577,38 @@ impl Metadata for MetadataService {
                 now: Time::now(),
                 trash_retention_ms: self.config().trash_retention_ms,
             },
-        ))
-        .await
+        );
+        self.execute_dirs(scope, cmd, vec![parent]).await
     }
 
     async fn rmdir(
         &self,
         request: Request<pb::NameRequest>,
-    ) -> Result<Response<pb::Empty>, Status> {
+    ) -> Result<Response<pb::DirsReply>, Status> {
         let scope = self.scope(&request)?;
         let r = request.into_inner();
         validate::name(&r.name)?;
         let [parent] = self.confine(&scope, true, [r.parent]).await?;
-        self.execute_empty(self.once(
+        let cmd = self.once(
             r.id,
             Command::Rmdir {
                 parent,
                 name: r.name,
                 now: Time::now(),
             },
-        ))
-        .await
+        );
+        self.execute_dirs(scope, cmd, vec![parent]).await
     }
 
     async fn rename(
         &self,
         request: Request<pb::RenameRequest>,
-    ) -> Result<Response<pb::Empty>, Status> {
+    ) -> Result<Response<pb::DirsReply>, Status> {
         let scope = self.scope(&request)?;
         let r = request.into_inner();
         validate::name(&r.name).and_then(|()| validate::name(&r.new_name))?;
         let [parent, new_parent] = self.confine(&scope, true, [r.parent, r.new_parent]).await?;
-        self.execute_empty(self.once(
+        let cmd = self.once(
             r.id,
             Command::Rename {
                 parent,
@@ -584,8 +621,9 @@ impl Metadata for MetadataService {
                 now: Time::now(),
                 trash_retention_ms: self.config().trash_retention_ms,
             },
-        ))
-        .await
+        );
+        self.execute_dirs(scope, cmd, vec![parent, new_parent])
+            .await
     }
 
     async fn read_dir(
@@ -692,6 +730,7 @@ impl Metadata for MetadataService {
                     now,
                 },
             ),
+            vec![],
         )
         .await
     }

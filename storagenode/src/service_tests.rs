@@ -130,13 +130,13 @@ impl Metadata for FakeMetadata {
     async fn link(&self, _: Request<LinkRequest>) -> Result<Response<AttrReply>, Status> {
         unimplemented()
     }
-    async fn unlink(&self, _: Request<NameRequest>) -> Result<Response<Empty>, Status> {
+    async fn unlink(&self, _: Request<NameRequest>) -> Result<Response<DirsReply>, Status> {
         unimplemented()
     }
-    async fn rmdir(&self, _: Request<NameRequest>) -> Result<Response<Empty>, Status> {
+    async fn rmdir(&self, _: Request<NameRequest>) -> Result<Response<DirsReply>, Status> {
         unimplemented()
     }
-    async fn rename(&self, _: Request<RenameRequest>) -> Result<Response<Empty>, Status> {
+    async fn rename(&self, _: Request<RenameRequest>) -> Result<Response<DirsReply>, Status> {
         unimplemented()
     }
     async fn read_dir(&self, _: Request<ReadDirRequest>) -> Result<Response<ReadDirReply>, Status> {

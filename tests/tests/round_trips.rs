@@ -1,0 +1,85 @@
+//! Metadata round trips a mount spends per operation, counted at the
+//! metadata service: a create, mkdir, rename or unlink in a directory
+//! costs its own call and no GETATTR of the directory afterwards (the
+//! change's reply carries the directory's new attrs), and what the mount
+//! answers from them is what the service holds.
+
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use bigfs_tests::{Cluster, Mount, deadline, metric_sum, parse_prometheus};
+
+fn calls(c: &Cluster, method: &str) -> f64 {
+    let (code, body) = c
+        .admin_get(&c.meta_admin_addr, "/metrics")
+        .expect("GET /metrics");
+    assert_eq!(code, 200, "{body}");
+    let samples = parse_prometheus(&body).expect("Prometheus text");
+    metric_sum(&samples, "bigfs_grpc_requests_total", &[("method", method)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_in_a_directory_cost_no_getattr_of_it() {
+    let _deadline = deadline(Duration::from_secs(120));
+    let c = Cluster::start_with(1, "").await;
+    let m = Mount::new(&c, &[]);
+    let d = m.path().join("d");
+    std::fs::create_dir(&d).unwrap();
+    let _ = std::fs::metadata(&d).unwrap();
+
+    const ROUNDS: u32 = 20;
+    let before = calls(&c, "GetAttr");
+    let mut last = std::fs::metadata(&d).unwrap();
+    for i in 0..ROUNDS {
+        std::fs::File::create(d.join(format!("f{i}"))).unwrap();
+        std::fs::create_dir(d.join(format!("s{i}"))).unwrap();
+        std::fs::rename(d.join(format!("f{i}")), d.join(format!("g{i}"))).unwrap();
+        if i % 2 == 0 {
+            std::fs::remove_file(d.join(format!("g{i}"))).unwrap();
+        }
+        // What the mount answers is the directory after the change.
+        let now = std::fs::metadata(&d).unwrap();
+        assert_eq!(
+            now.nlink(),
+            2 + u64::from(i) + 1,
+            "round {i}: a subdir more"
+        );
+        assert!(
+            (now.mtime(), now.mtime_nsec()) > (last.mtime(), last.mtime_nsec())
+                || i == 0 && (now.mtime(), now.mtime_nsec()) >= (last.mtime(), last.mtime_nsec()),
+            "round {i}: mtime moves on"
+        );
+        last = now;
+    }
+    let getattrs = calls(&c, "GetAttr") - before;
+    assert!(
+        getattrs <= 2.0,
+        "{getattrs} GetAttr calls for {ROUNDS} rounds of create, mkdir, rename, unlink and stat"
+    );
+
+    // Past the attribute TTL the kernel asks the service: the same attrs.
+    std::thread::sleep(Duration::from_millis(1500));
+    let fresh = std::fs::metadata(&d).unwrap();
+    assert_eq!(
+        (
+            fresh.nlink(),
+            fresh.mtime(),
+            fresh.mtime_nsec(),
+            fresh.ctime(),
+            fresh.ctime_nsec()
+        ),
+        (
+            last.nlink(),
+            last.mtime(),
+            last.mtime_nsec(),
+            last.ctime(),
+            last.ctime_nsec()
+        )
+    );
+    assert!(
+        calls(&c, "GetAttr") - before > getattrs,
+        "asked the service"
+    );
+    let names = std::fs::read_dir(&d).unwrap().count() as u32;
+    assert_eq!(names, ROUNDS + ROUNDS / 2);
+}
