@@ -10,6 +10,7 @@ use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
 use crate::file::FileHandle;
 use crate::fresh_dirs::FreshDirs;
+use crate::layout::Layout;
 use crate::meta_wait::MetaWait;
 use crate::metrics::MetricsSnapshot;
 
@@ -504,6 +505,12 @@ impl Client {
             });
         }
         Ok(FileHandle::new(Arc::clone(&self.io), attr, &self.cfg))
+    }
+
+    /// The attrs and chunk locations of `ino`: an open for reading takes
+    /// both in one call.
+    pub async fn layout(&self, ino: u64) -> Result<Layout> {
+        crate::file::fetch_layout(&self.io, ino).await
     }
 
     /// Opens inode `ino` (fresh attributes: close-to-open consistency).

@@ -21,6 +21,18 @@ use crate::error::{ClientError, Result};
 use crate::layout::{Layout, LayoutChunk};
 use crate::write_buffer::DirtyChunk;
 
+/// The layout of `ino` (its attrs and chunk locations) as the metadata
+/// service holds it now.
+pub(crate) async fn fetch_layout(io: &ChunkIo, ino: u64) -> Result<Layout> {
+    let reply = io
+        .meta
+        .call("get layout", |mut c| async move {
+            c.get_layout(pb::InodeRequest { ino }).await
+        })
+        .await?;
+    Layout::from_reply(reply)
+}
+
 /// Largest file size BigFS accepts (2^60 bytes, far past any disk, and
 /// safe from overflow in offset arithmetic).
 pub const MAX_FILE_SIZE: u64 = 1 << 60;
@@ -132,15 +144,7 @@ impl FileHandle {
         if let Some(l) = &st.layout {
             return Ok(Arc::clone(l));
         }
-        let ino = self.ino;
-        let reply = self
-            .io
-            .meta
-            .call("get layout", |mut c| async move {
-                c.get_layout(pb::InodeRequest { ino }).await
-            })
-            .await?;
-        let layout = Arc::new(Layout::from_reply(reply)?);
+        let layout = Arc::new(fetch_layout(&self.io, self.ino).await?);
         if !st.has_pending() {
             st.size = layout.attr.size;
         }
@@ -154,12 +158,13 @@ impl FileHandle {
     }
 
     /// Takes fresh attributes at a new `open` (close-to-open): without
-    /// buffered writes, the size and layout are re-read from the cluster.
-    pub async fn reopen(&self, attr: &pb::Attr) {
+    /// buffered writes, the size and layout are re-read from the cluster,
+    /// or taken from `layout` when the open fetched it already.
+    pub async fn reopen(&self, attr: &pb::Attr, layout: Option<Layout>) {
         let mut st = self.state.lock().await;
         if !st.has_pending() && !st.needs_commit {
             st.size = attr.size;
-            st.layout = None;
+            st.layout = layout.map(Arc::new);
         }
     }
 

@@ -773,8 +773,17 @@ impl Filesystem for BigFs {
                 return reply.error(err(&e));
             }
             // Fresh attributes at every open: close-to-open consistency.
-            let attr = match client.getattr(ino.0).await {
-                Ok(a) => a,
+            // An open for reading takes the layout in the same call.
+            let fetched = if accmode == libc::O_WRONLY || truncate {
+                client.getattr(ino.0).await.map(|a| (a, None))
+            } else {
+                client
+                    .layout(ino.0)
+                    .await
+                    .map(|l| (l.attr.clone(), Some(l)))
+            };
+            let (attr, layout) = match fetched {
+                Ok(f) => f,
                 Err(e) => return reply.error(err(&e)),
             };
             if attr.kind == pb::FileKind::Directory as i32 {
@@ -801,7 +810,7 @@ impl Filesystem for BigFs {
                 open.release(fh);
                 return reply.error(err(&e));
             }
-            handle.reopen(&attr).await;
+            handle.reopen(&attr, layout).await;
             if truncate && let Err(e) = handle.truncate(0).await {
                 open.release(fh);
                 return reply.error(err(&e));

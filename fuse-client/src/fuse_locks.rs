@@ -237,7 +237,7 @@ async fn revalidate(client: &Client, open: &OpenFiles, ino: u64) -> bool {
         return false;
     }
     if let Some(h) = open.by_ino(ino) {
-        h.reopen(&attr).await;
+        h.reopen(&attr, None).await;
     }
     open.set_version(ino, attr.version);
     true

@@ -2,12 +2,13 @@
 //! metadata service: a create, mkdir, rename or unlink in a directory
 //! costs its own call and no GETATTR of the directory afterwards (the
 //! change's reply carries the directory's new attrs), and what the mount
-//! answers from them is what the service holds.
+//! answers from them is what the service holds; opening a file to read it
+//! takes its attrs and chunk locations in one call.
 
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use bigfs_tests::{Cluster, Mount, deadline, metric_sum, parse_prometheus};
+use bigfs_tests::{Cluster, Mount, deadline, metric_sum, parse_prometheus, random_bytes};
 
 fn calls(c: &Cluster, method: &str) -> f64 {
     let (code, body) = c
@@ -82,4 +83,37 @@ async fn changes_in_a_directory_cost_no_getattr_of_it() {
     );
     let names = std::fs::read_dir(&d).unwrap().count() as u32;
     assert_eq!(names, ROUNDS + ROUNDS / 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cold_read_of_a_small_file_is_a_lookup_and_one_layout_call() {
+    let _deadline = deadline(Duration::from_secs(120));
+    let c = Cluster::start_with(2, "replication = 2\n").await;
+    let m = Mount::new(&c, &[]);
+    let d = m.path().join("r");
+    std::fs::create_dir(&d).unwrap();
+    const FILES: usize = 20;
+    let data: Vec<Vec<u8>> = (0..FILES).map(|i| random_bytes(4096 + i, i as u64)).collect();
+    for (i, bytes) in data.iter().enumerate() {
+        std::fs::write(d.join(format!("f{i}")), bytes).unwrap();
+    }
+    drop_caches();
+
+    let (attrs, layouts) = (calls(&c, "GetAttr"), calls(&c, "GetLayout"));
+    for (i, bytes) in data.iter().enumerate() {
+        let got = std::fs::read(d.join(format!("f{i}"))).unwrap();
+        assert!(got == *bytes, "f{i} reads back");
+    }
+    let attrs = calls(&c, "GetAttr") - attrs;
+    let layouts = calls(&c, "GetLayout") - layouts;
+    assert_eq!(layouts, FILES as f64, "one layout call per file");
+    assert!(attrs <= 2.0, "{attrs} GetAttr calls for {FILES} cold reads");
+}
+
+/// Empties the kernel's page, dentry and inode caches: the next access
+/// goes to the mount.
+fn drop_caches() {
+    // SAFETY: sync(2) takes no arguments.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches (needs root)");
 }
