@@ -195,6 +195,7 @@ impl Client {
             symlink_target: String::new(),
             exclusive,
             rdev: 0,
+            umask: None,
             id: None,
         })
         .await
@@ -211,6 +212,7 @@ impl Client {
             symlink_target: String::new(),
             exclusive: true,
             rdev: 0,
+            umask: None,
             id: None,
         })
         .await

@@ -477,27 +477,28 @@ impl Metadata for MetadataService {
         let [parent] = self.confine(&scope, true, [r.parent]).await?;
         let (uid, gid) = scope.owner(r.uid, r.gid);
         let config = &self.inner.config;
-        self.execute_attr(
-            scope,
-            self.once(
-                r.id,
-                Command::Create {
-                    parent,
-                    name: r.name,
-                    kind,
-                    mode: r.mode,
-                    uid,
-                    gid,
-                    symlink_target: r.symlink_target,
-                    exclusive: r.exclusive,
-                    rdev: r.rdev,
-                    chunk_size: config.chunk_size,
-                    replication: config.replication,
-                    now: Time::now(),
-                },
-            ),
-        )
-        .await
+        let create = Command::Create {
+            parent,
+            name: r.name,
+            kind,
+            mode: r.mode,
+            uid,
+            gid,
+            symlink_target: r.symlink_target,
+            exclusive: r.exclusive,
+            rdev: r.rdev,
+            chunk_size: config.chunk_size,
+            replication: config.replication,
+            now: Time::now(),
+        };
+        let cmd = match r.umask {
+            Some(umask) => Command::CreateMasked {
+                umask,
+                create: Box::new(create),
+            },
+            None => create,
+        };
+        self.execute_attr(scope, self.once(r.id, cmd)).await
     }
 
     async fn link(
