@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing BigFS needs on a fresh Debian machine:
-# FUSE 3 (the mount and its tests), attr (setfattr/getfattr in tests),
+# FUSE 3 (the mount and its tests), attr (setfattr/getfattr in tests), acl
+# (setfacl/getfacl, tests/tests/acl.rs),
 # systemd (systemd-analyze, tests/tests/deploy.rs), chromium (headless, for
 # the status page in tests/tests/admin_http.rs), iptables (the metadata
 # partition test drops a member's loopback traffic), flock and sqlite3 (file
@@ -12,6 +13,7 @@ command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 dpkg -s libfuse3-dev >/dev/null 2>&1 || need+=(libfuse3-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v setfattr >/dev/null 2>&1 || need+=(attr)
+command -v setfacl >/dev/null 2>&1 || need+=(acl)
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)

@@ -243,6 +243,7 @@ impl Client {
             symlink_target: String::new(),
             exclusive,
             rdev: 0,
+            umask: None,
             id: None,
         })
         .await
@@ -259,6 +260,7 @@ impl Client {
             symlink_target: String::new(),
             exclusive: true,
             rdev: 0,
+            umask: None,
             id: None,
         })
         .await

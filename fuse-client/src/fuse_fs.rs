@@ -28,7 +28,9 @@ use crate::fuse_locks::{FuseLocks, NotifierSlot};
 use crate::mount_config::MountConfig;
 use crate::open_dirs::OpenDirs;
 use crate::open_files::OpenFiles;
-use crate::permissions::{self, AttrChange, Squash, Who, permitted, require, require_removable};
+use crate::permissions::{
+    self, AttrChange, Squash, Who, permitted, require, require_removable, require_xattr_change,
+};
 use crate::trash_view::{TRASH_INO, TrashView};
 
 /// Block size reported to applications: large, so `cp` and friends use big
@@ -52,6 +54,9 @@ pub struct BigFs {
     notifier: NotifierSlot,
     /// The read-only `.trash` view (admin mounts; see `trash_view`).
     trash: Option<Arc<TrashView>>,
+    /// The kernel enforces POSIX ACLs and leaves the umask to us (set at
+    /// `init` when it agrees).
+    acl: bool,
 }
 
 /// The entries after kernel offset `offset` (1 = ".", 2 = "..", then
@@ -166,6 +171,7 @@ fn new_inode(
         symlink_target: String::new(),
         exclusive: true,
         rdev: 0,
+        umask: None,
         id: None,
     }
 }
@@ -246,6 +252,7 @@ impl BigFs {
             squash: None,
             locks,
             notifier,
+            acl: false,
         }
     }
 
@@ -264,6 +271,18 @@ impl BigFs {
     pub fn with_squash(mut self, squash: Option<Squash>) -> Self {
         self.squash = squash;
         self
+    }
+
+    /// Applies `umask` to a create request: here when the kernel applied it
+    /// (no ACLs), else on the metadata service, which skips it when the
+    /// parent has a default ACL.
+    fn masked(&self, mut r: pb::CreateRequest, umask: u32) -> pb::CreateRequest {
+        if self.acl {
+            r.umask = Some(umask & 0o777);
+        } else {
+            r.mode &= !umask;
+        }
+        r
     }
 
     /// Who the caller of `req` acts as, if the export squashes it.
@@ -378,7 +397,14 @@ impl Filesystem for BigFs {
         } else {
             InitFlags::empty()
         };
-        let _ = config.add_capabilities((wanted | locks) & config.capabilities());
+        // POSIX ACLs: the kernel checks them (this forces
+        // default_permissions on) and stops applying the umask, which the
+        // metadata service applies unless the parent has a default ACL.
+        let acl = InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK;
+        self.acl =
+            self.cfg.acl && self.cfg.default_permissions && config.capabilities().contains(acl);
+        let acl = if self.acl { acl } else { InitFlags::empty() };
+        let _ = config.add_capabilities((wanted | locks | acl) & config.capabilities());
         // 1 MiB writes: a quarter chunk per request.
         let _ = config
             .set_max_write(1 << 20)
@@ -588,7 +614,7 @@ impl Filesystem for BigFs {
         let client = Arc::clone(&self.client);
         let r = pb::CreateRequest {
             rdev,
-            ..new_inode(req, parent, name, kind, mode & !umask)
+            ..self.masked(new_inode(req, parent, name, kind, mode), umask)
         };
         let who = self.squashed(req);
         self.reply_entry(reply, async move {
@@ -609,7 +635,10 @@ impl Filesystem for BigFs {
         writable_or_reply!(self, reply);
         let name = name_or_reply!(name, reply);
         let client = Arc::clone(&self.client);
-        let r = new_inode(req, parent, name, pb::FileKind::Directory, mode & !umask);
+        let r = self.masked(
+            new_inode(req, parent, name, pb::FileKind::Directory, mode),
+            umask,
+        );
         let who = self.squashed(req);
         self.reply_entry(reply, async move {
             require(&client, who, parent.0, WX).await?;
@@ -1171,7 +1200,7 @@ impl Filesystem for BigFs {
         self.fresh.forget(ino.0);
         let who = self.squashed(req);
         self.reply_empty(reply, async move {
-            require(&client, who, ino.0, AccessFlags::W_OK).await?;
+            require_xattr_change(&client, who, ino.0, &name).await?;
             client.set_xattr(ino.0, &name, value, flags).await
         });
     }
@@ -1184,7 +1213,7 @@ impl Filesystem for BigFs {
             return;
         }
         let client = Arc::clone(&self.client);
-        let who = self.squashed(req);
+        let who = self.squashed(req).filter(|_| !permissions::is_acl(&name));
         self.spawn(async move {
             if let Err(e) = require(&client, who, ino.0, AccessFlags::R_OK).await {
                 return reply.error(err(&e));
@@ -1228,7 +1257,7 @@ impl Filesystem for BigFs {
         self.fresh.forget(ino.0);
         let who = self.squashed(req);
         self.reply_empty(reply, async move {
-            require(&client, who, ino.0, AccessFlags::W_OK).await?;
+            require_xattr_change(&client, who, ino.0, &name).await?;
             client.remove_xattr(ino.0, &name).await
         });
     }
@@ -1280,7 +1309,10 @@ impl Filesystem for BigFs {
         let ttl = self.entry_ttl();
         let r = pb::CreateRequest {
             exclusive: flags & libc::O_EXCL != 0,
-            ..new_inode(req, parent, name, pb::FileKind::File, mode & !umask)
+            ..self.masked(
+                new_inode(req, parent, name, pb::FileKind::File, mode),
+                umask,
+            )
         };
         let fresh = Arc::clone(&self.fresh);
         let who = self.squashed(req);
@@ -1295,7 +1327,7 @@ impl Filesystem for BigFs {
             };
             // Made just now (a non-exclusive create may have found a file
             // another mount made, which could carry attributes).
-            if exclusive || attr.size == 0 {
+            if (exclusive || attr.size == 0) && !attr.has_xattrs {
                 fresh.created(attr.ino);
             }
             let handle = match client.open_attr(&attr) {

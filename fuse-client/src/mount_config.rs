@@ -24,6 +24,11 @@ pub struct MountConfig {
     /// (`-o default_permissions`, on by default; `-o nodefault_permissions`
     /// turns them off).
     pub default_permissions: bool,
+    /// POSIX ACLs (`-o acl`, the default; `-o noacl` turns them off): the
+    /// kernel enforces `system.posix_acl_access` and the file system applies
+    /// the umask or the parent's default ACL at create. Needs
+    /// `default_permissions` (off with it).
+    pub acl: bool,
     /// How long the kernel caches attributes, in ms (`-o attr_ttl_ms=N`).
     /// Default 1000: short, so other mounts' changes show up quickly.
     pub attr_ttl_ms: u64,
@@ -109,6 +114,7 @@ impl Default for MountConfig {
             allow_root: false,
             auto_unmount: false,
             default_permissions: true,
+            acl: true,
             attr_ttl_ms: 1000,
             entry_ttl_ms: 1000,
             open_lease_ms: 60_000,
@@ -227,6 +233,8 @@ impl MountConfig {
                 "auto_unmount" => self.auto_unmount = true,
                 "default_permissions" => self.default_permissions = true,
                 "nodefault_permissions" => self.default_permissions = false,
+                "acl" => self.acl = true,
+                "noacl" => self.acl = false,
                 "attr_ttl_ms" => self.attr_ttl_ms = num(value)?,
                 "entry_ttl_ms" => self.entry_ttl_ms = num(value)?,
                 "threads" => self.threads = num(value)? as usize,
@@ -336,7 +344,9 @@ mod tests {
         let mut c = MountConfig::default();
         c.apply_options("ro,allow_other,cache_mb=16,_netdev,defaults,attr_ttl_ms=5")
             .unwrap();
-        assert!(c.read_only && c.allow_other);
+        assert!(c.read_only && c.allow_other && c.acl);
+        c.apply_options("noacl").unwrap();
+        assert!(!c.acl);
         assert_eq!(c.client.cache_bytes, 16 << 20);
         assert_eq!(c.attr_ttl_ms, 5);
         let e = c.apply_options("bogus").unwrap_err();

@@ -118,6 +118,37 @@ pub async fn require(client: &Client, who: Option<Who>, ino: u64, mask: AccessFl
     }
 }
 
+/// Whether xattr `name` is a POSIX ACL, which only the owner changes and
+/// anyone may read (as on Linux) instead of needing write or read
+/// permission.
+pub fn is_acl(name: &str) -> bool {
+    name == "system.posix_acl_access" || name == "system.posix_acl_default"
+}
+
+/// May `who` change extended attribute `name` of `ino`: a POSIX ACL only
+/// as the owner (EPERM), any other with write permission.
+pub async fn require_xattr_change(
+    client: &Client,
+    who: Option<Who>,
+    ino: u64,
+    name: &str,
+) -> Result<()> {
+    let Some(w) = who else {
+        return Ok(());
+    };
+    if !is_acl(name) {
+        return require(client, who, ino, AccessFlags::W_OK).await;
+    }
+    if client.getattr(ino).await?.uid != w.uid {
+        return Err(denied(
+            "setxattr",
+            errno::EPERM,
+            "only the owner may change an ACL",
+        ));
+    }
+    Ok(())
+}
+
 /// May `who` remove or rename away `name` from `parent`: write and search
 /// on the directory, and in a sticky directory own it or the entry.
 pub async fn require_removable(

@@ -689,6 +689,7 @@ mod tests {
             rdev: 0,
             chunk_size: 1 << 20,
             replication: 3,
+            umask: 0,
         };
         namespace::create(s, &req, crate::state::Time::default()).unwrap()
     }

@@ -5,6 +5,7 @@
 //! in tests, with [`serve`] on an already bound listener and your own
 //! shutdown future.
 
+pub mod acl;
 pub mod admin;
 pub mod auth;
 pub mod chunks;

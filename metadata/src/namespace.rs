@@ -31,6 +31,10 @@ pub struct NewInode<'a> {
     pub rdev: u32,
     pub chunk_size: u32,
     pub replication: u32,
+    /// Masks the mode unless the parent has a default ACL (from a mount
+    /// that leaves the umask to the file system; 0 from one that applied
+    /// it already).
+    pub umask: u32,
 }
 
 /// What a SetAttr command changes.
@@ -215,6 +219,7 @@ pub(crate) fn create(state: &mut State, req: &NewInode<'_>, now: Time) -> Result
     } else {
         (req.gid, mode)
     };
+    let (mode, acls) = crate::acl::inherit(&parent_inode.xattrs, req.kind, mode, req.umask);
     quota::check(state, req.parent, 0, 1)?;
     let ino = state.next_ino;
     state.next_ino += 1;
@@ -245,7 +250,7 @@ pub(crate) fn create(state: &mut State, req: &NewInode<'_>, now: Time) -> Result
             },
             parent: req.parent,
             allocated: 0,
-            xattrs: Default::default(),
+            xattrs: acls.into_iter().collect(),
             rdev: if req.kind.is_device() { req.rdev } else { 0 },
         },
     );
@@ -314,6 +319,7 @@ pub(crate) fn set_attr(
     };
     if let Some(mode) = ch.mode {
         inode.mode = mode & 0o7777;
+        crate::acl::chmod(inode, mode);
     }
     if let Some(uid) = ch.uid {
         inode.uid = uid;

@@ -512,28 +512,29 @@ impl Metadata for MetadataService {
         let [parent] = self.confine(&scope, true, [r.parent]).await?;
         let (uid, gid) = scope.owner(r.uid, r.gid);
         let config = &self.inner.config;
-        self.execute_attr(
-            scope,
-            self.once(
-                r.id,
-                Command::Create {
-                    parent,
-                    name: r.name,
-                    kind,
-                    mode: r.mode,
-                    uid,
-                    gid,
-                    symlink_target: r.symlink_target,
-                    exclusive: r.exclusive,
-                    rdev: r.rdev,
-                    chunk_size: config.chunk_size,
-                    replication: config.replication,
-                    now: Time::now(),
-                },
-            ),
-            vec![parent],
-        )
-        .await
+        let create = Command::Create {
+            parent,
+            name: r.name,
+            kind,
+            mode: r.mode,
+            uid,
+            gid,
+            symlink_target: r.symlink_target,
+            exclusive: r.exclusive,
+            rdev: r.rdev,
+            chunk_size: config.chunk_size,
+            replication: config.replication,
+            now: Time::now(),
+        };
+        let cmd = match r.umask {
+            Some(umask) => Command::CreateMasked {
+                umask,
+                create: Box::new(create),
+            },
+            None => create,
+        };
+        self.execute_attr(scope, self.once(r.id, cmd), vec![parent])
+            .await
     }
 
     async fn link(

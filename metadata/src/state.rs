@@ -143,6 +143,7 @@ impl Inode {
             symlink_target: self.symlink_target.clone(),
             allocated: self.allocated,
             rdev: self.rdev,
+            has_xattrs: !self.xattrs.is_empty(),
         }
     }
 }
@@ -492,6 +493,13 @@ pub enum Command {
         ino: u64,
         change: crate::quota::QuotaChange,
     },
+    /// A `Create` (the only command it may hold) from a mount that leaves
+    /// the umask to the file system, as it must with POSIX ACLs: `umask`
+    /// masks the mode unless the parent directory has a default ACL.
+    CreateMasked {
+        umask: u32,
+        create: Box<Command>,
+    },
 }
 
 impl Command {
@@ -578,37 +586,7 @@ impl Command {
 /// Applies one command. Deterministic; an `Err` leaves `state` unchanged.
 pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
     match cmd {
-        Command::Create {
-            parent,
-            name,
-            kind,
-            mode,
-            uid,
-            gid,
-            symlink_target,
-            exclusive,
-            rdev,
-            chunk_size,
-            replication,
-            now,
-        } => namespace::create(
-            state,
-            &namespace::NewInode {
-                parent: *parent,
-                name,
-                kind: *kind,
-                mode: *mode,
-                uid: *uid,
-                gid: *gid,
-                symlink_target,
-                exclusive: *exclusive,
-                rdev: *rdev,
-                chunk_size: *chunk_size,
-                replication: *replication,
-            },
-            *now,
-        )
-        .map(Reply::Ino),
+        Command::Create { .. } => create(state, cmd, 0),
         Command::SetAttr {
             ino,
             mode,
@@ -793,5 +771,49 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
         Command::SetQuota { ino, change } => {
             crate::quota::set(state, *ino, change).map(|()| Reply::Ino(*ino))
         }
+        Command::CreateMasked { umask, create: c } => create(state, c, *umask),
     }
+}
+
+/// Applies `Command::Create` `cmd`, masking its mode with `umask` unless
+/// the parent has a default ACL (`acl::inherit`).
+fn create(state: &mut State, cmd: &Command, umask: u32) -> Result<Reply, MetaError> {
+    let Command::Create {
+        parent,
+        name,
+        kind,
+        mode,
+        uid,
+        gid,
+        symlink_target,
+        exclusive,
+        rdev,
+        chunk_size,
+        replication,
+        now,
+    } = cmd
+    else {
+        return Err(MetaError::InvalidArgument(
+            "CreateMasked holds a command other than Create".into(),
+        ));
+    };
+    namespace::create(
+        state,
+        &namespace::NewInode {
+            parent: *parent,
+            name,
+            kind: *kind,
+            mode: *mode,
+            uid: *uid,
+            gid: *gid,
+            symlink_target,
+            exclusive: *exclusive,
+            rdev: *rdev,
+            chunk_size: *chunk_size,
+            replication: *replication,
+            umask,
+        },
+        *now,
+    )
+    .map(Reply::Ino)
 }

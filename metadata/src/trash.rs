@@ -267,6 +267,7 @@ pub(crate) fn restore(state: &mut State, ino: u64, path: &str, now: Time) -> Res
                 rdev: 0,
                 chunk_size: 0,
                 replication: 0,
+                umask: 0,
             },
             now,
         )?;

@@ -3,6 +3,7 @@
 use bigfs_proto::errno::{E2BIG, EEXIST, ENODATA, ENOSPC, EOPNOTSUPP, ERANGE};
 use bigfs_proto::{MAX_XATTR_NAME_LEN, MAX_XATTR_VALUE_LEN};
 
+use crate::acl;
 use crate::error::MetaError;
 use crate::limits::{MAX_XATTR_BYTES_PER_INODE, MAX_XATTRS_PER_INODE};
 use crate::state::{State, Time};
@@ -11,8 +12,8 @@ use crate::state::{State, Time};
 pub const XATTR_CREATE: u32 = 1;
 pub const XATTR_REPLACE: u32 = 2;
 
-/// Namespaces BigFS stores. POSIX ACLs ("system.posix_acl_*") are not
-/// supported, so "system." is refused and the kernel falls back to modes.
+/// Namespaces BigFS stores. Of "system." only the two POSIX ACL names
+/// (see `acl`), which keep the mode in step.
 const NAMESPACES: &[&str] = &["user.", "trusted.", "security."];
 
 /// Checks an attribute name.
@@ -23,13 +24,16 @@ pub fn check_name(name: &str) -> Result<(), MetaError> {
             format!("attribute name must be 1..={MAX_XATTR_NAME_LEN} bytes"),
         ));
     }
-    if !NAMESPACES
-        .iter()
-        .any(|p| name.starts_with(p) && name.len() > p.len())
+    if !acl::is_acl(name)
+        && !NAMESPACES
+            .iter()
+            .any(|p| name.starts_with(p) && name.len() > p.len())
     {
         return Err(MetaError::ns(
             EOPNOTSUPP,
-            format!("attribute {name:?}: only user., trusted. and security. names are supported"),
+            format!(
+                "attribute {name:?}: only user., trusted., security. names and POSIX ACLs are supported"
+            ),
         ));
     }
     Ok(())
@@ -63,8 +67,18 @@ pub(crate) fn set(
         return Err(MetaError::ns(ENODATA, format!("no attribute {name:?}")));
     }
     check_room(&inode.xattrs, name, value.len())?;
+    let acl = if acl::is_acl(name) {
+        Some(acl::check_set(inode, name, value)?)
+    } else {
+        None
+    };
     if let Some(i) = state.inodes.get_mut(&ino) {
-        i.xattrs.insert(name.to_string(), value.to_vec());
+        match acl {
+            Some(acl) => acl::set(i, name, acl),
+            None => {
+                i.xattrs.insert(name.to_string(), value.to_vec());
+            }
+        }
         i.ctime = now;
     }
     Ok(())

@@ -855,6 +855,33 @@ attempt_timeout_ms = 2000
 pub const TEST_MOUNT_OPTS: &str =
     "attr_ttl_ms=200,entry_ttl_ms=200,cache_mb=64,write_buffer_mb=32,readahead_chunks=4,threads=4";
 
+/// Runs `argv` as `uid`:`gid` (no supplementary groups) and returns its
+/// stderr if it failed, None if it succeeded.
+pub fn as_user(uid: u32, gid: u32, argv: &[&dyn AsRef<std::ffi::OsStr>]) -> Option<String> {
+    use std::os::unix::process::CommandExt;
+    let mut c = std::process::Command::new(argv[0]);
+    for a in &argv[1..] {
+        c.arg(a);
+    }
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = c
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run a command as another user");
+    (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// Whether `dir` is listed as a mount point in /proc/self/mountinfo.
 pub fn is_mounted(dir: &Path) -> bool {
     let want = dir

@@ -295,6 +295,7 @@ fn hostile(path: &str, rng: &mut StdRng) -> Vec<u8> {
             symlink_target: hostile_name(rng),
             exclusive: rng.random(),
             rdev: hostile_u32(rng),
+            umask: None,
             id: request_id(rng),
         }
         .encode_to_vec(),

@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::time::Duration;
 
-use bigfs_tests::{Cluster, Mount, deadline};
+use bigfs_tests::{Cluster, Mount, as_user, deadline};
 
 /// Time limit of each test here (see `bigfs_tests::deadline`): this file runs
 /// in about 1 s on a loaded 2-core machine; the limit is 60 s at least, room
@@ -118,33 +118,6 @@ async fn fifos_sockets_and_device_nodes_are_created_listed_and_work() {
         std::fs::remove_file(p(n)).unwrap();
     }
     assert_eq!(std::fs::read_dir(m.path()).unwrap().count(), 0);
-}
-
-/// Runs `argv` as `uid`:`gid` (no supplementary groups) and returns its
-/// stderr if it failed, None if it succeeded.
-fn as_user(uid: u32, gid: u32, argv: &[&dyn AsRef<std::ffi::OsStr>]) -> Option<String> {
-    use std::os::unix::process::CommandExt;
-    let mut c = std::process::Command::new(argv[0]);
-    for a in &argv[1..] {
-        c.arg(a);
-    }
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        c.pre_exec(move || {
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(gid) != 0
-                || libc::setuid(uid) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let out = c
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run a command as another user");
-    (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 fn mode(p: &Path) -> u32 {

@@ -93,7 +93,9 @@ async fn a_cold_read_of_a_small_file_is_a_lookup_and_one_layout_call() {
     let d = m.path().join("r");
     std::fs::create_dir(&d).unwrap();
     const FILES: usize = 20;
-    let data: Vec<Vec<u8>> = (0..FILES).map(|i| random_bytes(4096 + i, i as u64)).collect();
+    let data: Vec<Vec<u8>> = (0..FILES)
+        .map(|i| random_bytes(4096 + i, i as u64))
+        .collect();
     for (i, bytes) in data.iter().enumerate() {
         std::fs::write(d.join(format!("f{i}")), bytes).unwrap();
     }
