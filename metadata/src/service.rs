@@ -523,6 +523,35 @@ impl Metadata for MetadataService {
         .await
     }
 
+    async fn tmp_file(
+        &self,
+        request: Request<pb::TmpFileRequest>,
+    ) -> Result<Response<pb::AttrReply>, Status> {
+        let scope = self.scope(&request)?;
+        let r = request.into_inner();
+        let [parent] = self.confine(&scope, true, [r.parent]).await?;
+        let (uid, gid) = scope.owner(r.uid, r.gid);
+        let config = &self.inner.config;
+        self.execute_attr(
+            scope,
+            self.once(
+                r.id,
+                Command::TmpFile {
+                    parent,
+                    mode: r.mode,
+                    uid,
+                    gid,
+                    linkable: r.linkable,
+                    open_lease_ms: r.open_lease_ms,
+                    chunk_size: config.chunk_size,
+                    replication: config.replication,
+                    now: Time::now(),
+                },
+            ),
+        )
+        .await
+    }
+
     async fn unlink(
         &self,
         request: Request<pb::NameRequest>,

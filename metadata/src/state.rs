@@ -240,6 +240,10 @@ pub struct State {
     /// Directory quotas: limits and usage, by directory (see `quota`).
     #[serde(default)]
     pub quotas: BTreeMap<u64, crate::quota::Quota>,
+    /// Orphans made by `open(O_TMPFILE)` without `O_EXCL`: the only files
+    /// with no name that a Link may name (see `tmpfile`).
+    #[serde(default)]
+    pub tmpfiles: std::collections::BTreeSet<u64>,
 }
 
 impl Default for State {
@@ -285,6 +289,7 @@ impl State {
             trash: trash::Trash::default(),
             read_only: Default::default(),
             quotas: BTreeMap::new(),
+            tmpfiles: Default::default(),
         }
     }
 
@@ -491,6 +496,22 @@ pub enum Command {
     SetQuota {
         ino: u64,
         change: crate::quota::QuotaChange,
+    },
+    /// Makes a regular file with no name for `open(O_TMPFILE)` in
+    /// directory `parent`: an orphan kept `open_lease_ms` (renewed like a
+    /// file unlinked while open); `linkable` (no `O_EXCL`) lets a Link
+    /// give it a name (see `tmpfile`).
+    TmpFile {
+        parent: u64,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        linkable: bool,
+        open_lease_ms: u64,
+        /// Chunk size and replication (cluster defaults).
+        chunk_size: u32,
+        replication: u32,
+        now: Time,
     },
 }
 
@@ -793,5 +814,34 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
         Command::SetQuota { ino, change } => {
             crate::quota::set(state, *ino, change).map(|()| Reply::Ino(*ino))
         }
+        Command::TmpFile {
+            parent,
+            mode,
+            uid,
+            gid,
+            linkable,
+            open_lease_ms,
+            chunk_size,
+            replication,
+            now,
+        } => crate::tmpfile::create(
+            state,
+            &namespace::NewInode {
+                parent: *parent,
+                name: "",
+                kind: Kind::File,
+                mode: *mode,
+                uid: *uid,
+                gid: *gid,
+                symlink_target: "",
+                exclusive: true,
+                rdev: 0,
+                chunk_size: *chunk_size,
+                replication: *replication,
+            },
+            (*linkable, *open_lease_ms),
+            *now,
+        )
+        .map(Reply::Ino),
     }
 }
