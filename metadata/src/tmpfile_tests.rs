@@ -50,6 +50,21 @@ fn link(s: &mut State, ino: u64, parent: u64, name: &str) -> Result<u64, MetaErr
     ))
 }
 
+/// Unlinks `name` from the root as a mount that has it open does.
+fn unlink_while_open(s: &mut State, name: &str, now: Time) {
+    apply(
+        s,
+        &Command::Unlink {
+            parent: ROOT_INO,
+            name: name.into(),
+            open_lease_ms: LEASE_MS,
+            now,
+            trash_retention_ms: 0,
+        },
+    )
+    .unwrap();
+}
+
 fn errno<T: std::fmt::Debug>(r: Result<T, MetaError>) -> Option<i32> {
     r.expect_err("refused").errno()
 }
@@ -123,17 +138,7 @@ fn linking_a_tmpfile_names_it_once_and_it_stays() {
     apply(&mut s, &Command::ReleaseInode { ino, now: t(30) }).unwrap();
     assert_eq!(s.inodes[&ino].size, 4);
     // Unlinked again while open, it cannot be named from nothing again.
-    apply(
-        &mut s,
-        &Command::Unlink {
-            parent: ROOT_INO,
-            name: "kept".into(),
-            open_lease_ms: LEASE_MS,
-            now: t(40),
-            trash_retention_ms: 0,
-        },
-    )
-    .unwrap();
+    unlink_while_open(&mut s, "kept", t(40));
     assert_eq!(errno(link(&mut s, ino, ROOT_INO, "again")), Some(ENOENT));
 }
 
@@ -149,17 +154,7 @@ fn an_exclusive_tmpfile_and_an_unlinked_open_file_cannot_be_linked() {
         &Command::create_for_test(ROOT_INO, "f", Kind::File, t(1)),
     ))
     .unwrap();
-    apply(
-        &mut s,
-        &Command::Unlink {
-            parent: ROOT_INO,
-            name: "f".into(),
-            open_lease_ms: LEASE_MS,
-            now: t(2),
-            trash_retention_ms: 0,
-        },
-    )
-    .unwrap();
+    unlink_while_open(&mut s, "f", t(2));
     assert_eq!(errno(link(&mut s, f, ROOT_INO, "f")), Some(ENOENT));
 }
 

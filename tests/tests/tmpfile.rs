@@ -38,6 +38,15 @@ fn open_tmpfile(dir: &Path, extra: i32) -> std::io::Result<File> {
     Ok(unsafe { File::from_raw_fd(fd) })
 }
 
+/// A syscall's 0 or -1 (errno) as a result.
+fn os_result(r: libc::c_int) -> std::io::Result<()> {
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// `linkat(AT_FDCWD, "/proc/self/fd/N", AT_FDCWD, to, AT_SYMLINK_FOLLOW)`:
 /// how an unprivileged process names its tmpfile.
 fn link_by_proc(f: &File, to: &Path) -> std::io::Result<()> {
@@ -53,11 +62,7 @@ fn link_by_proc(f: &File, to: &Path) -> std::io::Result<()> {
             libc::AT_SYMLINK_FOLLOW,
         )
     };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    os_result(r)
 }
 
 /// `linkat(fd, "", AT_FDCWD, to, AT_EMPTY_PATH)` (needs
@@ -74,11 +79,7 @@ fn link_empty_path(f: &File, to: &Path) -> std::io::Result<()> {
             libc::AT_EMPTY_PATH,
         )
     };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    os_result(r)
 }
 
 /// Inodes in use as `statfs` reports them.
