@@ -266,6 +266,22 @@ impl Client {
         .await
     }
 
+    /// Makes a file with no name (`open(O_TMPFILE)`): it lives for
+    /// `req.open_lease_ms` (renewed by `keep_inodes`) until `release_inode`,
+    /// unless `link` names it first.
+    pub async fn tmpfile(&self, req: pb::TmpFileRequest) -> Result<pb::Attr> {
+        attr_of(
+            self.io
+                .meta
+                .mutate(
+                    "tmpfile",
+                    req,
+                    |mut c, r| async move { c.tmp_file(r).await },
+                )
+                .await?,
+        )
+    }
+
     pub async fn link(&self, ino: u64, new_parent: u64, new_name: &str) -> Result<pb::Attr> {
         let req = pb::LinkRequest {
             ino,

@@ -778,9 +778,13 @@ impl Filesystem for BigFs {
         let name = name_or_reply!(newname, reply);
         let client = Arc::clone(&self.client);
         let who = self.squashed(req);
+        let open = Arc::clone(&self.open);
         self.reply_entry(reply, async move {
             require(&client, who, newparent.0, WX).await?;
-            client.link(ino.0, newparent.0, &name).await
+            let a = client.link(ino.0, newparent.0, &name).await?;
+            // A tmpfile now named: its last close here no longer frees it.
+            open.take_unlinked(ino.0);
+            Ok(a)
         });
     }
 
@@ -1350,6 +1354,53 @@ impl Filesystem for BigFs {
                 Fh(fh),
                 FopenFlags::empty(),
             );
+        });
+    }
+
+    /// `open(dir, O_TMPFILE)`: a file with no name, held by this mount like
+    /// one unlinked while open (its last close here frees it) until
+    /// `linkat` names it. The kernel links it only without `O_EXCL`.
+    fn tmpfile(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        writable_or_reply!(self, reply);
+        let client = Arc::clone(&self.client);
+        let open = Arc::clone(&self.open);
+        let fresh = Arc::clone(&self.fresh);
+        let ttl = self.entry_ttl();
+        let r = pb::TmpFileRequest {
+            parent: parent.0,
+            mode: mode & !umask & 0o7777,
+            uid: req.uid(),
+            gid: req.gid(),
+            linkable: flags & libc::O_EXCL == 0,
+            open_lease_ms: self.cfg.open_lease_ms,
+            id: None,
+        };
+        let who = self.squashed(req);
+        self.spawn(async move {
+            let made = async {
+                require(&client, who, parent.0, WX).await?;
+                let attr = client.tmpfile(r).await?;
+                let handle = client.open_attr(&attr)?;
+                Ok::<_, ClientError>((attr, handle))
+            };
+            match made.await {
+                Ok((attr, handle)) => {
+                    fresh.created(attr.ino);
+                    let (fh, _, _) = open.open(attr.ino, attr.version, || handle);
+                    open.mark_unlinked(attr.ino);
+                    let a = file_attr(&attr, None);
+                    reply.created(&ttl, &a, Generation(0), Fh(fh), FopenFlags::empty());
+                }
+                Err(e) => reply.error(err(&e)),
+            }
         });
     }
 

@@ -46,6 +46,7 @@ macro_rules! mutation {
 
 mutation!(
     pb::CreateRequest,
+    pb::TmpFileRequest,
     pb::SetAttrRequest,
     pb::LinkRequest,
     pb::NameRequest,

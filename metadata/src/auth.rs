@@ -50,8 +50,8 @@ pub fn policy(method: &str) -> Option<&'static [Role]> {
         "bigfs.Metadata" => match name {
             "RegisterNode" | "Heartbeat" | "RegisterChunk" | "ConfirmReplica" => Some(NODE),
             "ReportFailure" => Some(REPORTERS),
-            "Lookup" | "ResolvePath" | "GetAttr" | "SetAttr" | "Create" | "Link" | "Unlink"
-            | "Rmdir" | "Rename" | "ReadDir" | "SetXattr" | "GetXattr" | "ListXattr"
+            "Lookup" | "ResolvePath" | "GetAttr" | "SetAttr" | "Create" | "TmpFile" | "Link"
+            | "Unlink" | "Rmdir" | "Rename" | "ReadDir" | "SetXattr" | "GetXattr" | "ListXattr"
             | "RemoveXattr" | "KeepInodes" | "ReleaseInode" | "RecordAccess" | "GetLayout"
             | "CommitLayout" | "PlaceChunk" | "Status" | "Sync" | "Export" | "SetReplication"
             | "GetQuota" | "ListQuotas" => Some(NAMESPACE),

@@ -39,6 +39,7 @@ pub mod snapshots_service;
 pub mod state;
 pub mod status;
 pub mod store;
+pub mod tmpfile;
 pub mod trash;
 pub mod validate;
 pub mod views;

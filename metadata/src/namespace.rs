@@ -176,6 +176,25 @@ pub(crate) fn create(state: &mut State, req: &NewInode<'_>, now: Time) -> Result
         }
         return Ok(existing);
     }
+    let inode = new_inode(state, req, now)?;
+    quota::check(state, req.parent, 0, 1)?;
+    let ino = state.next_ino;
+    state.next_ino += 1;
+    let is_dir = req.kind == Kind::Directory;
+    state.inodes.insert(ino, inode);
+    if is_dir {
+        state.dirs.insert(ino, Dir::default());
+    }
+    insert_dentry(state, req.parent, req.name, ino);
+    touch_dir(state, req.parent, now, if is_dir { 1 } else { 0 });
+    quota::charge(state, req.parent, 0, 1);
+    Ok(ino)
+}
+
+/// The inode `req` asks for in directory `req.parent`, with one name (two
+/// links for a directory), checked but not inserted: the directory's
+/// set-group-ID bit and replication pass on to it.
+pub(crate) fn new_inode(state: &State, req: &NewInode<'_>, now: Time) -> Result<Inode, MetaError> {
     let (size, mode) = match req.kind {
         Kind::Symlink => {
             if req.symlink_target.is_empty() {
@@ -220,47 +239,33 @@ pub(crate) fn create(state: &mut State, req: &NewInode<'_>, now: Time) -> Result
         (req.gid, mode)
     };
     let (mode, acls) = crate::acl::inherit(&parent_inode.xattrs, req.kind, mode, req.umask);
-    quota::check(state, req.parent, 0, 1)?;
-    let ino = state.next_ino;
-    state.next_ino += 1;
-    let is_dir = req.kind == Kind::Directory;
-    state.inodes.insert(
-        ino,
-        Inode {
-            kind: req.kind,
-            mode,
-            uid: req.uid,
-            gid,
-            size,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            nlink: if is_dir { 2 } else { 1 },
-            chunk_size: if req.kind == Kind::File {
-                req.chunk_size
-            } else {
-                0
-            },
-            replication,
-            version: 0,
-            symlink_target: if req.kind == Kind::Symlink {
-                req.symlink_target.to_string()
-            } else {
-                String::new()
-            },
-            parent: req.parent,
-            allocated: 0,
-            xattrs: acls.into_iter().collect(),
-            rdev: if req.kind.is_device() { req.rdev } else { 0 },
+    Ok(Inode {
+        kind: req.kind,
+        mode,
+        uid: req.uid,
+        gid,
+        size,
+        atime: now,
+        mtime: now,
+        ctime: now,
+        nlink: if req.kind == Kind::Directory { 2 } else { 1 },
+        chunk_size: if req.kind == Kind::File {
+            req.chunk_size
+        } else {
+            0
         },
-    );
-    if is_dir {
-        state.dirs.insert(ino, Dir::default());
-    }
-    insert_dentry(state, req.parent, req.name, ino);
-    touch_dir(state, req.parent, now, if is_dir { 1 } else { 0 });
-    quota::charge(state, req.parent, 0, 1);
-    Ok(ino)
+        replication,
+        version: 0,
+        symlink_target: if req.kind == Kind::Symlink {
+            req.symlink_target.to_string()
+        } else {
+            String::new()
+        },
+        parent: req.parent,
+        allocated: 0,
+        xattrs: acls.into_iter().collect(),
+        rdev: if req.kind.is_device() { req.rdev } else { 0 },
+    })
 }
 
 /// Only regular files have a size and a layout: EISDIR for a directory,
@@ -403,11 +408,16 @@ pub(crate) fn link(
             format!("{new_name:?} already exists in directory {new_parent}"),
         ));
     }
+    // A file with no name left can only be named if O_TMPFILE made it.
+    let first_name = crate::tmpfile::check_link(state, ino, new_parent)?;
     insert_dentry(state, new_parent, new_name, ino);
     touch_dir(state, new_parent, now, 0);
     if let Some(inode) = state.inodes.get_mut(&ino) {
         inode.nlink = inode.nlink.saturating_add(1);
         inode.ctime = now;
+    }
+    if first_name {
+        crate::tmpfile::named(state, ino, new_parent);
     }
     Ok(())
 }
@@ -697,6 +707,7 @@ fn drop_link(
 /// Removes an inode and releases the chunks its layout references.
 pub(crate) fn free_inode(state: &mut State, ino: u64, now: Time) {
     state.orphans.remove(&ino);
+    state.tmpfiles.remove(&ino);
     state.read_only.remove(&ino);
     crate::trash::forget(state, ino);
     let replication = match state.inodes.remove(&ino) {

@@ -365,6 +365,21 @@ impl MetadataService {
         })
     }
 
+    /// Where a new inode goes and whom it belongs to: the server's inode
+    /// for directory `parent` (writable, in the caller's export) and the
+    /// owner as the export stores it (`squash`).
+    async fn new_inode_in(
+        &self,
+        scope: &Scope,
+        parent: u64,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(u64, u32, u32), Status> {
+        let [parent] = self.confine(scope, true, [parent]).await?;
+        let (uid, gid) = scope.owner(uid, gid);
+        Ok((parent, uid, gid))
+    }
+
     async fn execute_empty(&self, cmd: Command) -> Result<Response<pb::Empty>, Status> {
         self.execute(cmd).await.map(|_| Response::new(pb::Empty {}))
     }
@@ -509,8 +524,7 @@ impl Metadata for MetadataService {
         let kind = Kind::from_pb(r.kind).ok_or_else(|| {
             MetaError::InvalidArgument(format!("kind {} is not a known file kind", r.kind))
         })?;
-        let [parent] = self.confine(&scope, true, [r.parent]).await?;
-        let (uid, gid) = scope.owner(r.uid, r.gid);
+        let (parent, uid, gid) = self.new_inode_in(&scope, r.parent, r.uid, r.gid).await?;
         let config = &self.inner.config;
         let create = Command::Create {
             parent,
@@ -557,6 +571,34 @@ impl Metadata for MetadataService {
                 },
             ),
             vec![new_parent],
+        )
+        .await
+    }
+
+    async fn tmp_file(
+        &self,
+        request: Request<pb::TmpFileRequest>,
+    ) -> Result<Response<pb::AttrReply>, Status> {
+        let scope = self.scope(&request)?;
+        let r = request.into_inner();
+        let (parent, uid, gid) = self.new_inode_in(&scope, r.parent, r.uid, r.gid).await?;
+        self.execute_attr(
+            scope,
+            self.once(
+                r.id,
+                Command::TmpFile {
+                    parent,
+                    mode: r.mode,
+                    uid,
+                    gid,
+                    linkable: r.linkable,
+                    open_lease_ms: r.open_lease_ms,
+                    chunk_size: self.inner.config.chunk_size,
+                    replication: self.inner.config.replication,
+                    now: Time::now(),
+                },
+            ),
+            vec![],
         )
         .await
     }

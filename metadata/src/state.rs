@@ -241,6 +241,10 @@ pub struct State {
     /// Directory quotas: limits and usage, by directory (see `quota`).
     #[serde(default)]
     pub quotas: BTreeMap<u64, crate::quota::Quota>,
+    /// Orphans made by `open(O_TMPFILE)` without `O_EXCL`: the only files
+    /// with no name that a Link may name (see `tmpfile`).
+    #[serde(default)]
+    pub tmpfiles: std::collections::BTreeSet<u64>,
 }
 
 impl Default for State {
@@ -286,6 +290,7 @@ impl State {
             trash: trash::Trash::default(),
             read_only: Default::default(),
             quotas: BTreeMap::new(),
+            tmpfiles: Default::default(),
         }
     }
 
@@ -499,6 +504,22 @@ pub enum Command {
     CreateMasked {
         umask: u32,
         create: Box<Command>,
+    },
+    /// Makes a regular file with no name for `open(O_TMPFILE)` in
+    /// directory `parent`: an orphan kept `open_lease_ms` (renewed like a
+    /// file unlinked while open); `linkable` (no `O_EXCL`) lets a Link
+    /// give it a name (see `tmpfile`).
+    TmpFile {
+        parent: u64,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        linkable: bool,
+        open_lease_ms: u64,
+        /// Chunk size and replication (cluster defaults).
+        chunk_size: u32,
+        replication: u32,
+        now: Time,
     },
 }
 
@@ -772,6 +793,36 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
             crate::quota::set(state, *ino, change).map(|()| Reply::Ino(*ino))
         }
         Command::CreateMasked { umask, create: c } => create(state, c, *umask),
+        Command::TmpFile {
+            parent,
+            mode,
+            uid,
+            gid,
+            linkable,
+            open_lease_ms,
+            chunk_size,
+            replication,
+            now,
+        } => crate::tmpfile::create(
+            state,
+            &namespace::NewInode {
+                parent: *parent,
+                name: "",
+                kind: Kind::File,
+                mode: *mode,
+                uid: *uid,
+                gid: *gid,
+                symlink_target: "",
+                exclusive: true,
+                rdev: 0,
+                chunk_size: *chunk_size,
+                replication: *replication,
+                umask: 0,
+            },
+            (*linkable, *open_lease_ms),
+            *now,
+        )
+        .map(Reply::Ino),
     }
 }
 

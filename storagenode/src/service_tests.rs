@@ -127,6 +127,12 @@ impl Metadata for FakeMetadata {
     async fn create(&self, _: Request<CreateRequest>) -> Result<Response<AttrReply>, Status> {
         unimplemented()
     }
+    async fn tmp_file(
+        &self,
+        _: Request<bigfs_proto::pb::TmpFileRequest>,
+    ) -> Result<Response<AttrReply>, Status> {
+        unimplemented()
+    }
     async fn link(&self, _: Request<LinkRequest>) -> Result<Response<AttrReply>, Status> {
         unimplemented()
     }
