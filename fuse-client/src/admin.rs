@@ -203,10 +203,19 @@ pub fn render_nodes(s: &pb::StatusReply, json: bool) -> String {
             .nodes
             .iter()
             .map(|n| {
+                let disks: Vec<serde_json::Value> = n
+                    .disks
+                    .iter()
+                    .map(|d| {
+                        serde_json::json!({"path": d.path, "state": disk_state(d),
+                        "reason": d.reason, "capacity": d.capacity, "used": d.used,
+                        "chunks": d.chunks, "io_errors": d.io_errors})
+                    })
+                    .collect();
                 serde_json::json!({"node_id": n.node_id, "address": n.address,
                 "state": node_state(n.state), "capacity": n.capacity, "used": n.used,
                 "chunks": n.chunk_count, "last_heartbeat_ms_ago": n.last_heartbeat_ms_ago,
-                "failures": n.failures})
+                "failures": n.failures, "disks": disks})
             })
             .collect();
         return serde_json::json!({"nodes": nodes, "under_replicated": s.under_replicated,
@@ -234,9 +243,30 @@ pub fn render_nodes(s: &pb::StatusReply, json: bool) -> String {
             hb,
             n.failures
         ));
+        for d in &n.disks {
+            let reason = if d.bad {
+                format!("  {}", d.reason)
+            } else {
+                String::new()
+            };
+            out.push_str(&format!(
+                "  disk {:<32} {:<4} {:>8} chunks {:>10} / {:<10} {} I/O errors{}\n",
+                d.path,
+                disk_state(d),
+                d.chunks,
+                human(d.used),
+                human(d.capacity),
+                d.io_errors,
+                reason
+            ));
+        }
     }
     out.push_str(&healing_line(s));
     out
+}
+
+fn disk_state(d: &pb::DiskStatus) -> &'static str {
+    if d.bad { "bad" } else { "ok" }
 }
 
 /// One line of healing counters (also printed by `bigfs status`).

@@ -14,6 +14,8 @@ pub struct Soft {
     pub used: u64,
     pub chunk_count: u64,
     pub failures: u64,
+    /// Each data directory as the node last reported it.
+    pub disks: Vec<bigfs_proto::pb::DiskStatus>,
 }
 
 /// Heartbeat bookkeeping for every node.
@@ -44,6 +46,12 @@ impl Liveness {
         s.capacity = capacity;
         s.used = used;
         s.chunk_count = chunk_count;
+    }
+
+    /// Records the node's per-disk figures (from a heartbeat or a
+    /// registration).
+    pub fn heard_disks(&mut self, node: &str, disks: Vec<bigfs_proto::pb::DiskStatus>) {
+        self.nodes.entry(node.to_string()).or_default().disks = disks;
     }
 
     pub fn report_failure(&mut self, node: &str) -> u64 {

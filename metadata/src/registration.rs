@@ -10,6 +10,15 @@
 //! - one whose inventory lacks most of the copies listed for the node (a
 //!   data disk that did not mount, a wrong `data_dir`): that is a disk
 //!   problem to report, not a loss to record, until an operator says so.
+//!
+//! A node with several disks tells an unmounted disk from an empty one
+//! itself (each disk carries a `.bigfs-disk` marker written at first use)
+//! and names its failed disks in the registration. Such a declared loss
+//! (at least one bad disk, at least one good one, and some of its copies
+//! still reported) is not refused however large: the node says where the
+//! copies went, and they are unlisted and healed elsewhere at once. An
+//! inventory that lacks every copy stays refused even then: good disks
+//! holding nothing is not explained by the bad one.
 
 use bigfs_proto::pb::NodeState;
 use serde::{Deserialize, Serialize};
@@ -130,18 +139,43 @@ pub fn check_id_conflict(
     })
 }
 
+/// The disks a registering node names bad, out of how many.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskLoss {
+    pub bad: usize,
+    pub total: usize,
+}
+
+impl DiskLoss {
+    pub fn of(disks: &[bigfs_proto::pb::DiskStatus]) -> DiskLoss {
+        DiskLoss {
+            bad: disks.iter().filter(|d| d.bad).count(),
+            total: disks.len(),
+        }
+    }
+
+    /// Some disks failed and some still serve: the node accounts for the
+    /// copies it lacks.
+    pub fn declared(&self) -> bool {
+        self.bad > 0 && self.bad < self.total
+    }
+}
+
 /// Refuses a registration whose inventory lacks more than the configured
-/// share of the node's Available copies, unless the operator accepts it.
+/// share of the node's Available copies, unless the operator accepts it or
+/// the node declares them lost with a failed disk (see the module).
 pub fn check_inventory(
     node: &str,
     rec: &Reconciliation,
     config: &RegistrationConfig,
     accept: bool,
+    disks: DiskLoss,
 ) -> Result<(), Refusal> {
     let (listed, missing) = (rec.listed_available, rec.lost_available);
     let too_many = missing as f64 > listed as f64 * config.inventory_loss_fraction
         && missing as u64 >= config.inventory_loss_min.max(1);
-    if !too_many || accept {
+    let declared = disks.declared() && missing < listed;
+    if !too_many || accept || declared {
         return Ok(());
     }
     Err(Refusal::InventoryLoss {
@@ -193,7 +227,7 @@ mod tests {
     #[test]
     fn an_empty_inventory_of_a_node_holding_data_is_refused_and_named() {
         let c = RegistrationConfig::default();
-        let r = check_inventory("n1", &rec(20, 20), &c, false).unwrap_err();
+        let r = check_inventory("n1", &rec(20, 20), &c, false, DiskLoss::default()).unwrap_err();
         assert_eq!(
             r,
             Refusal::InventoryLoss {
@@ -208,27 +242,40 @@ mod tests {
                 .contains("lists 20 copies but reported only 0")
         );
         // Just over half, and at the minimum count.
-        assert!(check_inventory("n1", &rec(15, 8), &c, false).is_err());
+        assert!(check_inventory("n1", &rec(15, 8), &c, false, DiskLoss::default()).is_err());
     }
 
     #[test]
     fn small_losses_small_nodes_and_the_override_pass() {
         let c = RegistrationConfig::default();
         // Half, not more than half.
-        assert!(check_inventory("n1", &rec(20, 10), &c, false).is_ok());
+        assert!(check_inventory("n1", &rec(20, 10), &c, false, DiskLoss::default()).is_ok());
         // More than half, but under the minimum count.
-        assert!(check_inventory("n1", &rec(3, 3), &c, false).is_ok());
+        assert!(check_inventory("n1", &rec(3, 3), &c, false, DiskLoss::default()).is_ok());
         // A new node lists nothing.
-        assert!(check_inventory("n1", &rec(0, 0), &c, false).is_ok());
+        assert!(check_inventory("n1", &rec(0, 0), &c, false, DiskLoss::default()).is_ok());
         // The operator accepts the loss.
-        assert!(check_inventory("n1", &rec(20, 20), &c, true).is_ok());
+        assert!(check_inventory("n1", &rec(20, 20), &c, true, DiskLoss::default()).is_ok());
         // A zero minimum still needs one missing copy.
         let c0 = RegistrationConfig {
             inventory_loss_min: 0,
             ..c
         };
-        assert!(check_inventory("n1", &rec(0, 0), &c0, false).is_ok());
-        assert!(check_inventory("n1", &rec(1, 1), &c0, false).is_err());
+        assert!(check_inventory("n1", &rec(0, 0), &c0, false, DiskLoss::default()).is_ok());
+        assert!(check_inventory("n1", &rec(1, 1), &c0, false, DiskLoss::default()).is_err());
+    }
+
+    #[test]
+    fn a_loss_declared_with_a_bad_disk_passes_but_not_an_empty_inventory() {
+        let c = RegistrationConfig::default();
+        let one_of_two = DiskLoss { bad: 1, total: 2 };
+        assert!(check_inventory("n1", &rec(20, 15), &c, false, one_of_two).is_ok());
+        // Good disks that hold nothing are not explained by the bad one.
+        assert!(check_inventory("n1", &rec(20, 20), &c, false, one_of_two).is_err());
+        // Every disk bad, or none named bad: the plain rule.
+        let all = DiskLoss { bad: 2, total: 2 };
+        assert!(check_inventory("n1", &rec(20, 15), &c, false, all).is_err());
+        assert!(check_inventory("n1", &rec(20, 15), &c, false, DiskLoss::default()).is_err());
     }
 
     #[test]

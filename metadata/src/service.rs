@@ -996,6 +996,7 @@ impl Metadata for MetadataService {
         node_field("node_id", &r.node_id)?;
         validate::node_address(&r.address)?;
         validate::inventory_len(r.chunks.len())?;
+        validate::disks(&r.disks)?;
         let mut inventory = Vec::with_capacity(r.chunks.len());
         for c in &r.chunks {
             inventory.push(chunk_id(c)?);
@@ -1014,6 +1015,7 @@ impl Metadata for MetadataService {
                         &rec,
                         &config.registration,
                         r.accept_inventory,
+                        registration::DiskLoss::of(&r.disks),
                     )
                 })
                 .inspect_err(|refusal| {
@@ -1024,7 +1026,18 @@ impl Metadata for MetadataService {
                     .increment(1);
                     tracing::error!(node = %r.node_id, address = %r.address, reason = refusal.reason(), "registration refused: {refusal}");
                 })?;
-            if r.accept_inventory && rec.lost_available > 0 {
+            let disk_loss = registration::DiskLoss::of(&r.disks);
+            if disk_loss.declared() && rec.lost_available > 0 {
+                metrics::counter!("bigfs_metadata_disk_losses_total").increment(1);
+                tracing::warn!(
+                    node = %r.node_id,
+                    bad_disks = disk_loss.bad,
+                    disks = disk_loss.total,
+                    listed = rec.listed_available,
+                    missing = rec.lost_available,
+                    "node reports bad disks: its copies there are unlisted and healed elsewhere"
+                );
+            } else if r.accept_inventory && rec.lost_available > 0 {
                 tracing::warn!(
                     node = %r.node_id,
                     listed = rec.listed_available,
@@ -1056,6 +1069,7 @@ impl Metadata for MetadataService {
                 inventory.len() as u64,
                 now,
             );
+            live.heard_disks(&r.node_id, r.disks);
             Ok(pb::RegisterNodeReply {
                 delete_chunks: delete.iter().map(ChunkId::to_vec).collect(),
                 heartbeat_interval_ms: config.heartbeat_interval_ms,
@@ -1072,6 +1086,7 @@ impl Metadata for MetadataService {
         bigfs_proto::auth::require_node(&request, &request.get_ref().node_id)?;
         let r = request.into_inner();
         node_field("node_id", &r.node_id)?;
+        validate::disks(&r.disks)?;
         self.with(move |core, live, _| {
             if !core.state.nodes.contains_key(&r.node_id) {
                 return Ok(pb::HeartbeatReply { reregister: true });
@@ -1083,6 +1098,7 @@ impl Metadata for MetadataService {
                 r.chunk_count,
                 Instant::now(),
             );
+            live.heard_disks(&r.node_id, r.disks);
             Ok(pb::HeartbeatReply { reregister: false })
         })
         .await

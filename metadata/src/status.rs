@@ -87,6 +87,7 @@ pub fn status(state: &State, live: &Liveness, config: &Config) -> pb::StatusRepl
             }),
             chunk_count: listed.get(id.as_str()).copied().unwrap_or(0),
             failures: soft.map_or(0, |s| s.failures),
+            disks: soft.map_or_else(Vec::new, |s| s.disks.clone()),
         });
     }
     r

@@ -83,6 +83,25 @@ pub fn inventory_len(len: usize) -> Result<(), MetaError> {
     )
 }
 
+/// Most data directories a node may report (a 4U chassis holds ~100 disks).
+const MAX_NODE_DISKS: usize = 256;
+
+/// Longest disk path or bad-disk reason kept (they are shown, not used).
+const MAX_DISK_TEXT: usize = 4096;
+
+/// A node's per-disk figures: bounded, since liveness keeps them.
+pub fn disks(disks: &[bigfs_proto::pb::DiskStatus]) -> Result<(), MetaError> {
+    list_len("disks", disks.len(), MAX_NODE_DISKS, "MAX_NODE_DISKS")?;
+    for d in disks {
+        if d.path.len() > MAX_DISK_TEXT || d.reason.len() > MAX_DISK_TEXT {
+            return Err(MetaError::InvalidArgument(format!(
+                "a disk's path or reason is longer than {MAX_DISK_TEXT} bytes (MAX_DISK_TEXT)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A `CommitLayout`'s number of chunk references.
 pub fn commit_entries(len: usize) -> Result<(), MetaError> {
     list_len(

@@ -38,6 +38,34 @@ pub struct NodeView {
     pub chunk_count: u64,
     /// Failure reports received about the node.
     pub failures: u64,
+    /// The node's data directories as it last reported them.
+    pub disks: Vec<DiskView>,
+}
+
+/// One data directory of a node (soft state from its heartbeats).
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskView {
+    pub path: String,
+    /// ok or bad.
+    pub state: &'static str,
+    /// Why it is bad; empty when ok.
+    pub reason: String,
+    pub capacity: u64,
+    pub used: u64,
+    pub chunks: u64,
+    pub io_errors: u64,
+}
+
+pub fn disk_view(d: &pb::DiskStatus) -> DiskView {
+    DiskView {
+        path: d.path.clone(),
+        state: if d.bad { "bad" } else { "ok" },
+        reason: d.reason.clone(),
+        capacity: d.capacity,
+        used: d.used,
+        chunks: d.chunks,
+        io_errors: d.io_errors,
+    }
 }
 
 pub fn nodes(status: &pb::StatusReply) -> Vec<NodeView> {
@@ -54,6 +82,7 @@ pub fn nodes(status: &pb::StatusReply) -> Vec<NodeView> {
                 .then_some(n.last_heartbeat_ms_ago),
             chunk_count: n.chunk_count,
             failures: n.failures,
+            disks: n.disks.iter().map(disk_view).collect(),
         })
         .collect()
 }

@@ -68,6 +68,7 @@ async fn register_node(c: &mut MetaClient, id: &str) -> pb::RegisterNodeReply {
         used: 0,
         chunks: vec![],
         accept_inventory: false,
+        disks: vec![],
     })
     .await
     .unwrap()
@@ -259,6 +260,7 @@ async fn namespace_chunks_and_nodes_survive_a_restart() {
             capacity: 1 << 30,
             used: 0,
             chunk_count: 1,
+            disks: vec![],
         })
         .await
         .unwrap();
@@ -287,6 +289,7 @@ async fn namespace_chunks_and_nodes_survive_a_restart() {
             used: 0,
             chunks: vec![other.to_vec()],
             accept_inventory: false,
+            disks: vec![],
         })
         .await
         .unwrap()

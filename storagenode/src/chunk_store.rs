@@ -1,34 +1,41 @@
-//! Chunk files on local disk.
+//! The chunk files of one node, over one or more data directories
+//! ("disks", see [`crate::disk`] for the layout of each).
 //!
-//! Layout under the data directory:
-//! - `chunks/<first 2 hex chars>/<64 hex chars>`: one file per chunk, named
-//!   by its SHA-256; the 256 fan-out directories keep listings short.
-//! - `tmp/`: writes in progress; a file is fsync'd there and then linked into
-//!   `chunks/`, so a chunk file is either absent or complete. Stale files are
-//!   removed on open.
-//! - `quarantine/`: chunk files out of service, by reason (corrupt, or not
-//!   listed for this node and awaiting deletion); see [`crate::quarantine`].
+//! - Placement: a new chunk goes to an `ok` disk chosen at random weighted
+//!   by its free space (the reserve and any configured capacity taken off),
+//!   so disks fill evenly whatever their sizes.
+//! - An in-memory index says which disk holds each chunk; it is built from
+//!   the scan at open and kept up to date by every put, delete and
+//!   quarantine, so a read opens one file.
+//! - A disk that fails (an I/O error meaning the device is gone, or the
+//!   periodic [`check_disks`](ChunkStore::check_disks) finding its directory
+//!   replaced or its marker gone) is marked bad: its chunks leave the index
+//!   (never served, never in the inventory), and the change is signalled
+//!   so the node registers again with the smaller inventory and the disk
+//!   named bad; the metadata service then unlists those copies and heals
+//!   them elsewhere. The other disks keep serving.
 //!
 //! Every read re-hashes the whole chunk, so corruption is never served.
 
-use std::io::{ErrorKind, Write};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bigfs_proto::{ChunkId, MAX_CHUNK_SIZE};
 use bytes::Bytes;
+use tokio::sync::watch;
 
+use crate::disk::{Disk, DiskFigures, is_disk_failure};
 use crate::error::StoreError;
-use crate::quarantine::{self, corrupt_dir, unlisted_dir};
+use crate::marker::{self, Verdict};
 
-/// Sizes the store works with.
+/// Sizes the store works with, per disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreLimits {
-    /// Bytes always left free on the file system.
+    /// Bytes always left free on each disk's file system.
     pub reserve_bytes: u64,
-    /// Bytes this node offers; 0 = the file system's size.
+    /// Bytes each disk offers; 0 = its file system's size.
     pub capacity_bytes: u64,
 }
 
@@ -40,14 +47,11 @@ pub struct ChunkStore {
 
 #[derive(Debug)]
 struct Inner {
-    root: PathBuf,
-    limits: StoreLimits,
-    /// Bytes and number of files in `chunks/`.
-    used: AtomicU64,
-    count: AtomicU64,
-    /// Bytes and number of files in `quarantine/unlisted/`.
-    unlisted_bytes: AtomicU64,
-    unlisted_count: AtomicU64,
+    disks: Vec<Disk>,
+    /// Which disk (index into `disks`) holds each chunk.
+    index: Mutex<HashMap<ChunkId, usize>>,
+    /// Bumped each time a disk goes bad.
+    bad_disks: watch::Sender<u64>,
 }
 
 /// What a put did.
@@ -75,50 +79,85 @@ pub struct ChunkRead {
     pub stored_len: u64,
 }
 
+/// How the disks are opened.
+#[derive(Debug, Clone, Default)]
+pub struct DiskOptions {
+    /// Written into the marker of a disk initialised now.
+    pub node_id: String,
+    /// Initialise every data directory without a marker (`--init-disks`).
+    pub init_disks: bool,
+}
+
 impl ChunkStore {
-    /// Opens (creating if needed) the store under `data_dir`, removes stale
-    /// temporary files and counts the chunks already there.
+    /// Opens a store on one data directory (created if needed): for tests
+    /// and tools.
     pub async fn open(data_dir: &Path, limits: StoreLimits) -> Result<Self, StoreError> {
-        let root = data_dir.to_path_buf();
+        Self::open_disks(&[data_dir.to_path_buf()], limits, DiskOptions::default()).await
+    }
+
+    /// Opens the store over `dirs`: checks each directory's marker (see
+    /// [`crate::marker`]), removes stale temporary files and indexes the
+    /// chunks. A directory that cannot be used is kept as a bad disk (shown
+    /// and reported); an error only when no disk can be used.
+    pub async fn open_disks(
+        dirs: &[PathBuf],
+        limits: StoreLimits,
+        options: DiskOptions,
+    ) -> Result<Self, StoreError> {
+        let dirs = dirs.to_vec();
         blocking(move || {
-            for dir in [chunks_dir(&root), tmp_dir(&root), unlisted_dir(&root)] {
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
-            }
-            let tmp = tmp_dir(&root);
-            let entries = std::fs::read_dir(&tmp)
-                .map_err(|e| StoreError::io(format!("listing {}", tmp.display()), e))?;
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if let Err(e) = std::fs::remove_file(&path) {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot remove stale temporary file");
-                } else {
-                    tracing::info!(path = %path.display(), "removed stale temporary file");
+            let markers: Vec<_> = dirs.iter().map(|d| marker::read(d)).collect();
+            let refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+            let verdicts = marker::decide(&refs, &markers, options.init_disks);
+            let mut disks = Vec::new();
+            let mut index = HashMap::new();
+            for (dir, verdict) in dirs.iter().zip(verdicts) {
+                let opened = open_one(dir, verdict, limits, &options.node_id);
+                let (disk, found) = match opened {
+                    Ok(d) => d,
+                    Err(reason) => {
+                        tracing::error!(disk = %dir.display(), %reason, "data directory is bad; not used");
+                        disks.push(Disk::bad_from_start(dir, limits, reason));
+                        continue;
+                    }
+                };
+                let i = disks.len();
+                for (id, _) in found {
+                    match index.entry(id) {
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(i);
+                        }
+                        std::collections::hash_map::Entry::Occupied(_) => {
+                            // A crash between two puts of one chunk to two
+                            // disks: keep the first copy.
+                            tracing::warn!(chunk = %id.short(), disk = %dir.display(), "chunk also on another disk; removing this copy");
+                            let _ = disk.take_out(id, None, None);
+                        }
+                    }
                 }
+                let (qbytes, qfiles) = disk.unlisted();
+                tracing::info!(disk = %dir.display(), chunks = disk.chunk_count(), used_bytes = disk.used_total(), quarantined = qfiles, quarantined_bytes = qbytes, "disk opened");
+                disks.push(disk);
             }
-            let (count, used) = scan(&root)?
-                .iter()
-                .fold((0u64, 0u64), |(c, u), (_, len)| (c + 1, u + len));
-            let unlisted = quarantine::scan_unlisted(&root)
-                .map_err(|e| StoreError::io("listing the quarantine", e))?;
-            let unlisted_bytes = unlisted.iter().map(|e| e.len).sum();
-            tracing::info!(chunks = count, used_bytes = used, quarantined = unlisted.len(), quarantined_bytes = unlisted_bytes, dir = %root.display(), "chunk store opened");
+            warn_shared_devices(&disks);
+            if disks.iter().all(Disk::is_bad) {
+                let reasons: Vec<String> =
+                    disks.iter().map(|d| d.figures().reason).collect();
+                return Err(StoreError::NoDisk(reasons.join("; ")));
+            }
             Ok(ChunkStore {
                 inner: Arc::new(Inner {
-                    root,
-                    limits,
-                    used: AtomicU64::new(used),
-                    count: AtomicU64::new(count),
-                    unlisted_bytes: AtomicU64::new(unlisted_bytes),
-                    unlisted_count: AtomicU64::new(unlisted.len() as u64),
+                    disks,
+                    index: Mutex::new(index),
+                    bad_disks: watch::channel(0).0,
                 }),
             })
         })
         .await
     }
 
-    /// Verifies `data` hashes to `id`, then stores it durably. A chunk
-    /// already present is not rewritten.
+    /// Verifies `data` hashes to `id`, then stores it durably on one disk.
+    /// A chunk already present is not rewritten.
     pub async fn put(&self, id: ChunkId, data: Bytes) -> Result<PutOutcome, StoreError> {
         if data.len() > MAX_CHUNK_SIZE as usize {
             return Err(StoreError::TooLarge {
@@ -147,10 +186,7 @@ impl ChunkStore {
     ) -> Result<ChunkRead, StoreError> {
         let inner = self.inner.clone();
         blocking(move || {
-            let mut data = match check {
-                Check::Verify => inner.read_verified(id)?,
-                Check::CallerVerifies => inner.read_unverified(id)?,
-            };
+            let mut data = inner.read_whole(id, check)?;
             let stored_len = data.len() as u64;
             if offset > stored_len {
                 return Err(StoreError::OutOfRange {
@@ -172,13 +208,17 @@ impl ChunkStore {
         .await
     }
 
-    /// Which of `ids` are present.
+    /// Which of `ids` are present (on a good disk).
     pub async fn has(&self, ids: Vec<ChunkId>) -> Result<Vec<bool>, StoreError> {
         let inner = self.inner.clone();
         blocking(move || {
             Ok(ids
                 .iter()
-                .map(|id| inner.chunk_path(id).is_file())
+                .map(|id| {
+                    inner
+                        .locate(id)
+                        .is_some_and(|i| inner.disks[i].chunk_path(id).is_file())
+                })
                 .collect())
         })
         .await
@@ -187,7 +227,7 @@ impl ChunkStore {
     /// Deletes a chunk; answers whether it existed.
     pub async fn delete(&self, id: ChunkId) -> Result<bool, StoreError> {
         let inner = self.inner.clone();
-        blocking(move || inner.delete(id, None)).await
+        blocking(move || inner.take_out(id, None, false)).await
     }
 
     /// Deletes a chunk unless its file was written at or after `cutoff` (a
@@ -199,80 +239,227 @@ impl ChunkStore {
         cutoff: SystemTime,
     ) -> Result<bool, StoreError> {
         let inner = self.inner.clone();
-        blocking(move || inner.delete(id, Some(cutoff))).await
+        blocking(move || inner.take_out(id, Some(cutoff), false)).await
     }
 
     /// Moves a chunk the metadata service does not list for this node to
-    /// `quarantine/unlisted/`, unless its file was written at or after
-    /// `cutoff` (as [`delete_if_older`](Self::delete_if_older)). It leaves
-    /// the inventory; its bytes stay in `used` until the sweep deletes it.
-    /// Answers whether it was moved.
+    /// its disk's `quarantine/unlisted/`, unless its file was written at or
+    /// after `cutoff` (as [`delete_if_older`](Self::delete_if_older)). It
+    /// leaves the inventory; its bytes stay in `used` until the sweep
+    /// deletes it. Answers whether it was moved.
     pub async fn quarantine_unlisted(
         &self,
         id: ChunkId,
         cutoff: SystemTime,
     ) -> Result<bool, StoreError> {
         let inner = self.inner.clone();
-        blocking(move || inner.quarantine_unlisted(id, cutoff)).await
+        blocking(move || inner.take_out(id, Some(cutoff), true)).await
     }
 
-    /// Deletes the unlisted chunks quarantined `grace` ago or longer;
-    /// answers how many files and bytes went.
+    /// Deletes the unlisted chunks quarantined `grace` ago or longer, on
+    /// every good disk; answers how many files and bytes went.
     pub async fn sweep_unlisted(&self, grace: Duration) -> Result<(usize, u64), StoreError> {
         let inner = self.inner.clone();
-        blocking(move || inner.sweep_unlisted(grace)).await
+        blocking(move || {
+            let (mut files, mut bytes) = (0, 0);
+            for (i, d) in inner.disks.iter().enumerate() {
+                if d.is_bad() {
+                    continue;
+                }
+                match d.sweep_unlisted(grace) {
+                    Ok((f, b)) => {
+                        files += f;
+                        bytes += b;
+                    }
+                    Err(e) => {
+                        inner.failed(i, &e);
+                        tracing::warn!(disk = %d.root().display(), error = %e, "quarantine sweep failed");
+                    }
+                }
+            }
+            Ok((files, bytes))
+        })
+        .await
     }
 
-    /// Every chunk id on disk.
+    /// Every chunk id on a good disk, sorted.
     pub async fn inventory(&self) -> Result<Vec<ChunkId>, StoreError> {
-        let root = self.inner.root.clone();
-        blocking(move || Ok(scan(&root)?.into_iter().map(|(id, _)| id).collect())).await
+        let mut ids: Vec<ChunkId> = self.inner.lock_index().keys().copied().collect();
+        ids.sort();
+        Ok(ids)
     }
 
-    /// Bytes this node's chunks take on disk: chunk files, and unlisted
-    /// ones quarantined until their deletion (they still hold the space).
+    /// Checks every good disk is still the one opened (same directory,
+    /// same marker); marks the others bad. Answers how many went bad now.
+    pub async fn check_disks(&self) -> usize {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let mut newly_bad = 0;
+            for (i, d) in inner.disks.iter().enumerate() {
+                if d.is_bad() {
+                    continue;
+                }
+                if let Err(reason) = d.check_health()
+                    && inner.mark_bad(i, &reason)
+                {
+                    newly_bad += 1;
+                }
+            }
+            Ok(newly_bad)
+        })
+        .await
+        .unwrap_or(0)
+    }
+
+    /// Changes each time a disk goes bad.
+    pub fn bad_disk_changes(&self) -> watch::Receiver<u64> {
+        self.inner.bad_disks.subscribe()
+    }
+
+    /// Each disk's figures, in configuration order.
+    pub fn disk_figures(&self) -> Vec<DiskFigures> {
+        self.inner.disks.iter().map(Disk::figures).collect()
+    }
+
+    /// Number of disks in use (not bad).
+    pub fn good_disks(&self) -> usize {
+        self.inner.disks.iter().filter(|d| !d.is_bad()).count()
+    }
+
+    /// Bytes this node's chunks take on its good disks: chunk files, and
+    /// unlisted ones quarantined until their deletion (they still hold the
+    /// space).
     pub fn used_bytes(&self) -> u64 {
-        self.inner.used_total()
+        self.good().map(Disk::used_total).sum()
     }
 
-    /// Bytes and number of quarantined unlisted chunk files.
+    /// Bytes and number of quarantined unlisted chunk files on good disks.
     pub fn unlisted(&self) -> (u64, u64) {
-        (
-            self.inner.unlisted_bytes.load(Ordering::Relaxed),
-            self.inner.unlisted_count.load(Ordering::Relaxed),
-        )
+        self.good()
+            .map(Disk::unlisted)
+            .fold((0, 0), |(b, n), (db, dn)| (b + db, n + dn))
     }
 
-    /// Number of chunk files stored.
+    /// Number of chunk files stored on good disks.
     pub fn chunk_count(&self) -> u64 {
-        self.inner.count.load(Ordering::Relaxed)
+        self.good().map(Disk::chunk_count).sum()
     }
 
-    /// Bytes this node offers: the configured capacity, else the size of the
-    /// file system.
+    /// Bytes this node offers: the sum over good disks of the configured
+    /// capacity, else of their file systems' sizes (a file system holding
+    /// several data directories counted once).
     pub fn capacity_bytes(&self) -> u64 {
-        if self.inner.limits.capacity_bytes > 0 {
-            return self.inner.limits.capacity_bytes;
+        let mut seen = Vec::new();
+        let mut total = 0u64;
+        for d in self.good() {
+            if !d.has_configured_capacity()
+                && let Some(dev) = d.device()
+            {
+                if seen.contains(&dev) {
+                    continue;
+                }
+                seen.push(dev);
+            }
+            total = total.saturating_add(d.capacity_bytes());
         }
-        match fs_space(&self.inner.root) {
-            Ok(space) => space.total,
-            Err(e) => {
-                tracing::warn!(error = %e, "statvfs failed; reporting capacity 0");
-                0
+        total
+    }
+
+    /// Where a chunk's file lives (on the first disk if it is nowhere).
+    pub fn chunk_path(&self, id: &ChunkId) -> PathBuf {
+        let i = self.inner.locate(id).unwrap_or(0);
+        self.inner.disks[i].chunk_path(id)
+    }
+
+    fn good(&self) -> impl Iterator<Item = &Disk> {
+        self.inner.disks.iter().filter(|d| !d.is_bad())
+    }
+}
+
+/// Opens one data directory as its verdict says; the reason when it
+/// cannot be used.
+fn open_one(
+    dir: &Path,
+    verdict: Verdict,
+    limits: StoreLimits,
+    node_id: &str,
+) -> Result<(Disk, Vec<(ChunkId, u64)>), String> {
+    let uuid = match verdict {
+        Verdict::Bad(reason) => return Err(reason),
+        Verdict::Use(m) => {
+            if m.node_id != node_id && !node_id.is_empty() {
+                tracing::warn!(disk = %dir.display(), marker_node = %m.node_id, node = node_id, "disk was initialised by another node id; adopting it");
+                let adopted = marker::Marker {
+                    node_id: node_id.to_string(),
+                    ..m.clone()
+                };
+                marker::write(dir, &adopted)
+                    .map_err(|e| format!("cannot rewrite the marker of {}: {e}", dir.display()))?;
+            }
+            m.disk_uuid
+        }
+        Verdict::Init => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            let m = marker::Marker::new(node_id);
+            marker::write(dir, &m)
+                .map_err(|e| format!("cannot write the marker of {}: {e}", dir.display()))?;
+            tracing::info!(disk = %dir.display(), uuid = %m.disk_uuid, "new disk initialised");
+            m.disk_uuid
+        }
+    };
+    Disk::open(dir, limits, uuid).map_err(|e| e.to_string())
+}
+
+/// Several data directories on one file system share its space and fail
+/// together: worth a warning, not a refusal (tests, small machines).
+fn warn_shared_devices(disks: &[Disk]) {
+    for (i, a) in disks.iter().enumerate() {
+        for b in &disks[i + 1..] {
+            if a.device().is_some() && a.device() == b.device() {
+                tracing::warn!(a = %a.root().display(), b = %b.root().display(), "two data directories on one file system: they share its space and its failures");
             }
         }
-    }
-
-    /// Where a chunk's file lives.
-    pub fn chunk_path(&self, id: &ChunkId) -> PathBuf {
-        self.inner.chunk_path(id)
     }
 }
 
 impl Inner {
-    fn chunk_path(&self, id: &ChunkId) -> PathBuf {
-        let hex = id.to_hex();
-        chunks_dir(&self.root).join(&hex[..2]).join(hex)
+    fn lock_index(&self) -> std::sync::MutexGuard<'_, HashMap<ChunkId, usize>> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn locate(&self, id: &ChunkId) -> Option<usize> {
+        self.lock_index().get(id).copied()
+    }
+
+    /// Handles an error of disk `i`: counts it, and marks the disk bad if
+    /// it says the device failed. Answers whether it did.
+    fn failed(&self, i: usize, e: &StoreError) -> bool {
+        let StoreError::Io { source, .. } = e else {
+            return false;
+        };
+        self.disks[i].count_io_error();
+        metrics::counter!("bigfs_storage_disk_io_errors_total").increment(1);
+        is_disk_failure(source) && self.mark_bad(i, &e.to_string())
+    }
+
+    /// Marks disk `i` bad: its chunks leave the index and the change is
+    /// signalled. Answers whether it was good until now.
+    fn mark_bad(&self, i: usize, reason: &str) -> bool {
+        let disk = &self.disks[i];
+        if !disk.mark_bad(reason) {
+            return false;
+        }
+        let lost = {
+            let mut index = self.lock_index();
+            let before = index.len();
+            index.retain(|_, d| *d != i);
+            before - index.len()
+        };
+        metrics::counter!("bigfs_storage_disks_failed_total").increment(1);
+        tracing::error!(disk = %disk.root().display(), chunks = lost, %reason, "disk marked bad; its chunks are reported lost on this node");
+        self.bad_disks.send_modify(|n| *n += 1);
+        true
     }
 
     fn put(&self, id: ChunkId, data: &[u8]) -> Result<PutOutcome, StoreError> {
@@ -284,361 +471,132 @@ impl Inner {
                 len: data.len(),
             });
         }
-        let path = self.chunk_path(&id);
-        if path.is_file() {
-            return Ok(PutOutcome::AlreadyPresent);
-        }
-        self.check_space(data.len() as u64)?;
-
-        let tmp =
-            tmp_dir(&self.root).join(format!("{}.{:016x}", id.to_hex(), rand::random::<u64>()));
-        let result = self.write_and_link(&tmp, &path, data);
-        // The temporary name is only a staging area; it goes whatever happened.
-        let _ = std::fs::remove_file(&tmp);
-        let outcome = result?;
-        if outcome == PutOutcome::Stored {
-            self.used.fetch_add(data.len() as u64, Ordering::Relaxed);
-            self.count.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(outcome)
-    }
-
-    fn write_and_link(
-        &self,
-        tmp: &Path,
-        path: &Path,
-        data: &[u8],
-    ) -> Result<PutOutcome, StoreError> {
-        write_durably(tmp, data)
-            .map_err(|e| StoreError::io(format!("writing {}", tmp.display()), e))?;
-        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
-        // A hard link, unlike rename, refuses to replace: two concurrent puts
-        // of one chunk store it once and count it once.
-        match std::fs::hard_link(tmp, path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+        if let Some(i) = self.locate(&id) {
+            if self.disks[i].chunk_path(&id).is_file() {
                 return Ok(PutOutcome::AlreadyPresent);
             }
-            Err(e) => return Err(StoreError::io(format!("linking {}", path.display()), e)),
+            // Gone behind our back: store it again.
+            self.forget(&id, i);
         }
-        sync_dir(&dir)?;
-        Ok(PutOutcome::Stored)
+        let mut tried = Vec::new();
+        let mut last = None;
+        while let Some(i) = self.pick_disk(data.len() as u64, &tried) {
+            tried.push(i);
+            match self.disks[i].put(id, data) {
+                Ok(outcome) => return Ok(self.settle_put(id, i, outcome)),
+                Err(e @ (StoreError::DiskFull { .. } | StoreError::CapacityReached { .. })) => {
+                    last = Some(e);
+                }
+                Err(e) if self.failed(i, &e) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| StoreError::NoDisk("every disk is bad".into())))
     }
 
-    fn check_space(&self, needed: u64) -> Result<(), StoreError> {
-        let reserve = self.limits.reserve_bytes;
-        let space =
-            fs_space(&self.root).map_err(|e| StoreError::io("statvfs of the data directory", e))?;
-        if space.available < needed.saturating_add(reserve) {
-            return Err(StoreError::DiskFull {
-                needed,
-                available: space.available,
-                reserve,
-            });
-        }
-        let capacity = self.limits.capacity_bytes;
-        let used = self.used_total();
-        if capacity > 0 && used.saturating_add(needed) > capacity {
-            return Err(StoreError::CapacityReached {
-                used,
-                capacity,
-                needed,
-            });
-        }
-        Ok(())
-    }
-
-    fn read_unverified(&self, id: ChunkId) -> Result<Vec<u8>, StoreError> {
-        let path = self.chunk_path(&id);
-        match std::fs::read(&path) {
-            Ok(d) => Ok(d),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(StoreError::NotFound(id)),
-            Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
+    /// Records a chunk stored on disk `i`, unless a concurrent put stored
+    /// it on another disk first: then this copy goes.
+    fn settle_put(&self, id: ChunkId, i: usize, outcome: PutOutcome) -> PutOutcome {
+        let mut index = self.lock_index();
+        match index.get(&id) {
+            Some(&j) if j != i => {
+                drop(index);
+                if outcome == PutOutcome::Stored {
+                    let _ = self.disks[i].take_out(id, None, None);
+                }
+                PutOutcome::AlreadyPresent
+            }
+            _ => {
+                index.insert(id, i);
+                outcome
+            }
         }
     }
 
-    fn read_verified(&self, id: ChunkId) -> Result<Vec<u8>, StoreError> {
-        let data = self.read_unverified(id)?;
-        if !id.matches(&data) {
-            let path = self.chunk_path(&id);
-            self.quarantine(id, &path, data.len() as u64);
+    /// A good disk not yet tried for a chunk of `len` bytes: at random,
+    /// weighted by free space, among those it fits on; else the one with
+    /// the most free space (its put says why it does not fit).
+    fn pick_disk(&self, len: u64, tried: &[usize]) -> Option<usize> {
+        let free: Vec<(usize, u64)> = (self.disks.iter().enumerate())
+            .filter(|(i, d)| !d.is_bad() && !tried.contains(i))
+            .map(|(i, d)| (i, d.free_bytes()))
+            .collect();
+        let fitting: Vec<(usize, u64)> = free.iter().copied().filter(|(_, f)| *f >= len).collect();
+        if fitting.is_empty() {
+            return free.iter().max_by_key(|(_, f)| *f).map(|(i, _)| *i);
+        }
+        let total: u128 = fitting.iter().map(|(_, f)| u128::from(*f)).sum();
+        let mut point = rand::random::<u128>() % total.max(1);
+        for (i, f) in &fitting {
+            if point < u128::from(*f) {
+                return Some(*i);
+            }
+            point -= u128::from(*f);
+        }
+        fitting.last().map(|(i, _)| *i)
+    }
+
+    fn forget(&self, id: &ChunkId, disk: usize) {
+        let mut index = self.lock_index();
+        if index.get(id) == Some(&disk) {
+            index.remove(id);
+        }
+    }
+
+    fn read_whole(&self, id: ChunkId, check: Check) -> Result<Vec<u8>, StoreError> {
+        let i = self.locate(&id).ok_or(StoreError::NotFound(id))?;
+        let disk = &self.disks[i];
+        let data = match disk.read(id) {
+            Ok(d) => d,
+            Err(e @ StoreError::NotFound(_)) => {
+                self.forget(&id, i);
+                return Err(e);
+            }
+            Err(e) => {
+                if self.failed(i, &e) {
+                    return Err(StoreError::NotFound(id));
+                }
+                return Err(e);
+            }
+        };
+        if check == Check::Verify && !id.matches(&data) {
+            disk.quarantine_corrupt(id, data.len() as u64);
+            self.forget(&id, i);
             return Err(StoreError::Corrupt(id));
         }
         Ok(data)
     }
 
-    /// Moves a corrupt chunk file aside so it is never served again.
-    fn quarantine(&self, id: ChunkId, path: &Path, len: u64) {
-        let dest = corrupt_dir(&self.root).join(quarantine::stamped_name(&id, SystemTime::now()));
-        match std::fs::rename(path, &dest) {
-            Ok(()) => {
-                self.forget(len);
-                tracing::error!(chunk = %id.short(), to = %dest.display(), "corrupt chunk quarantined");
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::error!(chunk = %id.short(), error = %e, "cannot quarantine corrupt chunk; removing it");
-                if std::fs::remove_file(path).is_ok() {
-                    self.forget(len);
-                }
-            }
-        }
-    }
-
-    fn used_total(&self) -> u64 {
-        self.used
-            .load(Ordering::Relaxed)
-            .saturating_add(self.unlisted_bytes.load(Ordering::Relaxed))
-    }
-
-    fn delete(&self, id: ChunkId, cutoff: Option<SystemTime>) -> Result<bool, StoreError> {
-        self.take_out(id, cutoff, None)
-    }
-
-    fn quarantine_unlisted(&self, id: ChunkId, cutoff: SystemTime) -> Result<bool, StoreError> {
-        let dest = unlisted_dir(&self.root).join(quarantine::stamped_name(&id, SystemTime::now()));
-        self.take_out(id, Some(cutoff), Some(&dest))
-    }
-
-    fn sweep_unlisted(&self, grace: Duration) -> Result<(usize, u64), StoreError> {
-        let now = SystemTime::now();
-        let entries = quarantine::scan_unlisted(&self.root)
-            .map_err(|e| StoreError::io("listing the quarantine", e))?;
-        let (mut files, mut bytes) = (0usize, 0u64);
-        for e in entries
-            .iter()
-            .filter(|e| quarantine::expired(e, grace, now))
-        {
-            match std::fs::remove_file(&e.path) {
-                Ok(()) => {
-                    saturating_sub(&self.unlisted_bytes, e.len);
-                    saturating_sub(&self.unlisted_count, 1);
-                    files += 1;
-                    bytes += e.len;
-                }
-                Err(err) if err.kind() == ErrorKind::NotFound => {}
-                Err(err) => {
-                    return Err(StoreError::io(
-                        format!("removing {}", e.path.display()),
-                        err,
-                    ));
-                }
-            }
-        }
-        Ok((files, bytes))
-    }
-
-    /// Removes a chunk file (deleted, or renamed to `to`) unless it was
-    /// written at or after `cutoff`; answers whether it was there.
+    /// Deletes (or, with `quarantine`, moves to `quarantine/unlisted/`) a
+    /// chunk unless written at or after `cutoff`; answers whether it did.
     fn take_out(
         &self,
         id: ChunkId,
         cutoff: Option<SystemTime>,
-        to: Option<&Path>,
+        quarantine: bool,
     ) -> Result<bool, StoreError> {
-        let path = self.chunk_path(&id);
-        let meta = match std::fs::metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(StoreError::io(format!("stat of {}", path.display()), e)),
-        };
-        if let (Some(cutoff), Ok(mtime)) = (cutoff, meta.modified())
-            && mtime >= cutoff
-        {
+        let Some(i) = self.locate(&id) else {
             return Ok(false);
-        }
-        let moved = match to {
-            None => std::fs::remove_file(&path),
-            Some(dest) => std::fs::rename(&path, dest),
         };
-        match moved {
-            Ok(()) => {
-                self.forget(meta.len());
-                if to.is_some() {
-                    self.unlisted_bytes.fetch_add(meta.len(), Ordering::Relaxed);
-                    self.unlisted_count.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(true)
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(StoreError::io(format!("taking out {}", path.display()), e)),
-        }
-    }
-
-    fn forget(&self, len: u64) {
-        saturating_sub(&self.used, len);
-        saturating_sub(&self.count, 1);
-    }
-}
-
-/// Subtracts without wrapping: a counter must never wrap even if the disk
-/// changed behind our back.
-fn saturating_sub(counter: &AtomicU64, n: u64) {
-    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-        Some(v.saturating_sub(n))
-    });
-}
-
-fn chunks_dir(root: &Path) -> PathBuf {
-    root.join("chunks")
-}
-
-fn tmp_dir(root: &Path) -> PathBuf {
-    root.join("tmp")
-}
-
-/// Every well-named chunk file with its size. Files with other names are
-/// ignored (and logged).
-fn scan(root: &Path) -> Result<Vec<(ChunkId, u64)>, StoreError> {
-    let dir = chunks_dir(root);
-    let mut found = Vec::new();
-    let fanout = std::fs::read_dir(&dir)
-        .map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
-    for sub in fanout.flatten() {
-        let sub_path = sub.path();
-        let Ok(entries) = std::fs::read_dir(&sub_path) else {
-            continue;
+        let disk = &self.disks[i];
+        let result = if quarantine {
+            disk.quarantine_unlisted(id, cutoff.unwrap_or_else(SystemTime::now))
+        } else {
+            disk.take_out(id, cutoff, None)
         };
-        let prefix = sub.file_name();
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let parsed = name
-                .to_str()
-                // `get`, not `[..2]`: a 64-byte name may start with a
-                // multi-byte character, and slicing it would panic.
-                .filter(|n| n.len() == 64 && n.get(..2) == prefix.to_str())
-                .and_then(|n| ChunkId::from_hex(n).ok());
-            let Some(id) = parsed else {
-                tracing::warn!(path = %entry.path().display(), "ignoring a file that is not a chunk");
-                continue;
-            };
-            match entry.metadata() {
-                Ok(m) if m.is_file() => found.push((id, m.len())),
-                _ => {}
+        match result {
+            Ok(done) => {
+                if !disk.chunk_path(&id).exists() {
+                    self.forget(&id, i);
+                }
+                Ok(done)
+            }
+            Err(e) => {
+                self.failed(i, &e);
+                Err(e)
             }
         }
     }
-    found.sort();
-    Ok(found)
-}
-
-/// Alignment O_DIRECT needs for buffers, offsets and lengths on Linux
-/// block devices (the logical block size is at most this).
-const DIRECT_ALIGN: usize = 4096;
-
-/// Smallest chunk written with O_DIRECT. Below it a synchronous device
-/// write costs more than the page-cache copy it saves (measured: 4 KiB
-/// files were slower direct, 4 MiB ones three times faster).
-const DIRECT_MIN: usize = 256 * 1024;
-
-/// Writes `data` to a new file at `path` and makes it durable (fdatasync).
-///
-/// The block-aligned bulk goes through O_DIRECT: the bytes go straight to
-/// the disk instead of being copied into the page cache and written back
-/// by the flush, which costs several times more CPU for a chunk that is
-/// not read again soon. The unaligned tail is written normally. Where
-/// O_DIRECT is refused (tmpfs, some network file systems), it falls back
-/// to an ordinary write.
-fn write_durably(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    use std::os::unix::io::AsRawFd;
-    let aligned = data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
-    let direct = if aligned >= DIRECT_MIN {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-            .ok()
-    } else {
-        None
-    };
-    let mut file = match direct {
-        Some(mut f) => {
-            // An aligned copy of the bulk: O_DIRECT reads from memory
-            // aligned to the block size. Filled by the copy itself, with
-            // no zeroing pass first.
-            let mut buf: Vec<u8> = Vec::with_capacity(aligned + DIRECT_ALIGN);
-            let shift = buf.as_ptr().align_offset(DIRECT_ALIGN);
-            buf.resize(shift, 0);
-            buf.extend_from_slice(&data[..aligned]);
-            let window = &buf[shift..];
-            match f.write_all(window) {
-                Ok(()) => {
-                    // Back to buffered I/O for the tail.
-                    let fd = f.as_raw_fd();
-                    // SAFETY: fcntl on a descriptor we own, with plain flags.
-                    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-                    // SAFETY: as above.
-                    if flags < 0
-                        || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) } < 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    f.write_all(&data[aligned..])?;
-                    f
-                }
-                Err(_) => {
-                    // The file system took the open but not the write.
-                    drop(f);
-                    std::fs::remove_file(path)?;
-                    write_buffered(path, data)?
-                }
-            }
-        }
-        None => write_buffered(path, data)?,
-    };
-    // fdatasync: the bytes and the size, which is all a reader needs.
-    file.sync_data()?;
-    file.flush()
-}
-
-fn write_buffered(path: &Path, data: &[u8]) -> std::io::Result<std::fs::File> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
-    f.write_all(data)?;
-    Ok(f)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::io(format!("fsync of directory {}", dir.display()), e))
-}
-
-/// Space on the file system holding `path`.
-#[derive(Debug, Clone, Copy)]
-struct FsSpace {
-    total: u64,
-    available: u64,
-}
-
-// The statvfs field types differ between targets (u32 on 32-bit Linux), so
-// the casts are only redundant on 64-bit.
-#[allow(clippy::unnecessary_cast)]
-fn fs_space(path: &Path) -> std::io::Result<FsSpace> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::new(ErrorKind::InvalidInput, "path contains NUL"))?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
-    // SAFETY: c_path is a valid NUL-terminated string and st points to
-    // writable memory of the right type; statvfs fills it on success.
-    let rc = unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: statvfs returned 0, so it initialised the struct (and it was
-    // zeroed before anyway).
-    let st = unsafe { st.assume_init() };
-    let frsize = st.f_frsize as u64;
-    Ok(FsSpace {
-        total: (st.f_blocks as u64).saturating_mul(frsize),
-        available: (st.f_bavail as u64).saturating_mul(frsize),
-    })
 }
 
 /// Runs blocking file work off the async threads.
@@ -650,6 +608,25 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
+}
+
+/// Checks the disks every `interval` until shutdown (see
+/// [`ChunkStore::check_disks`]).
+pub struct DiskWatcher {
+    pub store: ChunkStore,
+    pub interval: Duration,
+}
+
+impl DiskWatcher {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.interval) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            self.store.check_disks().await;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -917,5 +894,100 @@ mod tests {
             tonic::Status::from(err).code(),
             tonic::Code::ResourceExhausted
         );
+    }
+
+    async fn two_disks(root: &Path, init_disks: bool) -> Result<ChunkStore, StoreError> {
+        let dirs = [root.join("a"), root.join("b")];
+        let options = DiskOptions {
+            node_id: "n1".into(),
+            init_disks,
+        };
+        ChunkStore::open_disks(&dirs, limits(), options).await
+    }
+
+    /// Stores `n` chunks; answers their ids.
+    async fn fill(s: &ChunkStore, prefix: &str, n: usize) -> Vec<ChunkId> {
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let (id, data) = chunk(&format!("{prefix}{i}"));
+            s.put(id, data).await.unwrap();
+            ids.push(id);
+        }
+        ids
+    }
+
+    #[tokio::test]
+    async fn chunks_spread_over_the_disks_and_are_found_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = two_disks(dir.path(), false).await.unwrap();
+        let mut ids = fill(&s, "spread", 40).await;
+        let on = |d: &str| {
+            ids.iter()
+                .filter(|id| s.chunk_path(id).starts_with(dir.path().join(d)))
+                .count()
+        };
+        assert!(on("a") > 0 && on("b") > 0, "{} and {}", on("a"), on("b"));
+        assert_eq!(s.chunk_count(), 40);
+        drop(s);
+        let s = two_disks(dir.path(), false).await.unwrap();
+        ids.sort();
+        assert_eq!(s.inventory().await.unwrap(), ids);
+        for id in &ids {
+            assert_eq!(ChunkId::of(&s.get(*id, 0, 0).await.unwrap().data), *id);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replaced_disk_is_marked_bad_and_its_chunks_leave_the_inventory() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = two_disks(dir.path(), false).await.unwrap();
+        let ids = fill(&s, "bad", 20).await;
+        let on_a: Vec<bool> = (ids.iter())
+            .map(|id| s.chunk_path(id).starts_with(dir.path().join("a")))
+            .collect();
+        assert!(on_a.contains(&true) && on_a.contains(&false));
+        let changes = s.bad_disk_changes();
+        std::fs::rename(dir.path().join("b"), dir.path().join("b.old")).unwrap();
+        std::fs::create_dir(dir.path().join("b")).unwrap();
+        assert_eq!(s.check_disks().await, 1);
+        assert!(changes.has_changed().unwrap());
+        let figures = s.disk_figures();
+        assert!(!figures[0].bad && figures[1].bad, "{figures:?}");
+        assert!(
+            figures[1].reason.contains("no longer the directory"),
+            "{figures:?}"
+        );
+        let left = s.inventory().await.unwrap();
+        assert_eq!(left.len() as u64, s.chunk_count());
+        for (id, on_a) in ids.iter().zip(on_a) {
+            assert_eq!(left.contains(id), on_a);
+            assert_eq!(s.get(*id, 0, 0).await.is_ok(), on_a);
+        }
+        // New chunks go to the good disk only.
+        let (id, data) = chunk("after");
+        s.put(id, data).await.unwrap();
+        assert!(s.chunk_path(&id).starts_with(dir.path().join("a")));
+        assert_eq!(s.check_disks().await, 0, "marked once");
+    }
+
+    #[tokio::test]
+    async fn a_disk_without_marker_beside_a_marked_one_is_bad_until_the_operator_says() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(two_disks(dir.path(), false).await.unwrap());
+        std::fs::remove_dir_all(dir.path().join("b")).unwrap();
+        let s = two_disks(dir.path(), false).await.unwrap();
+        assert!(s.disk_figures()[1].bad);
+        assert!(!dir.path().join("b").exists(), "not initialised");
+        drop(s);
+        let s = two_disks(dir.path(), true).await.unwrap();
+        assert!(s.disk_figures().iter().all(|d| !d.bad));
+        // No usable disk at all: the store does not open.
+        drop(s);
+        for d in ["a", "b"] {
+            std::fs::remove_file(dir.path().join(d).join(".bigfs-disk")).unwrap();
+            std::fs::write(dir.path().join(d).join(".bigfs-disk"), "x =").unwrap();
+        }
+        let err = two_disks(dir.path(), false).await.unwrap_err();
+        assert!(matches!(err, StoreError::NoDisk(_)), "{err}");
     }
 }

@@ -23,8 +23,27 @@ pub struct Config {
     /// `127.0.0.1:9400`.
     #[serde(deserialize_with = "bigfs_proto::leader::addr_list")]
     pub metadata: String,
-    /// Directory holding chunk files and the pinned node id. Required.
+    /// Directory holding chunk files and the pinned node id, on a node
+    /// with one disk. This or `data_dirs` is required.
     pub data_dir: PathBuf,
+    /// The node's data directories, one per disk (`["/srv/d1",
+    /// "/srv/d2"]`); `--data-dir` may be repeated or comma separated. New
+    /// chunks go to the disk with the most free space (weighted at
+    /// random); a disk that fails is marked bad and its chunks are healed
+    /// elsewhere while the others keep serving. `reserve_bytes` and
+    /// `capacity_bytes` apply to each disk. Default empty: `data_dir`.
+    pub data_dirs: Vec<PathBuf>,
+    /// How often every disk is checked to still be the one opened (its
+    /// directory's device and inode, its `.bigfs-disk` marker). Default
+    /// 10000 ms: a disk unmounted under a running node is noticed within
+    /// seconds, at the cost of one stat and one small read per disk.
+    pub disk_check_interval_ms: u64,
+    /// Initialise every data directory without a `.bigfs-disk` marker as a
+    /// new, empty disk (after adding or replacing a disk). Without it such
+    /// a directory, beside marked ones, is a bad disk (not mounted?). Only
+    /// the `--init-disks` flag sets it, never the file.
+    #[serde(skip)]
+    pub init_disks: bool,
     /// This node's id. Default: the id pinned in `<data_dir>/node_id`, else
     /// a generated `node-<8 hex>`.
     pub node_id: Option<String>,
@@ -107,6 +126,9 @@ impl Default for Config {
             advertise: None,
             metadata: "127.0.0.1:9400".into(),
             data_dir: PathBuf::new(),
+            data_dirs: Vec::new(),
+            disk_check_interval_ms: 10_000,
+            init_disks: false,
             node_id: None,
             capacity_bytes: 0,
             // Enough for the file system's own bookkeeping and a few chunks
@@ -168,6 +190,17 @@ impl Config {
             .unwrap_or_else(|| self.listen.clone())
     }
 
+    /// The data directories: `data_dirs`, else `data_dir` alone.
+    pub fn data_dirs(&self) -> Vec<PathBuf> {
+        if !self.data_dirs.is_empty() {
+            return self.data_dirs.clone();
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Vec::new();
+        }
+        vec![self.data_dir.clone()]
+    }
+
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms)
     }
@@ -203,8 +236,29 @@ impl Config {
         if self.metadata.trim().is_empty() {
             return Err(ConfigError::invalid("metadata", "must be set"));
         }
-        if self.data_dir.as_os_str().is_empty() {
+        let dirs = self.data_dirs();
+        if dirs.is_empty() {
             return Err(ConfigError::invalid("data_dir", "must be set"));
+        }
+        if !self.data_dir.as_os_str().is_empty() && !self.data_dirs.is_empty() {
+            return Err(ConfigError::invalid(
+                "data_dirs",
+                "set data_dir or data_dirs, not both",
+            ));
+        }
+        for (i, d) in dirs.iter().enumerate() {
+            if d.as_os_str().is_empty() || dirs[..i].contains(d) {
+                return Err(ConfigError::invalid(
+                    "data_dirs",
+                    format!("{:?} is empty or listed twice", d.display().to_string()),
+                ));
+            }
+        }
+        if self.disk_check_interval_ms == 0 {
+            return Err(ConfigError::invalid(
+                "disk_check_interval_ms",
+                "must be > 0",
+            ));
         }
         if let Some(id) = &self.node_id {
             crate::registration::validate_node_id(id)?;
@@ -298,6 +352,34 @@ mod tests {
         // The override is a flag only.
         assert!(toml::from_str::<Config>("accept_inventory = true").is_err());
         assert!(toml::from_str::<Config>("[retry]\nbogus = 1").is_err());
+    }
+
+    #[test]
+    fn data_dirs_is_a_list_and_data_dir_its_one_disk_form() {
+        let c: Config = toml::from_str("data_dirs = [\"/a\", \"/b\"]\ninsecure = true").unwrap();
+        assert_eq!(
+            c.data_dirs(),
+            vec![PathBuf::from("/a"), PathBuf::from("/b")]
+        );
+        assert!(c.validate().is_ok());
+        assert_eq!(base().data_dirs(), vec![PathBuf::from("/tmp/x")]);
+        let both = Config {
+            data_dirs: vec!["/a".into()],
+            ..base()
+        };
+        assert!(
+            both.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("data_dirs")
+        );
+        let twice = Config {
+            data_dir: PathBuf::new(),
+            data_dirs: vec!["/a".into(), "/a".into()],
+            ..base()
+        };
+        assert!(twice.validate().unwrap_err().to_string().contains("twice"));
+        assert!(toml::from_str::<Config>("init_disks = true").is_err());
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("no usable data directory: {0}")]
+    NoDisk(String),
     #[error("a blocking file task failed: {0}")]
     Task(String),
 }
@@ -73,6 +75,7 @@ impl From<StoreError> for tonic::Status {
             StoreError::NotFound(_) => Status::not_found(msg),
             StoreError::Corrupt(_) => Status::data_loss(msg),
             StoreError::OutOfRange { .. } => Status::out_of_range(msg),
+            StoreError::NoDisk(_) => Status::unavailable(msg),
             StoreError::Io { .. } | StoreError::Task(_) => Status::internal(msg),
         }
     }

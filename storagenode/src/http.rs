@@ -1,17 +1,13 @@
 //! The storage node's admin HTTP server on `admin_listen`: `/healthz`
-//! (`ok` while the data directory is usable; open to anyone) and
+//! (`ok` while a disk is usable; open to anyone) and
 //! Prometheus `/metrics` (an admin certificate or the admin token; see
 //! `bigfs_proto::admin_http`).
-
-use std::path::Path;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-
-use bigfs_proto::ChunkId;
 
 use crate::chunk_store::ChunkStore;
 
@@ -33,19 +29,13 @@ pub fn router(store: ChunkStore, node_id: String) -> Router {
 }
 
 async fn healthz(State(a): State<Admin>) -> Response {
-    // The node cannot serve without its chunk directory (<data_dir>/chunks).
-    let probe = a.store.chunk_path(&ChunkId([0; 32]));
-    let chunks_dir = probe.parent().and_then(Path::parent).map(Path::to_path_buf);
-    match chunks_dir {
-        Some(d) if tokio::fs::metadata(&d).await.is_ok_and(|m| m.is_dir()) => {
-            format!("ok {}\n", a.node_id).into_response()
-        }
-        _ => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "chunk directory is missing\n",
-        )
-            .into_response(),
+    // The node serves while at least one disk is usable; a disk unmounted
+    // since the last periodic check is found now.
+    a.store.check_disks().await;
+    if a.store.good_disks() > 0 {
+        return format!("ok {}\n", a.node_id).into_response();
     }
+    (StatusCode::SERVICE_UNAVAILABLE, "every disk is bad\n").into_response()
 }
 
 async fn metrics(State(a): State<Admin>) -> Response {

@@ -1,7 +1,10 @@
 //! BigFS storage node: chunk files on local disk, replication to peers.
 //!
-//! - [`chunk_store`]: the chunk files (verify, durable write, verified read,
-//!   quarantine).
+//! - [`chunk_store`]: the chunk files over the node's disks (placement by
+//!   free space, the chunk -> disk index, bad disks).
+//! - [`disk`]: one data directory: its layout, durable writes, figures.
+//! - [`marker`]: the `.bigfs-disk` marker that tells a disk from an empty
+//!   mount point.
 //! - [`service`]: the gRPC `Storage` service (primary and replica puts,
 //!   write quorum).
 //! - [`replication`]: retries, pushes to peers, failure reports.
@@ -14,8 +17,10 @@
 pub mod auth;
 pub mod chunk_store;
 pub mod config;
+pub mod disk;
 pub mod error;
 pub mod http;
+pub mod marker;
 pub mod metrics;
 pub mod quarantine;
 pub mod registration;
@@ -35,7 +40,7 @@ use tokio::sync::watch;
 
 pub use crate::config::Config;
 
-use crate::chunk_store::{ChunkStore, StoreLimits};
+use crate::chunk_store::{ChunkStore, DiskOptions, DiskWatcher, StoreLimits};
 use crate::registration::Registration;
 use crate::replication::Replicator;
 use crate::service::StorageService;
@@ -83,13 +88,21 @@ pub async fn serve_with_admin(
         config.admin_token().map_err(anyhow::Error::msg)?,
         http::OPEN_PATHS,
     );
-    let node_id = registration::resolve_node_id(wanted_id.as_deref(), &config.data_dir)?;
+    let data_dirs = config.data_dirs();
+    let node_id = registration::resolve_node_id(wanted_id.as_deref(), &data_dirs)?;
     auth::check_own_identity(&security, &node_id)?;
     let limits = StoreLimits {
         reserve_bytes: config.reserve_bytes,
         capacity_bytes: config.capacity_bytes,
     };
-    let store = ChunkStore::open(&config.data_dir, limits).await?;
+    let options = DiskOptions {
+        node_id: node_id.clone(),
+        init_disks: config.init_disks,
+    };
+    let store = ChunkStore::open_disks(&data_dirs, limits, options).await?;
+    for d in store.disk_figures().iter().filter(|d| !d.bad) {
+        registration::pin_node_id(&node_id, std::path::Path::new(&d.path))?;
+    }
     let metadata = bigfs_proto::metadata_client(&config.metadata)
         .map_err(|e| anyhow::anyhow!("metadata: bad address {:?}: {e}", config.metadata))?;
     let replicator = Replicator::new(node_id.clone(), config.retry.clone(), metadata.clone());
@@ -137,6 +150,10 @@ pub async fn serve_with_admin(
             },
         ))
     });
+    let watcher = DiskWatcher {
+        store: store.clone(),
+        interval: std::time::Duration::from_millis(config.disk_check_interval_ms),
+    };
     let sweeper = quarantine::Sweeper {
         store: store.clone(),
         grace: std::time::Duration::from_millis(config.quarantine_grace_ms),
@@ -154,6 +171,7 @@ pub async fn serve_with_admin(
     };
     let scrub_task = tokio::spawn(scrubber.run(stop_rx.clone()));
     let sweep_task = tokio::spawn(sweeper.run(stop_rx.clone()));
+    let watch_task = tokio::spawn(watcher.run(stop_rx.clone()));
     let collect_task = tokio::spawn(collector.run(stop_rx.clone()));
     // A refused registration stops the server: a node whose id or disk is
     // in question must not serve.
@@ -198,6 +216,7 @@ pub async fn serve_with_admin(
     let registered = registration_task.await;
     let _ = scrub_task.await;
     let _ = sweep_task.await;
+    let _ = watch_task.await;
     let _ = collect_task.await;
     if let Some(t) = admin_task {
         let _ = t.await;

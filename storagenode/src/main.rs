@@ -13,9 +13,10 @@ struct Args {
     /// TOML configuration file; flags override its values.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Directory for chunk files and the pinned node id.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    /// Data directory (one per disk) for chunk files and the pinned node
+    /// id; repeat it or separate with commas for several disks.
+    #[arg(long, value_delimiter = ',')]
+    data_dir: Vec<PathBuf>,
     /// Address to listen on (ip:port). Default 127.0.0.1:9500.
     #[arg(long)]
     listen: Option<String>,
@@ -44,6 +45,11 @@ struct Args {
     /// a registration is refused and the node exits.
     #[arg(long)]
     accept_inventory: bool,
+    /// Use every data directory without a .bigfs-disk marker as a new,
+    /// empty disk (after adding or replacing a disk). Without it such a
+    /// directory beside marked ones is a bad disk (not mounted?).
+    #[arg(long)]
+    init_disks: bool,
     /// Directory with ca.pem, cert.pem, key.pem (a node:<id> certificate).
     #[arg(long)]
     tls_dir: Option<PathBuf>,
@@ -57,8 +63,16 @@ fn load(args: Args) -> anyhow::Result<Config> {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
     };
-    if let Some(v) = args.data_dir {
-        config.data_dir = v;
+    match args.data_dir.len() {
+        0 => {}
+        1 => {
+            config.data_dir = args.data_dir[0].clone();
+            config.data_dirs.clear();
+        }
+        _ => {
+            config.data_dir = PathBuf::new();
+            config.data_dirs = args.data_dir;
+        }
     }
     if let Some(v) = args.listen {
         config.listen = v;
@@ -83,6 +97,7 @@ fn load(args: Args) -> anyhow::Result<Config> {
         config.log_level = v;
     }
     config.accept_inventory = args.accept_inventory;
+    config.init_disks = args.init_disks;
     if let Some(v) = args.tls_dir {
         config.tls_dir = Some(v);
     }

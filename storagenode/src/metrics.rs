@@ -55,5 +55,54 @@ pub fn gauges(store: &ChunkStore, node_id: &str) -> String {
         &labels,
         files as f64,
     );
+    disk_gauges(&mut out, store, node_id);
     out
+}
+
+/// One sample per data directory (label `disk`, its path) of each figure.
+fn disk_gauges(out: &mut String, store: &ChunkStore, node_id: &str) {
+    for d in store.disk_figures() {
+        let labels = [("node", node_id), ("disk", d.path.as_str())];
+        let state = if d.bad { "bad" } else { "ok" };
+        for (name, help, value) in [
+            (
+                "bigfs_storage_disk_capacity_bytes",
+                "Bytes this disk offers (0 when bad).",
+                d.capacity,
+            ),
+            (
+                "bigfs_storage_disk_used_bytes",
+                "Bytes of chunk files on this disk.",
+                d.used,
+            ),
+            (
+                "bigfs_storage_disk_chunks",
+                "Chunk files on this disk.",
+                d.chunks,
+            ),
+            (
+                "bigfs_storage_disk_io_errors",
+                "I/O errors on this disk since the node started.",
+                d.io_errors,
+            ),
+            (
+                "bigfs_storage_disk_bad",
+                "1 when the disk is marked bad (failed, missing, replaced) and no longer used.",
+                u64::from(d.bad),
+            ),
+        ] {
+            push_gauge(out, name, help, &labels, value as f64);
+        }
+        push_gauge(
+            out,
+            "bigfs_storage_disk_state",
+            "1 for the disk's state (ok or bad).",
+            &[
+                ("node", node_id),
+                ("disk", d.path.as_str()),
+                ("state", state),
+            ],
+            1.0,
+        );
+    }
 }

@@ -1,5 +1,5 @@
-//! Chunk files taken out of service, kept apart by reason under
-//! `<data_dir>/quarantine/`:
+//! Chunk files taken out of service, kept apart by reason under each
+//! disk's `quarantine/` (see [`crate::disk`]):
 //!
 //! - `quarantine/<hex>.<ms>`: corrupt copies (their bytes no longer hash to
 //!   their id), kept for inspection;
@@ -10,7 +10,7 @@
 //!
 //! `<ms>` is when the file was moved, in ms since the Unix epoch (a rename
 //! keeps the write time as mtime, so the name carries it). The directory is
-//! on the data directory's file system: moving a chunk there is a rename.
+//! on the disk's own file system: moving a chunk there is a rename.
 //! Quarantined chunks are in no inventory (never served, never counted as
 //! copies) but their bytes count as used: they still take the disk.
 

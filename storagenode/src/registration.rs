@@ -4,7 +4,7 @@
 //! in use by a live node elsewhere, or the inventory lacks most of the
 //! node's copies) stops the node: it must not serve until someone looks.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use bigfs_proto::ChunkId;
 use bigfs_proto::MetaClient;
 use bigfs_proto::RetryConfig;
-use bigfs_proto::pb::{HeartbeatRequest, RegisterNodeRequest};
+use bigfs_proto::pb::{DiskStatus, HeartbeatRequest, RegisterNodeRequest};
 use tokio::sync::watch;
 use tonic::Code;
 
@@ -49,16 +49,27 @@ pub fn validate_node_id(id: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The node's id: the configured one, else the one pinned in
-/// `<data_dir>/node_id`, else a fresh `node-<8 hex>`. The result is pinned
-/// in the file so a restarted node keeps it.
-pub fn resolve_node_id(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
-    let path = data_dir.join(NODE_ID_FILE);
-    let pinned = match std::fs::read_to_string(&path) {
-        Ok(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
-    };
+/// The node's id: the configured one, else the one pinned in the first
+/// data directory that has a `node_id` file, else a fresh `node-<8 hex>`.
+/// Writes nothing: [`pin_node_id`] does, once the disks are open.
+pub fn resolve_node_id(configured: Option<&str>, data_dirs: &[PathBuf]) -> anyhow::Result<String> {
+    let mut pinned = None;
+    for dir in data_dirs {
+        let path = dir.join(NODE_ID_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => {
+                pinned = Some(s.trim().to_string());
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // A disk that cannot be read is found bad when opened; another
+            // disk may still hold the id.
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read the pinned node id")
+            }
+        }
+    }
     let id = match (configured, pinned) {
         (Some(c), Some(p)) if c != p => {
             tracing::warn!(configured = c, pinned = %p, "node id differs from the pinned one; using the configured id");
@@ -69,19 +80,40 @@ pub fn resolve_node_id(configured: Option<&str>, data_dir: &Path) -> anyhow::Res
         (None, None) => format!("node-{:08x}", rand::random::<u32>()),
     };
     validate_node_id(&id)?;
-    if std::fs::read_to_string(&path)
-        .map(|s| s.trim() != id)
-        .unwrap_or(true)
-    {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", data_dir.display()))?;
-        let tmp = data_dir.join(format!("{NODE_ID_FILE}.tmp"));
-        std::fs::write(&tmp, format!("{id}\n"))
-            .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-    }
     Ok(id)
+}
+
+/// Pins `id` in `<data_dir>/node_id`, so a restarted node keeps it. Every
+/// good disk gets it: any one of them is enough to find it again.
+pub fn pin_node_id(id: &str, data_dir: &Path) -> anyhow::Result<()> {
+    let path = data_dir.join(NODE_ID_FILE);
+    if std::fs::read_to_string(&path).is_ok_and(|s| s.trim() == id) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", data_dir.display()))?;
+    let tmp = data_dir.join(format!("{NODE_ID_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{id}\n"))
+        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+/// Each disk's figures as the heartbeat and the registration carry them.
+pub fn disk_status(store: &ChunkStore) -> Vec<DiskStatus> {
+    store
+        .disk_figures()
+        .into_iter()
+        .map(|d| DiskStatus {
+            path: d.path,
+            bad: d.bad,
+            reason: d.reason,
+            capacity: d.capacity,
+            used: d.used,
+            chunks: d.chunks,
+            io_errors: d.io_errors,
+        })
+        .collect()
 }
 
 /// What the registration loop needs.
@@ -130,7 +162,7 @@ impl Registration {
             {
                 return Ok(());
             }
-            tracing::info!(node = %self.node_id, "metadata service asked to register again");
+            tracing::info!(node = %self.node_id, "registering again");
         }
     }
 
@@ -181,6 +213,7 @@ impl Registration {
             used: self.store.used_bytes(),
             chunks: inventory.iter().map(|c| c.to_vec()).collect(),
             accept_inventory: self.accept_inventory,
+            disks: disk_status(&self.store),
         };
         let mut md = self.metadata.clone();
         let reply = tokio::time::timeout(self.retry.attempt_timeout(), md.register_node(req))
@@ -233,16 +266,23 @@ impl Registration {
     }
 
     /// Heartbeats every `interval`. Returns true when the metadata service
-    /// asks for a new registration, false on shutdown.
+    /// asks for a new registration or a disk went bad (the new inventory
+    /// reports its chunks lost), false on shutdown.
     async fn heartbeat_until_reregister(
         &self,
         interval: Duration,
         shutdown: &mut watch::Receiver<bool>,
     ) -> bool {
+        let mut bad_disks = self.store.bad_disk_changes();
+        bad_disks.mark_unchanged();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = shutdown.changed() => return false,
+                Ok(()) = bad_disks.changed() => {
+                    tracing::warn!(node = %self.node_id, "a disk went bad; registering again to report its chunks lost");
+                    return true;
+                }
             }
             if *shutdown.borrow() {
                 return false;
@@ -252,6 +292,7 @@ impl Registration {
                 capacity: self.store.capacity_bytes(),
                 used: self.store.used_bytes(),
                 chunk_count: self.store.chunk_count(),
+                disks: disk_status(&self.store),
             };
             let mut md = self.metadata.clone();
             match tokio::time::timeout(self.retry.attempt_timeout(), md.heartbeat(req)).await {
@@ -270,12 +311,21 @@ impl Registration {
 mod tests {
     use super::*;
 
+    fn resolve_and_pin(configured: Option<&str>, dirs: &[PathBuf]) -> String {
+        let id = resolve_node_id(configured, dirs).unwrap();
+        for d in dirs {
+            pin_node_id(&id, d).unwrap();
+        }
+        id
+    }
+
     #[test]
     fn generated_node_id_is_pinned_and_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let id = resolve_node_id(None, dir.path()).unwrap();
+        let dirs = [dir.path().to_path_buf()];
+        let id = resolve_and_pin(None, &dirs);
         assert!(id.starts_with("node-") && id.len() == 13, "{id}");
-        assert_eq!(resolve_node_id(None, dir.path()).unwrap(), id);
+        assert_eq!(resolve_and_pin(None, &dirs), id);
         let pinned = std::fs::read_to_string(dir.path().join(NODE_ID_FILE)).unwrap();
         assert_eq!(pinned.trim(), id);
     }
@@ -283,15 +333,25 @@ mod tests {
     #[test]
     fn configured_node_id_wins_and_is_pinned() {
         let dir = tempfile::tempdir().unwrap();
-        resolve_node_id(None, dir.path()).unwrap();
-        assert_eq!(resolve_node_id(Some("n1"), dir.path()).unwrap(), "n1");
-        assert_eq!(resolve_node_id(None, dir.path()).unwrap(), "n1");
+        let dirs = [dir.path().to_path_buf()];
+        resolve_and_pin(None, &dirs);
+        assert_eq!(resolve_and_pin(Some("n1"), &dirs), "n1");
+        assert_eq!(resolve_and_pin(None, &dirs), "n1");
+    }
+
+    #[test]
+    fn the_id_pinned_on_any_disk_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = [dir.path().join("gone"), dir.path().join("b")];
+        pin_node_id("n7", &dirs[1]).unwrap();
+        assert_eq!(resolve_node_id(None, &dirs).unwrap(), "n7");
     }
 
     #[test]
     fn bad_node_ids_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(resolve_node_id(Some("a b"), dir.path()).is_err());
-        assert!(resolve_node_id(Some(&"x".repeat(200)), dir.path()).is_err());
+        let dirs = [dir.path().to_path_buf()];
+        assert!(resolve_node_id(Some("a b"), &dirs).is_err());
+        assert!(resolve_node_id(Some(&"x".repeat(200)), &dirs).is_err());
     }
 }

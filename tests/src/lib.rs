@@ -412,6 +412,24 @@ impl Cluster {
         i
     }
 
+    /// Adds and starts a storage node with id `id` and extra flags (say,
+    /// more `--data-dir`s beside its own).
+    pub fn add_node_with(&mut self, id: &str, extra_args: &[&str]) -> usize {
+        let addr = format!("127.0.0.1:{}", free_port());
+        self.nodes.push(Node {
+            id: id.to_string(),
+            name: id.to_string(),
+            addr,
+            data_dir: self.data_root.join(id),
+            admin_addr: format!("127.0.0.1:{}", free_port()),
+            child: None,
+        });
+        let i = self.nodes.len() - 1;
+        self.issue(&format!("node:{id}"), id);
+        self.start_node_with(i, extra_args);
+        i
+    }
+
     /// Storage node settings (TOML) for nodes started from now on.
     pub fn set_storage_config(&self, toml: &str) {
         std::fs::write(self.dir.path().join("storage.toml"), toml).expect("write storage config");

@@ -96,12 +96,7 @@ impl LossyDisk {
     /// system's summary (`cut files=.. pages=.. kept=..`). Call
     /// [`power_on`](Self::power_on) to use the disk again.
     pub fn power_cut(&mut self, seed: u64, keep_percent: u32) -> String {
-        let mut s = UnixStream::connect(self.control()).expect("connect to lossyfs control");
-        writeln!(s, "cut {seed} {keep_percent}").expect("send cut");
-        let mut answer = String::new();
-        BufReader::new(&s)
-            .read_line(&mut answer)
-            .expect("read cut answer");
+        let answer = self.ask(&format!("cut {seed} {keep_percent}"));
         assert!(
             answer.starts_with("cut "),
             "power cut refused ({answer:?}); see {}",
@@ -109,6 +104,29 @@ impl LossyDisk {
         );
         self.stop();
         answer.trim().to_string()
+    }
+
+    /// Sends one control line; answers the reply line.
+    fn ask(&self, line: &str) -> String {
+        let mut s = UnixStream::connect(self.control()).expect("connect to lossyfs control");
+        writeln!(s, "{line}").expect("send a control line");
+        let mut answer = String::new();
+        BufReader::new(&s)
+            .read_line(&mut answer)
+            .expect("read the control answer");
+        answer
+    }
+
+    /// Makes the disk fail in place: every operation on it answers EIO from
+    /// now on, as a dying drive does (the mount stays).
+    pub fn fail(&self) {
+        let answer = self.ask("fail");
+        assert_eq!(
+            answer.trim(),
+            "failing",
+            "see {}",
+            self.log_path().display()
+        );
     }
 
     /// Waits for the (exiting or killed) daemon and unmounts the dead mount.

@@ -232,6 +232,21 @@ fn hostile_nodes(rng: &mut StdRng) -> Vec<String> {
     (0..n).map(|_| hostile_node(rng)).collect()
 }
 
+fn hostile_disks(rng: &mut StdRng) -> Vec<pb::DiskStatus> {
+    let n = *pick(rng, &[0, 1, 300]);
+    (0..n)
+        .map(|_| pb::DiskStatus {
+            path: hostile_node(rng),
+            bad: rng.random(),
+            reason: hostile_name(rng),
+            capacity: hostile_u64(rng),
+            used: hostile_u64(rng),
+            chunks: hostile_u64(rng),
+            io_errors: hostile_u64(rng),
+        })
+        .collect()
+}
+
 fn hostile_address(rng: &mut StdRng) -> String {
     match rng.random_range(0..6) {
         0 => String::new(),
@@ -423,6 +438,7 @@ fn hostile(path: &str, rng: &mut StdRng) -> Vec<u8> {
                 .map(|_| hostile_id(rng))
                 .collect(),
             accept_inventory: rng.random(),
+            disks: hostile_disks(rng),
         }
         .encode_to_vec(),
         "Heartbeat" => pb::HeartbeatRequest {
@@ -430,6 +446,7 @@ fn hostile(path: &str, rng: &mut StdRng) -> Vec<u8> {
             capacity: hostile_u64(rng),
             used: hostile_u64(rng),
             chunk_count: hostile_u64(rng),
+            disks: hostile_disks(rng),
         }
         .encode_to_vec(),
         "Queue" => pb::QueueRequest {

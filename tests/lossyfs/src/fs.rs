@@ -12,6 +12,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -91,6 +92,9 @@ pub struct LossyFs {
     /// Taken for reading by every fsync; a power cut takes it for writing
     /// and never gives it back, so nothing reaches the disk after it.
     power: Arc<RwLock<()>>,
+    /// Set by [`fail`](Self::fail): every operation answers EIO, as a
+    /// dying disk does.
+    failing: Arc<AtomicBool>,
 }
 
 /// What a power cut did.
@@ -133,7 +137,17 @@ impl LossyFs {
         Ok(LossyFs {
             tables: Arc::new(Mutex::new(tables)),
             power: Arc::new(RwLock::new(())),
+            failing: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Makes the disk fail: from now on every operation answers EIO.
+    pub fn fail(&self) {
+        self.failing.store(true, Ordering::SeqCst);
+    }
+
+    fn failing(&self) -> bool {
+        self.failing.load(Ordering::SeqCst)
     }
 
     fn tables(&self) -> MutexGuard<'_, Tables> {
@@ -505,6 +519,9 @@ impl Filesystem for LossyFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if self.failing() {
+            return reply.fail(Errno::EIO);
+        }
         entry(reply, self.tables().remember(parent, name));
     }
 
@@ -523,6 +540,9 @@ impl Filesystem for LossyFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if self.failing() {
+            return reply.fail(Errno::EIO);
+        }
         let t = self.tables();
         let r = t.stat(ino).map(|st| t.attr(ino.0, &st));
         answer(reply, r, |p, a| p.attr(&TTL, &a));
@@ -546,6 +566,9 @@ impl Filesystem for LossyFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        if self.failing() {
+            return reply.fail(Errno::EIO);
+        }
         let change = AttrChange {
             mode,
             uid,
@@ -559,6 +582,9 @@ impl Filesystem for LossyFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        if self.failing() {
+            return reply.fail(Errno::EIO);
+        }
         let t = self.tables();
         let r = t
             .inode(ino)
@@ -577,6 +603,9 @@ impl Filesystem for LossyFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        if self.failing() {
+            return reply.fail(Errno::EIO);
+        }
         let mode = Mode::from_bits_truncate(mode & !umask);
         let r = self.make(parent, name, |pfd| {
             nix::sys::stat::mkdirat(pfd, name, mode).map_err(nx)
@@ -585,6 +614,9 @@ impl Filesystem for LossyFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if self.failing() {
+            return reply.fail(Errno::EIO);
+        }
         empty(
             reply,
             self.remove(parent, name, nix::unistd::UnlinkatFlags::NoRemoveDir),
@@ -592,6 +624,9 @@ impl Filesystem for LossyFs {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if self.failing() {
+            return reply.fail(Errno::EIO);
+        }
         empty(
             reply,
             self.remove(parent, name, nix::unistd::UnlinkatFlags::RemoveDir),
@@ -606,6 +641,9 @@ impl Filesystem for LossyFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        if self.failing() {
+            return reply.fail(Errno::EIO);
+        }
         let r = self.make(parent, link_name, |pfd| {
             nix::unistd::symlinkat(target, pfd, link_name).map_err(nx)
         });
@@ -622,6 +660,9 @@ impl Filesystem for LossyFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        if self.failing() {
+            return reply.fail(Errno::EIO);
+        }
         let mut t = self.tables();
         let replaced = t.last_name(newparent, newname);
         let r = t.inode(parent).and_then(|from| {
@@ -651,6 +692,9 @@ impl Filesystem for LossyFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        if self.failing() {
+            return reply.fail(Errno::EIO);
+        }
         let source = self.tables().inode(ino).map(|i| proc_path(&i.fd));
         let r = source.and_then(|source| {
             self.make(newparent, newname, |pfd| {
@@ -668,6 +712,9 @@ impl Filesystem for LossyFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.failing() {
+            return reply.fail(Errno::EIO);
+        }
         let mut t = self.tables();
         let r = t.inode(ino).and_then(|i| Ok((i.key, open_backing(&i.fd)?)));
         let r = r.map(|(key, file)| t.new_handle(key, Arc::new(file)));
@@ -687,6 +734,9 @@ impl Filesystem for LossyFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if self.failing() {
+            return reply.fail(Errno::EIO);
+        }
         answer(reply, self.read_at(fh, offset, size), |p, d| p.data(&d));
     }
 
@@ -702,6 +752,9 @@ impl Filesystem for LossyFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        if self.failing() {
+            return reply.fail(Errno::EIO);
+        }
         answer(reply, self.write_at(fh, offset, data), |p, n| p.written(n));
     }
 
@@ -742,10 +795,16 @@ impl Filesystem for LossyFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        if self.failing() {
+            return reply.fail(Errno::EIO);
+        }
         empty(reply, self.sync(ino));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.failing() {
+            return reply.fail(Errno::EIO);
+        }
         answer(reply, self.list(ino), |p, fh| {
             p.opened(FileHandle(fh), FopenFlags::empty())
         });
@@ -759,6 +818,9 @@ impl Filesystem for LossyFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        if self.failing() {
+            return reply.fail(Errno::EIO);
+        }
         let t = self.tables();
         let Some(entries) = t.dirs.get(&fh.0) else {
             reply.error(Errno::EBADF);
@@ -792,11 +854,17 @@ impl Filesystem for LossyFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        if self.failing() {
+            return reply.fail(Errno::EIO);
+        }
         // Namespace changes reach the backing directory at once.
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        if self.failing() {
+            return reply.fail(Errno::EIO);
+        }
         let t = self.tables();
         let r = t
             .inode(INodeNo::ROOT)
@@ -825,6 +893,9 @@ impl Filesystem for LossyFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        if self.failing() {
+            return reply.fail(Errno::EIO);
+        }
         let mut t = self.tables();
         let r = t.inode(parent).and_then(|p| {
             let excl = if flags & libc::O_EXCL != 0 {
@@ -871,6 +942,9 @@ impl Filesystem for LossyFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        if self.failing() {
+            return reply.fail(Errno::EIO);
+        }
         if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
             reply.error(Errno::EOPNOTSUPP);
             return;

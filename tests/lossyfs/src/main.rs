@@ -2,7 +2,9 @@
 //! file system and serves power cuts on a unix socket. A client writes one
 //! line `cut SEED KEEP_PERCENT`; the answer is one line
 //! `cut files=F pages=P kept=K`, after which the process exits and leaves
-//! the mount dead (unmount it, then mount again to "reboot").
+//! the mount dead (unmount it, then mount again to "reboot"). The line
+//! `fail` makes the disk die in place instead: every operation answers EIO
+//! (answer `failing`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -74,6 +76,13 @@ fn handle(stream: UnixStream, fs: &LossyFs) -> anyhow::Result<()> {
     let mut line = String::new();
     BufReader::new(&stream).read_line(&mut line)?;
     let words: Vec<&str> = line.split_whitespace().collect();
+    if words == ["fail"] {
+        fs.fail();
+        tracing::warn!("disk failing: every operation answers EIO from now on");
+        let mut out = &stream;
+        writeln!(out, "failing")?;
+        return Ok(out.flush()?);
+    }
     let ["cut", seed, keep] = words.as_slice() else {
         anyhow::bail!("unknown control request {line:?}");
     };
