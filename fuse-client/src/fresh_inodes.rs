@@ -11,6 +11,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use bigfs_proto::pb;
 use lru::LruCache;
 
 /// Entries kept at most; older ones are simply asked about again.
@@ -30,10 +31,15 @@ impl FreshInodes {
         }
     }
 
-    /// `ino` was just created here, with no extended attributes.
-    pub fn created(&self, ino: u64) {
+    /// The inode of `attr` was just created here: known to have no
+    /// extended attributes unless the service says it has some (an ACL
+    /// inherited from the directory's default ACL).
+    pub fn created(&self, attr: &pb::Attr) {
+        if attr.has_xattrs {
+            return;
+        }
         if let Ok(mut c) = self.created.lock() {
-            c.put(ino, Instant::now());
+            c.put(attr.ino, Instant::now());
         }
     }
 
@@ -64,15 +70,25 @@ impl FreshInodes {
 mod tests {
     use super::*;
 
+    fn made(ino: u64, has_xattrs: bool) -> pb::Attr {
+        pb::Attr {
+            ino,
+            has_xattrs,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn known_only_while_fresh_and_until_changed() {
         let f = FreshInodes::new(Duration::from_millis(50));
         assert!(!f.has_no_xattrs(7));
-        f.created(7);
+        f.created(&made(7, false));
         assert!(f.has_no_xattrs(7));
         f.forget(7);
         assert!(!f.has_no_xattrs(7));
-        f.created(8);
+        f.created(&made(9, true));
+        assert!(!f.has_no_xattrs(9), "made with an inherited ACL");
+        f.created(&made(8, false));
         std::thread::sleep(Duration::from_millis(60));
         assert!(!f.has_no_xattrs(8), "stale after the TTL");
     }

@@ -1331,8 +1331,8 @@ impl Filesystem for BigFs {
             };
             // Made just now (a non-exclusive create may have found a file
             // another mount made, which could carry attributes).
-            if (exclusive || attr.size == 0) && !attr.has_xattrs {
-                fresh.created(attr.ino);
+            if exclusive || attr.size == 0 {
+                fresh.created(&attr);
             }
             let handle = match client.open_attr(&attr) {
                 Ok(h) => h,
@@ -1393,7 +1393,7 @@ impl Filesystem for BigFs {
             };
             match made.await {
                 Ok((attr, handle)) => {
-                    fresh.created(attr.ino);
+                    fresh.created(&attr);
                     let (fh, _, _) = open.open(attr.ino, attr.version, || handle);
                     open.mark_unlinked(attr.ino);
                     let a = file_attr(&attr, None);
