@@ -356,6 +356,15 @@ impl Cluster {
         self.admin_get_as(addr, path, AdminAuth::Cert(&self.tls_dir("cli")))
     }
 
+    /// The sum of metric `name`'s samples whose labels include `labels`,
+    /// from the `/metrics` of the admin server at `addr`.
+    pub fn metric(&self, addr: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let (code, body) = self.admin_get(addr, "/metrics").expect("GET /metrics");
+        assert_eq!(code, 200, "{body}");
+        let samples = parse_prometheus(&body).expect("Prometheus text");
+        metric_sum(&samples, name, labels)
+    }
+
     /// As [`Cluster::admin_get`], proving access with `auth`.
     pub fn admin_get_as(
         &self,
@@ -797,6 +806,14 @@ pub async fn try_read_file(client: &Client, path: &str) -> bigfs_client::Result<
 /// Parses Prometheus text format strictly enough to catch malformed output:
 /// every sample line is `name{labels} value` with a float value and a name
 /// declared by a `# TYPE` line. Returns (name with labels, value) pairs.
+/// Empties the kernel's page, dentry and inode caches (needs root): the
+/// next access goes to the mount.
+pub fn drop_caches() {
+    // Sync first so dirty pages of other file systems are not lost work.
+    let _ = Command::new("sync").status();
+    std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches (needs root)");
+}
+
 pub fn parse_prometheus(text: &str) -> Result<Vec<(String, f64)>, String> {
     let mut typed = std::collections::HashSet::new();
     let mut out = Vec::new();

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bigfs_tests::{Cluster, Mount, deadline, is_mounted, random_bytes, renameat2, sha256_file};
+use bigfs_tests::{
+    Cluster, Mount, deadline, drop_caches, is_mounted, random_bytes, renameat2, sha256_file,
+};
 
 /// Time limit of each test here (see `bigfs_tests::deadline`): this file runs
 /// in about 74 s on a loaded 2-core machine; the limit is ~4x that.
@@ -58,13 +60,6 @@ fn cat_to(src: &Path, dst: &Path) {
         .status()
         .expect("run cat");
     assert!(st.success(), "cat {} failed: {st}", src.display());
-}
-
-/// Drops the kernel's page cache, so the next read goes to the daemon.
-fn drop_caches() {
-    // Sync first so dirty pages of other file systems are not lost work.
-    let _ = Command::new("sync").status();
-    std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches (needs root)");
 }
 
 fn errno<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {

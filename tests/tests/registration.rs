@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bigfs_proto::{ChunkId, pb};
-use bigfs_tests::{
-    Cluster, deadline, metric_sum, parse_prometheus, random_bytes, read_file, sha256_hex,
-    write_file,
-};
+use bigfs_tests::{Cluster, deadline, random_bytes, read_file, sha256_hex, write_file};
 
 /// Time limit of each test here (see `bigfs_tests::deadline`): each runs in
 /// about 10-20 s on a loaded 2-core machine; the limit is ~6x that.
@@ -46,16 +43,8 @@ async fn cluster_with_a_file() -> (Cluster, String) {
     (c, sha256_hex(&data))
 }
 
-fn metric(c: &Cluster, addr: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let (code, body) = c.admin_get(addr, "/metrics").expect("GET /metrics");
-    assert_eq!(code, 200, "{body}");
-    let samples = parse_prometheus(&body).expect("Prometheus text");
-    metric_sum(&samples, name, labels)
-}
-
 fn refused(c: &Cluster, reason: &str) -> f64 {
-    metric(
-        c,
+    c.metric(
         &c.meta_admin_addr,
         "bigfs_metadata_registrations_refused_total",
         &[("reason", reason)],
@@ -240,19 +229,14 @@ async fn an_unlisted_chunk_is_quarantined_then_deleted_after_the_grace() {
     assert_eq!(std::fs::read(&q[0]).expect("quarantined copy"), data);
     let labels = [("node", "node-1")];
     assert_eq!(
-        metric(
-            &c,
-            &admin,
-            "bigfs_storage_unlisted_quarantined_bytes",
-            &labels
-        ),
+        c.metric(&admin, "bigfs_storage_unlisted_quarantined_bytes", &labels),
         data.len() as f64
     );
     assert!(
-        metric(&c, &admin, "bigfs_storage_used_bytes", &labels) >= data.len() as f64,
+        c.metric(&admin, "bigfs_storage_used_bytes", &labels) >= data.len() as f64,
         "quarantined bytes still count as used"
     );
-    assert_eq!(metric(&c, &admin, "bigfs_storage_chunks", &labels), 0.0);
+    assert_eq!(c.metric(&admin, "bigfs_storage_chunks", &labels), 0.0);
 
     // Kept for its grace, then deleted by the sweep.
     tokio::time::sleep(GRACE / 2).await;
@@ -263,12 +247,7 @@ async fn an_unlisted_chunk_is_quarantined_then_deleted_after_the_grace() {
     .await;
     assert!(quarantined_at.elapsed() >= GRACE / 2);
     assert_eq!(
-        metric(
-            &c,
-            &admin,
-            "bigfs_storage_unlisted_quarantined_bytes",
-            &labels
-        ),
+        c.metric(&admin, "bigfs_storage_unlisted_quarantined_bytes", &labels),
         0.0
     );
 }

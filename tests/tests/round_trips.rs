@@ -8,15 +8,15 @@
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use bigfs_tests::{Cluster, Mount, deadline, metric_sum, parse_prometheus, random_bytes};
+use bigfs_tests::{Cluster, Mount, deadline, drop_caches, random_bytes};
 
+/// Calls of `method` the metadata service has answered.
 fn calls(c: &Cluster, method: &str) -> f64 {
-    let (code, body) = c
-        .admin_get(&c.meta_admin_addr, "/metrics")
-        .expect("GET /metrics");
-    assert_eq!(code, 200, "{body}");
-    let samples = parse_prometheus(&body).expect("Prometheus text");
-    metric_sum(&samples, "bigfs_grpc_requests_total", &[("method", method)])
+    c.metric(
+        &c.meta_admin_addr,
+        "bigfs_grpc_requests_total",
+        &[("method", method)],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -110,12 +110,4 @@ async fn a_cold_read_of_a_small_file_is_a_lookup_and_one_layout_call() {
     let layouts = calls(&c, "GetLayout") - layouts;
     assert_eq!(layouts, FILES as f64, "one layout call per file");
     assert!(attrs <= 2.0, "{attrs} GetAttr calls for {FILES} cold reads");
-}
-
-/// Empties the kernel's page, dentry and inode caches: the next access
-/// goes to the mount.
-fn drop_caches() {
-    // SAFETY: sync(2) takes no arguments.
-    unsafe { libc::sync() };
-    std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches (needs root)");
 }
