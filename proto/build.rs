@@ -16,6 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .bytes(".bigfs.PutChunkRequest.data")
         .bytes(".bigfs.GetChunkReply.data")
+        .bytes(".bigfs.LayoutReply.inline_data")
+        .bytes(".bigfs.CommitLayoutRequest.inline_data")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! metadata service and counted in [`TransferMetrics`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,7 +38,17 @@ pub struct ChunkIo {
     /// Fetches under way, so concurrent readers of one chunk share one fetch.
     fetching: Mutex<HashMap<ChunkId, FetchFuture>>,
     client_name: String,
+    /// Files whose chunk index 0 holds at most this many bytes keep them in
+    /// the metadata service instead of a chunk (0: never); the service
+    /// says how many in its `Export` answer.
+    inline_max: AtomicU32,
+    /// Until when inline commits are not tried, after the service refused
+    /// one (its inline budget is full, or the file wants more copies).
+    inline_paused_until: Mutex<Option<Instant>>,
 }
+
+/// How long a refused inline commit stops this client from trying more.
+const INLINE_PAUSE: Duration = Duration::from_secs(60);
 
 impl ChunkIo {
     pub fn new(cfg: &ClientConfig) -> Result<Self> {
@@ -52,7 +63,33 @@ impl ChunkIo {
             penalty_for: Duration::from_millis(cfg.node_penalty_ms),
             fetching: Mutex::new(HashMap::new()),
             client_name: cfg.client_name.clone(),
+            inline_max: AtomicU32::new(0),
+            inline_paused_until: Mutex::new(None),
         })
+    }
+
+    /// The largest chunk 0 kept inline (0: none).
+    pub fn inline_max(&self) -> u64 {
+        let paused = self
+            .inline_paused_until
+            .lock()
+            .is_ok_and(|p| p.is_some_and(|until| Instant::now() < until));
+        if paused {
+            return 0;
+        }
+        u64::from(self.inline_max.load(Ordering::Relaxed))
+    }
+
+    /// The service refused to keep a file's bytes inline: store chunks for
+    /// a while instead of being refused at every small file.
+    pub fn pause_inline(&self) {
+        if let Ok(mut p) = self.inline_paused_until.lock() {
+            *p = Some(Instant::now() + INLINE_PAUSE);
+        }
+    }
+
+    pub fn set_inline_max(&self, bytes: u32) {
+        self.inline_max.store(bytes, Ordering::Relaxed);
     }
 
     fn storage(&self, address: &str) -> Result<StorageClient<Channel>> {

@@ -118,15 +118,19 @@ impl Client {
         }
     }
 
-    /// What this client's export grants (refused when it has none).
+    /// What this client's export grants (refused when it has none). Small
+    /// files are kept inline from then on, as far as the service allows.
     pub async fn export(&self) -> Result<pb::ExportReply> {
-        self.io
+        let reply = self
+            .io
             .meta
             .call(
                 "export",
                 |mut c| async move { c.export(pb::Empty {}).await },
             )
-            .await
+            .await?;
+        self.io.set_inline_max(reply.inline_max_bytes);
+        Ok(reply)
     }
 
     pub async fn status(&self) -> Result<pb::StatusReply> {

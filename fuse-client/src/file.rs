@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::chunk_io::ChunkIo;
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
-use crate::layout::{Layout, LayoutChunk};
+use crate::layout::{Held, Layout, LayoutChunk};
 use crate::write_buffer::DirtyChunk;
 
 /// The layout of `ino` (its attrs and chunk locations) as the metadata
@@ -37,9 +37,24 @@ pub(crate) async fn fetch_layout(io: &ChunkIo, ino: u64) -> Result<Layout> {
 /// safe from overflow in offset arithmetic).
 pub const MAX_FILE_SIZE: u64 = 1 << 60;
 
+/// A chunk's new content, stored: in a chunk (`id`), or, for a small chunk
+/// index 0, nowhere yet (`id` None): the commit hands it to the metadata
+/// service to keep inline.
 struct Uploaded {
-    id: ChunkId,
+    id: Option<ChunkId>,
     data: Arc<Vec<u8>>,
+}
+
+/// The bytes the file holds at one chunk index (a chunk's used prefix, or
+/// the inline bytes).
+async fn held_bytes(io: &Arc<ChunkIo>, held: &Held) -> Result<Bytes> {
+    match held {
+        Held::Chunk(c) => {
+            let bytes = io.fetch(c.id, &c.replicas).await?;
+            Ok(bytes.slice(..(c.len as usize).min(bytes.len())))
+        }
+        Held::Inline(data) => Ok(data.clone()),
+    }
 }
 
 #[derive(Default)]
@@ -207,7 +222,7 @@ impl FileHandle {
     async fn start_upload(&self, st: &mut HandleState, idx: u64) -> Result<()> {
         let needs_base = st.dirty.get(&idx).is_some_and(|d| d.needs_base());
         let base = if needs_base {
-            self.layout(st).await?.chunks.get(&idx).cloned()
+            self.layout(st).await?.held(idx)
         } else {
             None
         };
@@ -222,16 +237,16 @@ impl FileHandle {
         let task = tokio::spawn(async move {
             if dc.needs_base() {
                 match base {
-                    Some(b) => {
-                        let bytes = io.fetch(b.id, &b.replicas).await?;
-                        dc.apply_base(&bytes[..(b.len as usize).min(bytes.len())]);
-                    }
+                    Some(held) => dc.apply_base(&held_bytes(&io, &held).await?),
                     None => dc.apply_base(&[]),
                 }
             }
             let data = Arc::new(dc.into_data());
+            if idx == 0 && data.len() as u64 <= io.inline_max() {
+                return Ok(Uploaded { id: None, data });
+            }
             let id = io.upload(Arc::clone(&data), replication).await?;
-            Ok(Uploaded { id, data })
+            Ok(Uploaded { id: Some(id), data })
         });
         st.inflight.insert(idx, task);
         Ok(())
@@ -252,7 +267,11 @@ impl FileHandle {
             return Ok(DirtyChunk::new(cs, 0));
         }
         let layout = self.layout(st).await?;
-        let base_len = layout.chunks.get(&idx).map_or(0, |c| c.len as usize);
+        let base_len = match layout.held(idx) {
+            Some(Held::Chunk(c)) => c.len as usize,
+            Some(Held::Inline(data)) => data.len(),
+            None => 0,
+        };
         Ok(DirtyChunk::new(cs, base_len.min(committed_end as usize)))
     }
 
@@ -346,14 +365,20 @@ impl FileHandle {
         Ok(())
     }
 
-    /// Sends one layout commit: these chunk references, size at least `size`,
-    /// mtime now.
-    async fn send_commit(&self, chunks: Vec<pb::ChunkRef>, size: u64) -> Result<pb::AttrReply> {
+    /// Sends one layout commit: these chunk references (and chunk 0's bytes
+    /// to keep inline), size at least `size`, mtime now.
+    async fn send_commit(
+        &self,
+        chunks: Vec<pb::ChunkRef>,
+        inline_data: Option<Bytes>,
+        size: u64,
+    ) -> Result<pb::AttrReply> {
         let req = pb::CommitLayoutRequest {
             ino: self.ino,
             chunks,
             size,
             mtime: Some(now_timestamp()),
+            inline_data,
             id: None,
         };
         self.io
@@ -374,13 +399,20 @@ impl FileHandle {
             let chunks: Vec<pb::ChunkRef> = st
                 .done
                 .iter()
-                .map(|(idx, u)| pb::ChunkRef {
-                    index: *idx,
-                    id: u.id.to_vec(),
-                    len: u.data.len() as u32,
+                .filter_map(|(idx, u)| {
+                    Some(pb::ChunkRef {
+                        index: *idx,
+                        id: u.id?.to_vec(),
+                        len: u.data.len() as u32,
+                    })
                 })
                 .collect();
-            match self.send_commit(chunks, st.size).await {
+            let inline = st
+                .done
+                .get(&0)
+                .filter(|u| u.id.is_none())
+                .map(|u| Bytes::copy_from_slice(&u.data));
+            match self.send_commit(chunks, inline, st.size).await {
                 Ok(reply) => {
                     st.done.clear();
                     st.needs_commit = false;
@@ -390,13 +422,19 @@ impl FileHandle {
                 }
                 Err(e) if e.code() == Some(tonic::Code::FailedPrecondition) && round < 2 => {
                     // A chunk we deduplicated against was collected before
-                    // our commit: store our copy and commit again.
+                    // our commit, or the service would not keep chunk 0
+                    // inline: store our copies and commit again.
                     tracing::warn!(ino = self.ino, error = %e, "layout commit refused, uploading again");
                     round += 1;
-                    for u in st.done.values() {
-                        self.io
+                    if st.done.values().any(|u| u.id.is_none()) {
+                        self.io.pause_inline();
+                    }
+                    for u in st.done.values_mut() {
+                        let id = self
+                            .io
                             .upload(Arc::clone(&u.data), self.replication)
                             .await?;
+                        u.id = Some(id);
                     }
                 }
                 Err(e) => return Err(e),
@@ -483,7 +521,7 @@ impl FileHandle {
     pub async fn commit_shared(&self, chunks: Vec<pb::ChunkRef>, size: u64) -> Result<()> {
         self.flush().await?;
         let mut st = self.state.lock().await;
-        let reply = self.send_commit(chunks, size).await?;
+        let reply = self.send_commit(chunks, None, size).await?;
         st.size = st.size.max(size);
         st.layout = None;
         st.last_attr = reply.attr;
@@ -514,12 +552,9 @@ impl FileHandle {
             self.await_inflight(&mut st, idx).await?;
             let local: Option<&[u8]> = if st.dirty.get(&idx).is_some_and(|d| d.needs_base()) {
                 let layout = self.layout(&mut st).await?;
-                let base = match layout.chunks.get(&idx) {
-                    Some(b) => {
-                        let bytes = self.io.fetch(b.id, &b.replicas).await?;
-                        bytes[..(b.len as usize).min(bytes.len())].to_vec()
-                    }
-                    None => Vec::new(),
+                let base = match layout.held(idx) {
+                    Some(held) => held_bytes(&self.io, &held).await?,
+                    None => Bytes::new(),
                 };
                 st.dirty.get_mut(&idx).map(|d| {
                     d.apply_base(&base);
@@ -538,12 +573,17 @@ impl FileHandle {
                     idx * cs,
                     bytes,
                 ),
-                None => {
-                    let layout = self.layout(&mut st).await?;
-                    if let Some(c) = layout.chunks.get(&idx) {
-                        remote.push((idx, c.clone()));
-                    }
-                }
+                None => match self.layout(&mut st).await?.held(idx) {
+                    Some(Held::Chunk(c)) => remote.push((idx, c)),
+                    Some(Held::Inline(data)) => copy_range(
+                        out.get_or_insert_with(|| vec![0u8; out_len]),
+                        offset,
+                        end,
+                        idx * cs,
+                        &data,
+                    ),
+                    None => {}
+                },
             }
         }
         // Sequential enough: the kernel's own read-ahead sends reads a little

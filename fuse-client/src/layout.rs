@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use bigfs_proto::{ChunkId, pb};
+use bytes::Bytes;
 
 use crate::error::{ClientError, Result};
 
@@ -25,9 +26,27 @@ pub struct LayoutChunk {
 pub struct Layout {
     pub attr: pb::Attr,
     pub chunks: BTreeMap<u64, LayoutChunk>,
+    /// Chunk index 0's bytes when the metadata service keeps them inline
+    /// (then `chunks` has no index 0).
+    pub inline: Option<Bytes>,
+}
+
+/// What a file holds at one chunk index.
+#[derive(Debug, Clone)]
+pub enum Held {
+    Chunk(LayoutChunk),
+    Inline(Bytes),
 }
 
 impl Layout {
+    /// What the file holds at chunk `idx` (None: a hole).
+    pub fn held(&self, idx: u64) -> Option<Held> {
+        match (idx, &self.inline) {
+            (0, Some(data)) => Some(Held::Inline(data.clone())),
+            _ => self.chunks.get(&idx).cloned().map(Held::Chunk),
+        }
+    }
+
     pub fn from_reply(reply: pb::LayoutReply) -> Result<Self> {
         let attr = reply
             .attr
@@ -53,6 +72,10 @@ impl Layout {
                 },
             );
         }
-        Ok(Layout { attr, chunks })
+        Ok(Layout {
+            attr,
+            chunks,
+            inline: reply.inline_data,
+        })
     }
 }

@@ -129,6 +129,10 @@ pub(crate) fn commit_layout(
     for id in replaced {
         release(state, id, replication, now.as_ms());
     }
+    // A chunk at index 0 replaces the bytes kept inline there.
+    if state.layouts.get(&ino).is_some_and(|l| l.contains_key(&0)) {
+        state.inline.remove(ino);
+    }
     refresh_allocated(state, ino);
     if counted {
         crate::quota::charge(state, dir, i64::try_from(grows).unwrap_or(i64::MAX), 0);
@@ -142,12 +146,14 @@ pub(crate) fn commit_layout(
     Ok(())
 }
 
-/// Recomputes the bytes of chunk data `ino`'s layout references.
+/// Recomputes the bytes of data `ino` holds: its layout's chunk references
+/// and its inline bytes.
 pub(crate) fn refresh_allocated(state: &mut State, ino: u64) {
-    let bytes = state
+    let chunks: u64 = state
         .layouts
         .get(&ino)
         .map_or(0, |l| l.values().map(|r| u64::from(r.len)).sum());
+    let bytes = chunks + state.inline.get(ino).map_or(0, |d| d.len() as u64);
     if let Some(i) = state.inodes.get_mut(&ino) {
         i.allocated = bytes;
     }

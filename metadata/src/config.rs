@@ -79,6 +79,16 @@ pub struct Config {
     /// second of apply; a larger tree is refused with a message naming
     /// this key (snapshot its subtrees one by one, or raise it).
     pub snapshot_max_inodes: u64,
+    /// Files up to this many bytes are kept in the metadata itself, on
+    /// every member, instead of in a chunk on storage nodes (see
+    /// `bigfs_metadata::inline`). Default 16384; 0 turns it off; at most
+    /// 65536. Only for files whose replication is at most the number of
+    /// metadata members.
+    pub inline_max_bytes: u32,
+    /// Most bytes all inline files together may hold (they live in every
+    /// member's memory and in each snapshot); past it small files go to
+    /// chunks. Default 134217728 (128 MiB).
+    pub inline_total_max_bytes: u64,
     /// Repair queue, garbage collection and decommissioning (`[heal]`).
     pub heal: crate::heal::HealConfig,
     /// When a node registration is refused (`[registration]`).
@@ -161,6 +171,8 @@ impl Default for Config {
             lock_lease_ms: 15_000,
             trash_retention_ms: 24 * 3600 * 1000,
             snapshot_max_inodes: 100_000,
+            inline_max_bytes: 16 * 1024,
+            inline_total_max_bytes: 128 << 20,
             heal: crate::heal::HealConfig::default(),
             registration: crate::registration::RegistrationConfig::default(),
             node_id: 1,
@@ -219,6 +231,13 @@ impl Config {
         }
         if self.snapshot_max_inodes == 0 {
             return Err("snapshot_max_inodes must be >= 1".into());
+        }
+        if self.inline_max_bytes > crate::inline::MAX_INLINE_BYTES {
+            return Err(format!(
+                "inline_max_bytes must be at most {}, got {}",
+                crate::inline::MAX_INLINE_BYTES,
+                self.inline_max_bytes
+            ));
         }
         if self.log_sync_interval_ms == 0 || self.log_sync_interval_ms > 10_000 {
             return Err("log_sync_interval_ms must be 1..=10000".into());

@@ -529,6 +529,7 @@ impl Scope {
             anon_gid: g.anon_gid,
             replication: g.replication,
             entry: g.entry as u32,
+            inline_max_bytes: 0,
         }
     }
 

@@ -20,6 +20,7 @@ pub mod fsck;
 pub mod gc;
 pub mod heal;
 pub mod http;
+pub mod inline;
 pub mod limits;
 pub mod liveness;
 pub mod lock_service;

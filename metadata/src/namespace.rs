@@ -364,7 +364,9 @@ pub(crate) fn record_access(state: &mut State, times: &[(u64, Time)]) {
 /// Drops chunk refs wholly past `size` and cuts the one across it.
 fn truncate_layout(state: &mut State, ino: u64, size: u64, chunk_size: u64, now: Time) {
     let replication = state.inodes.get(&ino).map_or(0, |i| i.replication);
+    state.inline.truncate(ino, size);
     let Some(layout) = state.layouts.get_mut(&ino) else {
+        chunks::refresh_allocated(state, ino);
         return;
     };
     // First index with no byte below `size`.
@@ -721,6 +723,7 @@ pub(crate) fn free_inode(state: &mut State, ino: u64, now: Time) {
     };
     state.quotas.remove(&ino);
     state.dirs.remove(&ino);
+    state.inline.remove(ino);
     if let Some(layout) = state.layouts.remove(&ino) {
         for r in layout.values() {
             chunks::release(state, r.id, replication, now.as_ms());

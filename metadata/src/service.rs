@@ -348,6 +348,11 @@ impl MetadataService {
 
     /// Names `cmd` with the request's id, if it carries one, so that a
     /// retry of the request is answered from the clients table.
+    /// The copies bytes kept inline get: one per voting member.
+    fn inline_copies(&self) -> u32 {
+        u32::try_from(self.inner.consensus.voters()).unwrap_or(u32::MAX)
+    }
+
     fn once(&self, id: Option<pb::RequestId>, cmd: Command) -> Command {
         let Some(id) = id else {
             return cmd;
@@ -742,6 +747,7 @@ impl Metadata for MetadataService {
             Ok(pb::LayoutReply {
                 attr: Some(attr),
                 chunks,
+                inline_data: st.inline.get(ino).cloned(),
             })
         })
         .await
@@ -761,21 +767,40 @@ impl Metadata for MetadataService {
         }
         let [ino] = self.confine(&scope, true, [r.ino]).await?;
         let now = Time::now();
-        self.execute_attr(
-            scope,
-            self.once(
-                r.id,
-                Command::CommitLayout {
+        let (size, mtime) = (
+            file_size(r.size)?,
+            r.mtime.as_ref().map_or(now, Time::from_pb),
+        );
+        let cmd = match r.inline_data {
+            None => Command::CommitLayout {
+                ino,
+                chunks: refs,
+                size,
+                mtime,
+                now,
+            },
+            Some(data) => {
+                let config = &self.inner.config;
+                if data.len() > config.inline_max_bytes as usize {
+                    return Err(Status::failed_precondition(format!(
+                        "{} inline bytes exceed inline_max_bytes ({}): store a chunk",
+                        data.len(),
+                        config.inline_max_bytes
+                    )));
+                }
+                Command::CommitInline {
                     ino,
                     chunks: refs,
-                    size: file_size(r.size)?,
-                    mtime: r.mtime.as_ref().map_or(now, Time::from_pb),
+                    data,
+                    size,
+                    mtime,
+                    budget: config.inline_total_max_bytes,
+                    max_replication: self.inline_copies(),
                     now,
-                },
-            ),
-            vec![],
-        )
-        .await
+                }
+            }
+        };
+        self.execute_attr(scope, self.once(r.id, cmd), vec![]).await
     }
 
     async fn place_chunk(
@@ -1110,12 +1135,19 @@ impl Metadata for MetadataService {
         request: Request<pb::Empty>,
     ) -> Result<Response<pb::ExportReply>, Status> {
         let scope = self.scope(&request)?;
-        let reply = self
+        let copies = self.inline_copies();
+        let mut reply = self
             .with(move |core, _, _| {
                 scope.root(&core.state)?;
                 Ok(scope.describe())
             })
             .await?;
+        // Inline files get one copy per member: offered only where that is
+        // as many as a file gets by default.
+        let config = &self.inner.config;
+        if config.replication <= copies {
+            reply.inline_max_bytes = config.inline_max_bytes;
+        }
         Ok(Response::new(reply))
     }
 

@@ -152,6 +152,9 @@ pub(crate) fn snapshot(
             }
             state.layouts.insert(new, layout);
         }
+        if let Some(data) = state.inline.get(old).cloned() {
+            state.inline.set(new, data);
+        }
         charged_bytes += crate::quota::bytes_of(inode.kind, inode.size);
         state.inodes.insert(new, inode);
         if read_only {

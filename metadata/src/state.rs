@@ -245,6 +245,9 @@ pub struct State {
     /// with no name that a Link may name (see `tmpfile`).
     #[serde(default)]
     pub tmpfiles: std::collections::BTreeSet<u64>,
+    /// Small files' bytes kept in the metadata (see `inline`).
+    #[serde(default)]
+    pub inline: crate::inline::Inline,
 }
 
 impl Default for State {
@@ -291,6 +294,7 @@ impl State {
             read_only: Default::default(),
             quotas: BTreeMap::new(),
             tmpfiles: Default::default(),
+            inline: Default::default(),
         }
     }
 
@@ -519,6 +523,22 @@ pub enum Command {
         /// Chunk size and replication (cluster defaults).
         chunk_size: u32,
         replication: u32,
+        now: Time,
+    },
+    /// A `CommitLayout` whose chunk index 0 is kept inline: `data` replaces
+    /// whatever index 0 held (see `inline`). `budget` is the most inline
+    /// bytes the state may hold after it (the leader's configuration).
+    CommitInline {
+        ino: u64,
+        /// (index, chunk, bytes used), none at index 0.
+        chunks: Vec<(u64, ChunkId, u32)>,
+        data: bytes::Bytes,
+        size: u64,
+        mtime: Time,
+        budget: u64,
+        /// Copies inline bytes get (the metadata members): a file wanting
+        /// more is refused.
+        max_replication: u32,
         now: Time,
     },
 }
@@ -823,6 +843,29 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
             *now,
         )
         .map(Reply::Ino),
+        Command::CommitInline {
+            ino,
+            chunks,
+            data,
+            size,
+            mtime,
+            budget,
+            max_replication,
+            now,
+        } => crate::inline::commit(
+            state,
+            &crate::inline::InlineCommit {
+                ino: *ino,
+                chunks,
+                data,
+                size: *size,
+                mtime: *mtime,
+                budget: *budget,
+                max_replication: *max_replication,
+            },
+            *now,
+        )
+        .map(|()| Reply::Ino(*ino)),
     }
 }
 

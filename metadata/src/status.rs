@@ -22,6 +22,8 @@ pub fn status(state: &State, live: &Liveness, config: &Config) -> pb::StatusRepl
     let mut r = pb::StatusReply {
         default_replication: config.replication,
         chunk_size: config.chunk_size,
+        inline_files: state.inline.files() as u64,
+        inline_bytes: state.inline.total_bytes(),
         ..Default::default()
     };
     for (ino, inode) in &state.inodes {

@@ -461,6 +461,16 @@ pub fn gauges(status: &pb::StatusReply, gc: &GcBacklog, queue_length: usize) -> 
             status.chunk_bytes,
         ),
         (
+            "bigfs_inline_files",
+            "Small files whose bytes the metadata keeps (no chunk).",
+            status.inline_files,
+        ),
+        (
+            "bigfs_inline_bytes",
+            "Bytes kept inline in the metadata, on every member.",
+            status.inline_bytes,
+        ),
+        (
             "bigfs_under_replicated_chunks",
             "Referenced chunks with fewer Available copies on Up nodes than wanted.",
             status.under_replicated,

@@ -151,6 +151,7 @@ async fn namespace_chunks_and_nodes_survive_a_restart() {
         }],
         size: data.len() as u64,
         mtime: None,
+        inline_data: None,
         id: None,
     };
     let e = c.commit_layout(commit.clone()).await.unwrap_err();

@@ -461,6 +461,7 @@ async fn bad_input_gets_a_clear_status_and_servers_keep_serving() {
             }],
             size: 5,
             mtime: None,
+            inline_data: None,
             id: None,
         })
         .await

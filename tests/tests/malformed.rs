@@ -397,6 +397,9 @@ fn hostile(path: &str, rng: &mut StdRng) -> Vec<u8> {
                 .collect(),
             size: hostile_u64(rng),
             mtime: time(rng),
+            inline_data: pick(rng, &[None, Some(vec![7u8; 100]), Some(vec![0u8; 70_000])])
+                .clone()
+                .map(Into::into),
             id: request_id(rng),
         }
         .encode_to_vec(),

@@ -624,7 +624,8 @@ async fn status(client: &Client, json: bool) -> Result<(), Failure> {
             "copies_wanted": s.copies_wanted, "copies_good": s.copies_good,
             "repair_pending": s.repair_pending, "repair_failed": s.repair_failed,
             "repair_completed": s.repair_completed, "gc_backlog": s.gc_backlog,
-            "gc_trash": s.gc_trash, "trash_files": s.trash_files, "trash_bytes": s.trash_bytes});
+            "gc_trash": s.gc_trash, "trash_files": s.trash_files, "trash_bytes": s.trash_bytes,
+            "inline_files": s.inline_files, "inline_bytes": s.inline_bytes});
         outln!("{v}");
         return Ok(());
     }
@@ -652,11 +653,13 @@ async fn status(client: &Client, json: bool) -> Result<(), Failure> {
     }
     outln!();
     outln!(
-        "files {}  directories {}  chunks {} ({})  trash {} files ({})",
+        "files {}  directories {}  chunks {} ({})  inline {} files ({})  trash {} files ({})",
         s.files,
         s.directories,
         s.chunks,
         bigfs_client::admin::human(s.chunk_bytes),
+        s.inline_files,
+        bigfs_client::admin::human(s.inline_bytes),
         s.trash_files,
         bigfs_client::admin::human(s.trash_bytes)
     );

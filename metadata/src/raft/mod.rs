@@ -382,6 +382,14 @@ impl Consensus {
         m.state == ServerState::Leader && m.current_leader == Some(self.id)
     }
 
+    /// How many voting members the group has: each holds a copy of the
+    /// state, and so of the bytes kept inline.
+    pub fn voters(&self) -> usize {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.membership_config.membership().voter_ids().count()
+    }
+
     /// The leader's address as this member knows it.
     pub fn leader_address(&self) -> Option<String> {
         let m = self.raft.metrics();
