@@ -9,7 +9,7 @@ use crate::chunk_io::ChunkIo;
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
 use crate::file::FileHandle;
-use crate::fresh_dirs::FreshDirs;
+use crate::fresh_dirs::{FreshDirs, NameChange};
 use crate::layout::Layout;
 use crate::meta_wait::MetaWait;
 use crate::metrics::MetricsSnapshot;
@@ -192,6 +192,7 @@ impl Client {
         let reply = self
             .changing(
                 &[req.ino],
+                &[],
                 self.io.meta.mutate(
                     "setattr",
                     req,
@@ -203,28 +204,39 @@ impl Client {
     }
 
     pub async fn create(&self, req: pb::CreateRequest) -> Result<pb::Attr> {
+        let (parent, name) = (req.parent, req.name.clone());
         let reply = self
             .changing(
-                &[req.parent],
+                &[parent],
+                &[NameChange::Added(parent, &name)],
                 self.io
                     .meta
                     .mutate("create", req, |mut c, r| async move { c.create(r).await }),
             )
             .await;
-        attr_of(reply?)
+        let attr = attr_of(reply?)?;
+        self.fresh.made(&attr);
+        Ok(attr)
     }
 
-    /// Runs `call`, a change of `dirs`, and keeps the directories' attrs
-    /// its reply carries (see [`FreshDirs`]).
+    /// Whether `name` is surely not in directory `parent` (see
+    /// [`FreshDirs::absent`]): a lookup of it can answer ENOENT at once.
+    pub fn surely_absent(&self, parent: u64, name: &str) -> bool {
+        self.fresh.absent(parent, name)
+    }
+
+    /// Runs `call`, a change of `dirs` doing `names` to their names, and
+    /// keeps the directories' attrs its reply carries (see [`FreshDirs`]).
     async fn changing<T: ChangedDirs>(
         &self,
         dirs: &[u64],
+        names: &[NameChange<'_>],
         call: impl Future<Output = Result<T>>,
     ) -> Result<T> {
         let change = self.fresh.start(dirs);
         let reply = call.await;
         let after = reply.as_ref().map_or(&[][..], ChangedDirs::dirs);
-        self.fresh.finish(change, after);
+        self.fresh.finish(change, after, names);
         reply
     }
 
@@ -296,6 +308,7 @@ impl Client {
         let reply = self
             .changing(
                 &[new_parent],
+                &[NameChange::Added(new_parent, new_name)],
                 self.io
                     .meta
                     .mutate("link", req, |mut c, r| async move { c.link(r).await }),
@@ -321,6 +334,7 @@ impl Client {
         let reply = self
             .changing(
                 &[parent],
+                &[NameChange::Removed(parent, name)],
                 self.io
                     .meta
                     .mutate("unlink", req, |mut c, r| async move { c.unlink(r).await }),
@@ -339,6 +353,7 @@ impl Client {
         let reply = self
             .changing(
                 &[parent],
+                &[NameChange::Removed(parent, name)],
                 self.io
                     .meta
                     .mutate("rmdir", req, |mut c, r| async move { c.rmdir(r).await }),
@@ -348,9 +363,23 @@ impl Client {
     }
 
     pub async fn rename(&self, req: pb::RenameRequest) -> Result<()> {
+        let (from, to) = (
+            (req.parent, req.name.clone()),
+            (req.new_parent, req.new_name.clone()),
+        );
+        // An exchange leaves both names in place.
+        let names = if req.exchange {
+            vec![]
+        } else {
+            vec![
+                NameChange::Removed(from.0, &from.1),
+                NameChange::Added(to.0, &to.1),
+            ]
+        };
         let reply = self
             .changing(
                 &[req.parent, req.new_parent],
+                &names,
                 self.io
                     .meta
                     .mutate("rename", req, |mut c, r| async move { c.rename(r).await }),
@@ -432,6 +461,7 @@ impl Client {
         let reply = self
             .changing(
                 &[ino],
+                &[],
                 self.io.meta.mutate(
                     "setxattr",
                     req,
@@ -479,6 +509,7 @@ impl Client {
         let reply = self
             .changing(
                 &[ino],
+                &[],
                 self.io
                     .meta
                     .mutate("removexattr", req, |mut c, r| async move {

@@ -450,6 +450,11 @@ impl Filesystem for BigFs {
             if let Err(e) = require(&client, who, parent.0, AccessFlags::X_OK).await {
                 return reply.error(err(&e));
             }
+            // A name this mount knows is not there (a directory it made):
+            // the lookup before a create costs no round trip.
+            if client.surely_absent(parent.0, &name) {
+                return reply.error(Errno::ENOENT);
+            }
             match client.lookup(parent.0, &name).await {
                 Ok(a) => {
                     dirs.seen(&a);

@@ -24,6 +24,7 @@ impl Client {
         let reply = self
             .changing(
                 &[ino],
+                &[],
                 self.io.meta.mutate("setrepl", req, |mut c, r| async move {
                     c.set_replication(r).await
                 }),

@@ -567,8 +567,7 @@ pub(crate) fn rename(
         set_parent(state, src, new_parent);
         set_parent(state, dst, parent);
         let moved_dirs = i32::from(src_dir) - i32::from(dst_dir);
-        touch_dir(state, parent, now, -moved_dirs);
-        touch_dir(state, new_parent, now, moved_dirs);
+        touch_dirs(state, (parent, -moved_dirs), (new_parent, moved_dirs), now);
         touch_inode(state, src, now);
         touch_inode(state, dst, now);
         return Ok(());
@@ -606,7 +605,7 @@ pub(crate) fn rename(
         let path = trash_path(state, dst, new_parent, new_name, last);
         remove_dentry(state, new_parent, new_name);
         if dst_dir {
-            touch_dir(state, new_parent, now, -1);
+            add_subdirs(state, new_parent, -1);
             free_inode(state, dst, now);
         } else {
             drop_link(state, dst, new_parent, last, path, now);
@@ -615,13 +614,8 @@ pub(crate) fn rename(
     remove_dentry(state, parent, name);
     insert_dentry(state, new_parent, new_name, src);
     set_parent(state, src, new_parent);
-    if src_dir && parent != new_parent {
-        touch_dir(state, parent, now, -1);
-        touch_dir(state, new_parent, now, 1);
-    } else {
-        touch_dir(state, parent, now, 0);
-        touch_dir(state, new_parent, now, 0);
-    }
+    let moved = i32::from(src_dir);
+    touch_dirs(state, (parent, -moved), (new_parent, moved), now);
     touch_inode(state, src, now);
     Ok(())
 }
@@ -657,12 +651,39 @@ fn set_parent(state: &mut State, ino: u64, parent: u64) {
     }
 }
 
-/// Updates a directory's times and its link count by `subdirs` (+1 for a
-/// new subdirectory, -1 for one gone).
+/// Updates a directory whose entries a command changed: its times, its
+/// link count by `subdirs` (+1 for a new subdirectory, -1 for one gone),
+/// and its version, by one per command: a client that made the change
+/// tells from the version whether anyone else changed the directory too
+/// (see the mount's `fresh_dirs`).
 pub(crate) fn touch_dir(state: &mut State, ino: u64, now: Time, subdirs: i32) {
     if let Some(i) = state.inodes.get_mut(&ino) {
         i.mtime = now;
         i.ctime = now;
+        i.nlink = i.nlink.saturating_add_signed(subdirs);
+        i.version += 1;
+    }
+}
+
+/// [`touch_dir`] of a rename's two directories, once if they are one.
+fn touch_dirs(
+    state: &mut State,
+    (a, a_subdirs): (u64, i32),
+    (b, b_subdirs): (u64, i32),
+    now: Time,
+) {
+    if a == b {
+        touch_dir(state, a, now, a_subdirs + b_subdirs);
+    } else {
+        touch_dir(state, a, now, a_subdirs);
+        touch_dir(state, b, now, b_subdirs);
+    }
+}
+
+/// A directory's link count changed by `subdirs`, within a command that
+/// touches it once elsewhere.
+fn add_subdirs(state: &mut State, ino: u64, subdirs: i32) {
+    if let Some(i) = state.inodes.get_mut(&ino) {
         i.nlink = i.nlink.saturating_add_signed(subdirs);
     }
 }

@@ -889,3 +889,31 @@ fn confined_paths_stop_at_the_export_root() {
     assert_eq!(confined_path("/", "/x/.."), "/");
     assert_eq!(confined_path("/", "/x"), "/x");
 }
+
+#[test]
+fn each_change_of_a_directorys_entries_bumps_its_version_once() {
+    let mut s = State::new();
+    let a = mkdir(&mut s, ROOT_INO, "a");
+    let b = mkdir(&mut s, ROOT_INO, "b");
+    let v = |s: &State, d: u64| s.inodes[&d].version;
+    assert_eq!((v(&s, a), v(&s, b)), (0, 0), "a new directory is at 0");
+    file(&mut s, a, "f");
+    assert_eq!(v(&s, a), 1);
+    // Within one directory: once, not once per side.
+    rename(&mut s, a, "f", a, "g", false, false).unwrap();
+    assert_eq!(v(&s, a), 2);
+    mkdir(&mut s, a, "d1");
+    mkdir(&mut s, b, "d2");
+    assert_eq!((v(&s, a), v(&s, b)), (3, 1));
+    // Across directories, replacing an empty directory: once each.
+    rename(&mut s, a, "d1", b, "d2", false, false).unwrap();
+    assert_eq!((v(&s, a), v(&s, b)), (4, 2));
+    assert_eq!(s.inodes[&b].nlink, 3, "b holds one subdirectory");
+    file(&mut s, b, "x");
+    rename(&mut s, b, "x", b, "d2", false, true).unwrap();
+    assert_eq!(v(&s, b), 4, "an exchange in one directory: once");
+    unlink(&mut s, a, "g").unwrap();
+    assert_eq!(v(&s, a), 5);
+    rmdir(&mut s, b, "x").unwrap();
+    assert_eq!(v(&s, b), 5);
+}

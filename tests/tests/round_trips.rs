@@ -111,3 +111,39 @@ async fn a_cold_read_of_a_small_file_is_a_lookup_and_one_layout_call() {
     assert_eq!(layouts, FILES as f64, "one layout call per file");
     assert!(attrs <= 2.0, "{attrs} GetAttr calls for {FILES} cold reads");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn new_names_in_a_directory_made_here_are_not_looked_up() {
+    let _deadline = deadline(Duration::from_secs(120));
+    let c = Cluster::start_with(1, "").await;
+    let (a, b) = (Mount::new(&c, &[]), Mount::new(&c, &[]));
+    let d = a.path().join("made");
+    std::fs::create_dir(&d).unwrap();
+
+    const ROUNDS: u32 = 20;
+    let before = calls(&c, "Lookup");
+    for i in 0..ROUNDS {
+        std::fs::File::create(d.join(format!("f{i}"))).unwrap();
+        std::fs::create_dir(d.join(format!("s{i}"))).unwrap();
+        std::fs::rename(d.join(format!("f{i}")), d.join(format!("g{i}"))).unwrap();
+        std::fs::write(d.join(format!("s{i}")).join("inner"), b"x").unwrap();
+    }
+    let lookups = calls(&c, "Lookup") - before;
+    assert!(
+        lookups <= 2.0,
+        "{lookups} Lookup calls for {ROUNDS} rounds of create, mkdir, rename and create below"
+    );
+    // Names already there are still found.
+    assert!(std::fs::metadata(d.join("g3")).unwrap().is_file());
+    assert!(std::fs::metadata(d.join("f3")).is_err());
+
+    // Another mount adds a name: the next change here shows the directory
+    // changed behind this mount's back, and the name is looked up.
+    std::fs::write(b.path().join("made").join("theirs"), b"b").unwrap();
+    std::fs::File::create(d.join("mine")).unwrap();
+    assert_eq!(std::fs::read(d.join("theirs")).unwrap(), b"b");
+    // And with no change here, at most the attribute TTL later.
+    std::fs::write(b.path().join("made").join("later"), b"c").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(std::fs::read(d.join("later")).unwrap(), b"c");
+}
