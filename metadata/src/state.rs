@@ -245,6 +245,9 @@ pub struct State {
     /// with no name that a Link may name (see `tmpfile`).
     #[serde(default)]
     pub tmpfiles: std::collections::BTreeSet<u64>,
+    /// Each storage node's receipt key (see `receipts`).
+    #[serde(default)]
+    pub receipt_keys: BTreeMap<String, crate::receipts::NodeKey>,
 }
 
 impl Default for State {
@@ -291,6 +294,7 @@ impl State {
             read_only: Default::default(),
             quotas: BTreeMap::new(),
             tmpfiles: Default::default(),
+            receipt_keys: BTreeMap::new(),
         }
     }
 
@@ -520,6 +524,14 @@ pub enum Command {
         chunk_size: u32,
         replication: u32,
         now: Time,
+    },
+    /// A storage node's new receipt key, made by the leader when the node
+    /// registers (proposed right after its `RegisterNode`); the previous
+    /// one verifies for a short grace (see `receipts`).
+    SetReceiptKey {
+        node: String,
+        key: bigfs_proto::receipt::ReceiptKey,
+        now_ms: u64,
     },
 }
 
@@ -823,6 +835,15 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
             *now,
         )
         .map(Reply::Ino),
+        Command::SetReceiptKey { node, key, now_ms } => {
+            if !state.nodes.contains_key(node) {
+                return Err(MetaError::FailedPrecondition(format!(
+                    "node {node:?} is not registered"
+                )));
+            }
+            crate::receipts::set_key(state, node, *key, *now_ms);
+            Ok(Reply::Done)
+        }
     }
 }
 

@@ -120,6 +120,7 @@ async fn a_node_certificate_acts_only_for_its_own_node() {
         m.confirm_replica(pb::ConfirmReplicaRequest {
             id: id.to_vec(),
             node_id: "node-2".into(),
+            ..Default::default()
         })
         .await,
     );
@@ -233,6 +234,7 @@ async fn a_client_certificate_cannot_call_node_or_admin_rpcs() {
         m.confirm_replica(pb::ConfirmReplicaRequest {
             id: ChunkId::of(b"x").to_vec(),
             node_id: "node-1".into(),
+            ..Default::default()
         })
         .await,
     );
