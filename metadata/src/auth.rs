@@ -6,20 +6,25 @@
 //! here. The handlers then check what depends on the request:
 //! - a storage node registers, heartbeats and registers chunks only as
 //!   itself ([`bigfs_proto::auth::require_node`]);
-//! - it confirms a copy on another node only for a chunk it holds itself
-//!   (the primary vouching for the copies it forwarded; [`check_confirm`]);
+//! - it confirms a copy on another node, and names other nodes in
+//!   `RegisterChunk.confirmed`, only with that node's receipt: an HMAC
+//!   under the node's own secret key, which the caller cannot make
+//!   ([`check_receipt`], [`crate::receipts`]); a confirmed node without a
+//!   valid receipt is designated Pending instead;
 //! - it reports failures only as itself, and only a node may report its
 //!   own copy lost ([`check_report`]).
 //!
-//! Under `--insecure` every caller is anonymous and every check passes.
+//! Under `--insecure` every caller is anonymous and every role check
+//! passes; receipts are still required, so even there a copy is Available
+//! only on its node's word.
 
 use bigfs_proto::ChunkId;
 use bigfs_proto::auth::{Caller, Role, caller};
 use bigfs_proto::pb;
 use tonic::{Request, Status};
 
+use crate::receipts::{self, Rejection};
 use crate::service::MetadataService;
-use crate::state::ReplicaStatus;
 
 /// Storage nodes only.
 const NODE: &[Role] = &[Role::Node];
@@ -82,38 +87,54 @@ fn node_caller<T>(request: &Request<T>) -> Result<Option<String>, Status> {
     })
 }
 
-/// A node confirms its own copy, or, as a primary that holds an Available
-/// copy of the chunk, a copy it forwarded to another node.
-pub async fn check_confirm(
+/// Who made a request, for logs: `ROLE:NAME`, or "anonymous".
+pub fn caller_name<T>(request: &Request<T>) -> String {
+    match caller(request) {
+        Ok(Caller::Peer(id)) => id.to_string(),
+        _ => "anonymous".to_string(),
+    }
+}
+
+/// Whether a `ConfirmReplica` comes from the node that holds the copy: its
+/// `node:` certificate names the node it confirms. Anyone else (another
+/// node, or every caller under `--insecure`, where nobody is known) must
+/// bring that node's receipt ([`check_receipt`]).
+pub fn confirms_own_copy(request: &Request<pb::ConfirmReplicaRequest>) -> Result<bool, Status> {
+    Ok(node_caller(request)?.is_some_and(|me| me == request.get_ref().node_id))
+}
+
+/// A `ConfirmReplica` for a copy on another node carries that node's
+/// valid receipt; without one the copy stays as it is (Pending) and the
+/// call is refused (see [`crate::receipts`]).
+pub async fn check_receipt(
     svc: &MetadataService,
-    request: &Request<pb::ConfirmReplicaRequest>,
+    r: &pb::ConfirmReplicaRequest,
+    by: &str,
 ) -> Result<(), Status> {
-    let Some(me) = node_caller(request)? else {
-        return Ok(());
-    };
-    let r = request.get_ref();
-    if r.node_id == me {
-        return Ok(());
-    }
     let id = ChunkId::from_slice(&r.id)?;
-    let holder = {
-        let me = me.clone();
-        svc.inspect(move |state, _, _, _| {
-            state
-                .chunks
-                .get(&id)
-                .and_then(|c| c.replicas.get(&me))
-                .is_some_and(|s| *s == ReplicaStatus::Available)
+    let node = r.node_id.clone();
+    let mac = r.receipt.clone();
+    let checked = svc
+        .inspect(move |state, _, _, _| {
+            if mac.is_empty() {
+                return Ok(Err(Rejection::Missing));
+            }
+            let Some(c) = state.chunks.get(&id) else {
+                return Err(Status::not_found(format!("chunk {id} is not registered")));
+            };
+            let now_ms = bigfs_proto::now_ms();
+            Ok(receipts::check(state, &node, id, c.len, &mac, now_ms))
         })
-        .await?
-    };
-    if holder {
-        return Ok(());
-    }
-    Err(Status::permission_denied(format!(
-        "node:{me} may not confirm a copy on {:?}: it holds no copy of the chunk",
-        r.node_id
-    )))
+        .await??;
+    checked.map_err(|why| {
+        receipts::rejected(&r.node_id, id, by, why);
+        Status::permission_denied(format!(
+            "no valid receipt from node {:?} for its copy of chunk {id} ({}): only the \
+             node itself, or a caller holding its receipt, confirms its copy",
+            r.node_id,
+            why.reason()
+        ))
+    })
 }
 
 /// A node reports failures as itself; a report naming its subject as the

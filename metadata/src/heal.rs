@@ -464,6 +464,7 @@ pub fn apply(state: &mut State, cmd: &HealCommand) -> Result<(), MetaError> {
         }
         HealCommand::RemoveNode { node } => {
             state.nodes.remove(node);
+            state.receipt_keys.remove(node);
             state
                 .heal
                 .queue

@@ -31,6 +31,7 @@ pub mod orphans;
 pub mod placement;
 pub mod quota;
 pub mod raft;
+pub mod receipts;
 pub mod registration;
 pub mod repair;
 pub mod replication;

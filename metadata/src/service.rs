@@ -21,6 +21,7 @@ use crate::machine::Core;
 use crate::namespace;
 use crate::placement::{self, Candidate};
 use crate::raft::Consensus;
+use crate::receipts;
 use crate::registration;
 use crate::state::{Command, Kind, ReplicaStatus, Reply, State, Time};
 use crate::validate::{self, chunk_id, chunk_len, file_size, node_field};
@@ -864,7 +865,8 @@ impl Metadata for MetadataService {
         let len = chunk_len(r.len)?;
         node_field("node_id", &r.node_id)?;
         validate::node_list("confirmed", &r.confirmed)
-            .and_then(|()| validate::node_list("pending", &r.pending))?;
+            .and_then(|()| validate::node_list("pending", &r.pending))
+            .and_then(|()| validate::receipts(&r.receipts))?;
         self.with(move |core, live, config| {
             let now = Instant::now();
             let st = &core.state;
@@ -875,14 +877,24 @@ impl Metadata for MetadataService {
                 )));
             }
             let wanted = replication_or_default(r.replication, config) as usize;
-            let confirmed: Vec<String> = r
+            // Another node's copy is Available only with that node's
+            // receipt; one without stays Pending (see `receipts`).
+            let now_ms = bigfs_proto::now_ms();
+            let (confirmed, unproven): (Vec<String>, Vec<String>) = r
                 .confirmed
                 .iter()
                 .filter(|n| **n != r.node_id && st.nodes.contains_key(*n))
                 .cloned()
-                .collect();
+                .partition(|n| {
+                    let mac = r.receipts.iter().find(|x| x.node_id == *n);
+                    let mac = mac.map_or(&[][..], |x| &x.mac[..]);
+                    receipts::check(st, n, id, len, mac, now_ms)
+                        .inspect_err(|why| receipts::rejected(n, id, &r.node_id, *why))
+                        .is_ok()
+                });
             let mut exclude = BTreeSet::from([r.node_id.clone()]);
             exclude.extend(confirmed.iter().cloned());
+            exclude.extend(unproven.iter().cloned());
             let mut have_up = confirmed.iter().filter(|n| is_up(st, live, n, now)).count();
             let mut pending_up = Vec::new();
             if let Some(c) = st.chunks.get(&id) {
@@ -901,14 +913,18 @@ impl Metadata for MetadataService {
                     }
                 }
             }
-            // Copies the primary is still sending count as designated.
-            let mut designated: Vec<String> = r
-                .pending
-                .iter()
-                .filter(|n| !exclude.contains(*n) && is_up(st, live, n, now))
-                .take(wanted.saturating_sub(1 + have_up + pending_up.len()))
-                .cloned()
-                .collect();
+            // Copies the primary is still sending count as designated, and
+            // so do confirmed copies whose receipts did not verify.
+            let mut designated = unproven;
+            designated.extend(
+                r.pending
+                    .iter()
+                    .filter(|n| !exclude.contains(*n) && is_up(st, live, n, now))
+                    .take(wanted.saturating_sub(
+                        1 + have_up + pending_up.len() + designated.len(),
+                    ))
+                    .cloned(),
+            );
             exclude.extend(designated.iter().cloned());
             let more = wanted.saturating_sub(1 + have_up + pending_up.len() + designated.len());
             let cands = candidates(st, live, now);
@@ -945,10 +961,15 @@ impl Metadata for MetadataService {
         &self,
         request: Request<pb::ConfirmReplicaRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
-        crate::auth::check_confirm(self, &request).await?;
+        let by_holder = crate::auth::confirms_own_copy(&request)?;
+        let by = crate::auth::caller_name(&request);
         let r = request.into_inner();
         let id = chunk_id(&r.id)?;
         node_field("node_id", &r.node_id)?;
+        validate::receipt_mac(&r.receipt)?;
+        if !by_holder {
+            crate::auth::check_receipt(self, &r, &by).await?;
+        }
         self.execute_empty(Command::ConfirmReplica {
             id,
             node: r.node_id,
@@ -1026,6 +1047,7 @@ impl Metadata for MetadataService {
         for c in &r.chunks {
             inventory.push(chunk_id(c)?);
         }
+        let receipt_key = bigfs_proto::receipt::new_key().map_err(Status::internal)?;
         self.with(move |core, live, config| {
             let now = Instant::now();
             let rec = chunks::reconcile(&core.state, &r.node_id, &inventory);
@@ -1087,6 +1109,11 @@ impl Metadata for MetadataService {
                 lost: rec.lost,
                 confirmed: rec.confirmed,
             });
+            core.propose(Command::SetReceiptKey {
+                node: r.node_id.clone(),
+                key: receipt_key,
+                now_ms: bigfs_proto::now_ms(),
+            });
             live.heard(
                 &r.node_id,
                 r.capacity,
@@ -1098,6 +1125,7 @@ impl Metadata for MetadataService {
             Ok(pb::RegisterNodeReply {
                 delete_chunks: delete.iter().map(ChunkId::to_vec).collect(),
                 heartbeat_interval_ms: config.heartbeat_interval_ms,
+                receipt_key: receipt_key.to_vec(),
             })
         })
         .await

@@ -248,6 +248,9 @@ pub struct State {
     /// Small files' bytes kept in the metadata (see `inline`).
     #[serde(default)]
     pub inline: crate::inline::Inline,
+    /// Each storage node's receipt key (see `receipts`).
+    #[serde(default)]
+    pub receipt_keys: BTreeMap<String, crate::receipts::NodeKey>,
 }
 
 impl Default for State {
@@ -295,6 +298,7 @@ impl State {
             quotas: BTreeMap::new(),
             tmpfiles: Default::default(),
             inline: Default::default(),
+            receipt_keys: BTreeMap::new(),
         }
     }
 
@@ -540,6 +544,14 @@ pub enum Command {
         /// more is refused.
         max_replication: u32,
         now: Time,
+    },
+    /// A storage node's new receipt key, made by the leader when the node
+    /// registers (proposed right after its `RegisterNode`); the previous
+    /// one verifies for a short grace (see `receipts`).
+    SetReceiptKey {
+        node: String,
+        key: bigfs_proto::receipt::ReceiptKey,
+        now_ms: u64,
     },
 }
 
@@ -866,6 +878,15 @@ pub fn apply(state: &mut State, cmd: &Command) -> Result<Reply, MetaError> {
             *now,
         )
         .map(|()| Reply::Ino(*ino)),
+        Command::SetReceiptKey { node, key, now_ms } => {
+            if !state.nodes.contains_key(node) {
+                return Err(MetaError::FailedPrecondition(format!(
+                    "node {node:?} is not registered"
+                )));
+            }
+            crate::receipts::set_key(state, node, *key, *now_ms);
+            Ok(Reply::Done)
+        }
     }
 }
 

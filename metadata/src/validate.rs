@@ -73,6 +73,28 @@ pub fn node_list(what: &str, ids: &[String]) -> Result<(), MetaError> {
     Ok(())
 }
 
+/// `RegisterChunk.receipts`: at most one per confirmable node, each a
+/// node id and a MAC of at most 64 bytes (an HMAC-SHA256 is 32).
+pub fn receipts(receipts: &[bigfs_proto::pb::Receipt]) -> Result<(), MetaError> {
+    list_len("receipts", receipts.len(), MAX_NODE_LIST, "MAX_NODE_LIST")?;
+    for r in receipts {
+        node_field("receipts", &r.node_id)?;
+        receipt_mac(&r.mac)?;
+    }
+    Ok(())
+}
+
+/// A receipt's MAC: at most 64 bytes.
+pub fn receipt_mac(mac: &[u8]) -> Result<(), MetaError> {
+    if mac.len() > 64 {
+        return Err(MetaError::InvalidArgument(format!(
+            "a receipt has {} bytes; at most 64",
+            mac.len()
+        )));
+    }
+    Ok(())
+}
+
 /// A `RegisterNode` inventory's length.
 pub fn inventory_len(len: usize) -> Result<(), MetaError> {
     list_len(

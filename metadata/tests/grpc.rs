@@ -121,10 +121,13 @@ async fn namespace_chunks_and_nodes_survive_a_restart() {
     let e = c.place_chunk(place.clone()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::ResourceExhausted);
 
+    let mut keys = std::collections::BTreeMap::new();
     for n in ["a", "b", "c"] {
         let r = register_node(c, n).await;
         assert_eq!(r.heartbeat_interval_ms, 2000);
         assert!(r.delete_chunks.is_empty());
+        let key = bigfs_proto::receipt::key_from_slice(&r.receipt_key).expect("a receipt key");
+        keys.insert(n.to_string(), key);
     }
     let targets = c.place_chunk(place.clone()).await.unwrap().into_inner();
     assert!(!targets.already_stored);
@@ -165,6 +168,7 @@ async fn namespace_chunks_and_nodes_survive_a_restart() {
             len: data.len() as u32,
             node_id: primary.clone(),
             replication: 0,
+            receipts: vec![],
         })
         .await
         .unwrap()
@@ -175,12 +179,21 @@ async fn namespace_chunks_and_nodes_survive_a_restart() {
             .iter()
             .all(|r| r.node_id != primary && r.address.ends_with(".local:1"))
     );
-    c.confirm_replica(pb::ConfirmReplicaRequest {
+    // Under --insecure nobody is known by certificate: a confirmation is
+    // believed only with the node's receipt.
+    let second = reg.replicas[0].node_id.clone();
+    let confirm = |receipt: Vec<u8>| pb::ConfirmReplicaRequest {
         id: id.to_vec(),
-        node_id: reg.replicas[0].node_id.clone(),
-    })
-    .await
-    .unwrap();
+        node_id: second.clone(),
+        receipt,
+    };
+    let e = c.confirm_replica(confirm(vec![])).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    let wrong_key = bigfs_proto::receipt::sign(&keys[&primary], id, data.len() as u32, &second);
+    let e = c.confirm_replica(confirm(wrong_key)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    let receipt = bigfs_proto::receipt::sign(&keys[&second], id, data.len() as u32, &second);
+    c.confirm_replica(confirm(receipt)).await.unwrap();
     let attr = c
         .commit_layout(commit)
         .await

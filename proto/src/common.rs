@@ -319,13 +319,30 @@ pub const CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
 /// instead of 256 of the default 16 KiB.
 pub const MAX_FRAME_SIZE: u32 = 1024 * 1024;
 
-/// A lazily connecting gRPC channel to `addr` ("host:port" or a URL), with
-/// the process's client TLS setting ([`crate::tls::install_client`]).
-pub fn channel(addr: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    channel_with(addr, crate::tls::client())
+/// Why a channel could not be made (a malformed address, unusable TLS
+/// material); connection failures come later, from the calls.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
-/// As [`channel`], with an explicit TLS setting (None: plaintext).
+/// A lazily connecting gRPC channel to `addr` ("host:port" or a URL), with
+/// the process's client TLS setting ([`crate::tls::install_client`]): a
+/// server whose certificate is in our `revoked.txt` is refused at the
+/// handshake (see [`crate::peer`]).
+pub fn channel(addr: &str) -> Result<tonic::transport::Channel, ChannelError> {
+    match crate::tls::client_material() {
+        Some(m) => Ok(crate::peer::checked_channel(addr, &m, None)?),
+        None => Ok(channel_with(addr, None)?),
+    }
+}
+
+/// As [`channel`], with an explicit tonic TLS setting (None: plaintext),
+/// which checks the server by the CA and the name dialled only (no
+/// revocation list): for tests calling as another identity.
 pub fn channel_with(
     addr: &str,
     tls: Option<tonic::transport::ClientTlsConfig>,
@@ -385,8 +402,7 @@ impl StoragePool {
     pub fn get(
         &self,
         address: &str,
-    ) -> Result<pb::storage_client::StorageClient<tonic::transport::Channel>, tonic::transport::Error>
-    {
+    ) -> Result<pb::storage_client::StorageClient<tonic::transport::Channel>, ChannelError> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(address) {
             return Ok(c.clone());
@@ -423,7 +439,7 @@ impl StoragePool {
 /// A Storage client with BigFS's message limits.
 pub fn storage_client(
     addr: &str,
-) -> Result<pb::storage_client::StorageClient<tonic::transport::Channel>, tonic::transport::Error> {
+) -> Result<pb::storage_client::StorageClient<tonic::transport::Channel>, ChannelError> {
     Ok(pb::storage_client::StorageClient::new(channel(addr)?)
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE))

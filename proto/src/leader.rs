@@ -102,7 +102,7 @@ pub enum AddrError {
     #[error("bad metadata address {addr:?}: {source}")]
     Bad {
         addr: String,
-        source: tonic::transport::Error,
+        source: crate::ChannelError,
     },
 }
 

@@ -4,8 +4,9 @@
 //! limits, name validation and the retry policy; `leader` finds the
 //! metadata leader among the members; `tls`, `auth` and `certs` the mutual
 //! TLS every process speaks and the identities it carries; `peer` the
-//! channels that accept only one identity; `admin_http` who may read the
-//! admin pages.
+//! channels that accept only one identity; `receipt` the storage nodes'
+//! proofs of the copies they hold; `admin_http` who may read the admin
+//! pages.
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod pb {
@@ -20,6 +21,7 @@ pub mod daemon;
 pub mod leader;
 pub mod message_limit;
 pub mod peer;
+pub mod receipt;
 pub mod tls;
 
 pub use common::*;

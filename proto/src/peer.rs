@@ -1,14 +1,18 @@
-//! Channels to a peer that must be a particular identity: a storage node
-//! pushing a replica checks that the server it reached holds the
-//! certificate of `node:<the target's id>`, so a chunk never goes to an
-//! address that is not that registered node (another role's certificate
-//! from the same CA, a squatter on a freed port, a mistyped address).
+//! TLS channels that check the server's certificate beyond what tonic's
+//! `ClientTlsConfig` can: every outgoing connection of a process with TLS
+//! material (mount, CLI, node to metadata, metadata to nodes, Raft between
+//! members) refuses a server whose certificate serial is in the caller's
+//! `revoked.txt`, and a storage node pushing a replica also checks that the
+//! server it reached holds the certificate of `node:<the target's id>`, so
+//! a chunk never goes to an address that is not that registered node
+//! (another role's certificate from the same CA, a squatter on a freed
+//! port, a mistyped address).
 //!
 //! tonic's `ClientTlsConfig` verifies a server only by the CA and the name
 //! dialled, so these channels make their own TLS connection: rustls's
-//! WebPKI verifier first (CA, validity, name), then the certificate's URI
-//! SAN (see [`crate::auth`]) and the revocation list, before a byte of a
-//! request is sent.
+//! WebPKI verifier first (CA, validity, name), then the revocation list
+//! and, when one is expected, the certificate's URI SAN identity (see
+//! [`crate::auth`]), before a byte of a request is sent.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,37 +30,42 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio_rustls::rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::auth::{Identity, identity_of_cert};
-use crate::tls::{Revoked, TlsError, TlsMaterial};
+use crate::tls::{REVOKED_FILE, Revoked, TlsError, TlsMaterial};
 
-/// A server certificate that verified against the CA but is not the
-/// identity the caller wanted.
+/// A server certificate that verified against the CA but is revoked or
+/// not the identity the caller wanted.
 #[derive(Debug, thiserror::Error)]
 #[error("the server's certificate {0}")]
 struct WrongPeer(String);
 
-/// WebPKI verification, then: the certificate names exactly `expected`
-/// and is not revoked.
+/// WebPKI verification, then: the certificate is not revoked and, if
+/// `expected` is set, names exactly that identity.
 #[derive(Debug)]
-struct ExpectIdentity {
+struct CheckServer {
     webpki: Arc<WebPkiServerVerifier>,
-    expected: Identity,
+    expected: Option<Identity>,
     revoked: Revoked,
 }
 
-impl ExpectIdentity {
+impl CheckServer {
     fn check_identity(&self, cert: &CertificateDer<'_>) -> Result<(), String> {
+        if self.expected.is_none() && self.revoked.is_empty() {
+            return Ok(());
+        }
         let (id, serial) = identity_of_cert(cert.as_ref())?;
         if self.revoked.contains(&serial) {
-            return Err(format!("of {id} (serial {serial}) is revoked"));
+            return Err(format!(
+                "of {id} (serial {serial}) is revoked (listed in our {REVOKED_FILE})"
+            ));
         }
-        if id != self.expected {
-            return Err(format!("names {id}, not {}", self.expected));
+        match &self.expected {
+            Some(expected) if id != *expected => Err(format!("names {id}, not {expected}")),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
-impl ServerCertVerifier for ExpectIdentity {
+impl ServerCertVerifier for CheckServer {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -73,7 +82,8 @@ impl ServerCertVerifier for ExpectIdentity {
             now,
         )?;
         self.check_identity(end_entity).map_err(|reason| {
-            tracing::warn!(expected = %self.expected, "peer refused: its certificate {reason}");
+            let expected = self.expected.as_ref().map_or("any".into(), |e| e.to_string());
+            tracing::warn!(server = %server_name.to_str(), %expected, "server refused: its certificate {reason}");
             rustls::Error::Other(rustls::OtherError(Arc::new(WrongPeer(reason))))
         })?;
         Ok(verified)
@@ -103,8 +113,12 @@ impl ServerCertVerifier for ExpectIdentity {
 }
 
 /// A rustls client configuration trusting the cluster CA, presenting our
-/// certificate, and accepting only a server that is `expected`.
-fn client_config(m: &TlsMaterial, expected: Identity) -> Result<rustls::ClientConfig, TlsError> {
+/// certificate, and accepting only a server whose certificate is not
+/// revoked and is `expected` (any identity when None).
+fn client_config(
+    m: &TlsMaterial,
+    expected: Option<Identity>,
+) -> Result<rustls::ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let webpki =
         WebPkiServerVerifier::builder_with_provider(Arc::new(m.roots()?), provider.clone())
@@ -115,7 +129,7 @@ fn client_config(m: &TlsMaterial, expected: Identity) -> Result<rustls::ClientCo
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Setup(e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ExpectIdentity {
+        .with_custom_certificate_verifier(Arc::new(CheckServer {
             webpki,
             expected,
             revoked: m.revoked.clone(),
@@ -168,13 +182,24 @@ impl tower::Service<http::Uri> for Connector {
 /// (see [`crate::tls::install_client`]); a plain [`crate::channel`] when
 /// the process runs `--insecure`, where nobody can be checked.
 pub fn channel_to(addr: &str, expected: &Identity) -> Result<tonic::transport::Channel, TlsError> {
-    let Some(m) = crate::tls::client_material() else {
-        return crate::channel_with(addr, None).map_err(|e| TlsError::Setup(e.to_string()));
-    };
-    let config = Arc::new(client_config(&m, expected.clone())?);
+    match crate::tls::client_material() {
+        Some(m) => checked_channel(addr, &m, Some(expected.clone())),
+        None => crate::channel_with(addr, None).map_err(|e| TlsError::Setup(e.to_string())),
+    }
+}
+
+/// A lazily connecting TLS channel to `addr` ("host:port" or a URL) with
+/// material `m`: the server must verify against the cluster CA, must not
+/// be in `m`'s revocation list, and must be `expected` if given.
+pub fn checked_channel(
+    addr: &str,
+    m: &TlsMaterial,
+    expected: Option<Identity>,
+) -> Result<tonic::transport::Channel, TlsError> {
+    let config = Arc::new(client_config(m, expected)?);
     // http:// so that tonic leaves the TLS to the connector.
     let host_port = addr.rsplit("://").next().unwrap_or(addr);
     let endpoint = crate::endpoint(&format!("http://{host_port}"))
-        .map_err(|e| TlsError::Setup(format!("bad peer address {addr:?}: {e}")))?;
+        .map_err(|e| TlsError::Setup(format!("bad address {addr:?}: {e}")))?;
     Ok(endpoint.connect_with_connector_lazy(Connector { config }))
 }

@@ -8,7 +8,8 @@
 //!
 //! Servers require a client certificate signed by the cluster CA; clients
 //! verify the server's certificate against the same CA (by the address they
-//! dial, so certificates carry DNS/IP names) and present their own.
+//! dial, so certificates carry DNS/IP names), refuse it if its serial is in
+//! their own `revoked.txt` (see [`crate::peer`]), and present their own.
 //! Outgoing connections made with [`crate::channel`] use the process-wide
 //! client setting installed once at start with [`install_client`].
 
@@ -49,8 +50,9 @@ pub enum TlsError {
 /// Serials (lowercase hex, no separators) of certificates to refuse.
 ///
 /// `revoked.txt` lists one serial per line as `bigfs admin cert list`
-/// prints it; `#` starts a comment. Every daemon reads it at start, so a
-/// revocation takes effect on each daemon when it restarts.
+/// prints it; `#` starts a comment. Every process reads it at start (a
+/// server refuses such a caller, a caller such a server), so a revocation
+/// takes effect on each process when it restarts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Revoked(BTreeSet<String>);
 
@@ -144,7 +146,10 @@ impl TlsMaterial {
             .client_ca_root(Certificate::from_pem(&self.ca_pem))
     }
 
-    /// Client side: trust only the cluster CA, present our certificate.
+    /// Client side as tonic expresses it: trust only the cluster CA,
+    /// present our certificate. It cannot check revocation: the process's
+    /// own channels use [`crate::peer::checked_channel`]; this is for
+    /// tests calling as another identity.
     pub fn client_config(&self) -> ClientTlsConfig {
         ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&self.ca_pem))
@@ -309,11 +314,6 @@ pub fn install_client(material: Option<Arc<TlsMaterial>>) {
 /// The installed TLS material, if any.
 pub fn client_material() -> Option<Arc<TlsMaterial>> {
     CLIENT.read().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
-/// The installed client TLS configuration, if any.
-pub fn client() -> Option<ClientTlsConfig> {
-    client_material().map(|m| m.client_config())
 }
 
 #[cfg(test)]

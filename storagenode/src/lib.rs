@@ -106,6 +106,7 @@ pub async fn serve_with_admin(
     let metadata = bigfs_proto::metadata_client(&config.metadata)
         .map_err(|e| anyhow::anyhow!("metadata: bad address {:?}: {e}", config.metadata))?;
     let replicator = Replicator::new(node_id.clone(), config.retry.clone(), metadata.clone());
+    let receipt_key = replicator.receipt_key();
     let scrubber = scrub::Scrubber {
         store: store.clone(),
         replicator: replicator.clone(),
@@ -168,6 +169,7 @@ pub async fn serve_with_admin(
         default_heartbeat: config.heartbeat_interval(),
         accept_inventory: config.accept_inventory,
         registered,
+        receipt_key,
     };
     let scrub_task = tokio::spawn(scrubber.run(stop_rx.clone()));
     let sweep_task = tokio::spawn(sweeper.run(stop_rx.clone()));

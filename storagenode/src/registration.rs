@@ -131,6 +131,8 @@ pub struct Registration {
     pub accept_inventory: bool,
     /// Set once a registration is accepted (see `StorageService`).
     pub registered: Arc<AtomicBool>,
+    /// Where the receipt key of each accepted registration goes.
+    pub receipt_key: Arc<crate::replication::ReceiptKeyHolder>,
 }
 
 /// How one registration attempt ended badly.
@@ -258,6 +260,13 @@ impl Registration {
             quarantined,
             "inventory reconciled; chunks not listed for this node quarantined"
         );
+        // A new key per registration; a service that sent none (or a bad
+        // one) leaves us without: our copies then wait for our inventory.
+        let key = bigfs_proto::receipt::key_from_slice(&reply.receipt_key);
+        if key.is_none() {
+            tracing::warn!(node = %self.node_id, len = reply.receipt_key.len(), "the metadata service gave no receipt key: copies stored for peers stay Pending until this node registers again");
+        }
+        self.receipt_key.set(key);
         let interval = match reply.heartbeat_interval_ms {
             0 => self.default_heartbeat,
             ms => Duration::from_millis(ms as u64),

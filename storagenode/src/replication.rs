@@ -2,11 +2,12 @@
 //! pushes of a chunk to a replica, and failure reports.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use bigfs_proto::MetaClient;
 use bigfs_proto::pb::storage_client::StorageClient;
 use bigfs_proto::pb::{PutChunkRequest, ReportFailureRequest};
+use bigfs_proto::receipt::{self, ReceiptKey};
 use bigfs_proto::{ChunkId, RetryConfig};
 use bytes::Bytes;
 use tonic::transport::Channel;
@@ -83,6 +84,35 @@ pub struct Target {
     pub address: String,
 }
 
+/// The receipt key the metadata service gave this node at its last
+/// registration (see `bigfs_proto::receipt`): held in memory only, a
+/// restart registers again and gets a new one.
+#[derive(Debug, Default)]
+pub struct ReceiptKeyHolder(RwLock<Option<ReceiptKey>>);
+
+impl ReceiptKeyHolder {
+    pub fn set(&self, key: Option<ReceiptKey>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = key;
+    }
+
+    /// This node's receipt for its copy of `id` (`len` bytes); empty
+    /// before the first registration (the copy then stays Pending until
+    /// the node's inventory confirms it).
+    pub fn sign(&self, id: ChunkId, len: u32, node: &str) -> Vec<u8> {
+        match *self.0.read().unwrap_or_else(|p| p.into_inner()) {
+            Some(key) => receipt::sign(&key, id, len, node),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// A copy a peer stored for us, with its receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub node_id: String,
+    pub receipt: Vec<u8>,
+}
+
 /// Pushes chunks to peers and reports failures to the metadata service.
 /// Cheap to clone.
 #[derive(Clone)]
@@ -91,6 +121,7 @@ pub struct Replicator {
     retry: RetryConfig,
     metadata: MetaClient,
     peers: Arc<bigfs_proto::StoragePool>,
+    receipts: Arc<ReceiptKeyHolder>,
 }
 
 impl Replicator {
@@ -100,7 +131,18 @@ impl Replicator {
             retry,
             metadata,
             peers: Arc::new(bigfs_proto::StoragePool::default()),
+            receipts: Arc::default(),
         }
+    }
+
+    /// This node's receipt key (set by the registration loop).
+    pub fn receipt_key(&self) -> Arc<ReceiptKeyHolder> {
+        self.receipts.clone()
+    }
+
+    /// This node's receipt for its own copy of `id`.
+    pub fn receipt(&self, id: ChunkId, len: u32) -> Vec<u8> {
+        self.receipts.sign(id, len, &self.node_id)
     }
 
     pub fn node_id(&self) -> &str {
@@ -133,18 +175,19 @@ impl Replicator {
     /// Stores `data` on `target` as a replica (it confirms to metadata
     /// itself), retrying per the retry policy.
     pub async fn push(&self, target: &Target, id: ChunkId, data: &Bytes) -> Result<(), Status> {
-        self.push_with(target, id, data, false).await
+        self.push_with(target, id, data, false).await.map(|_| ())
     }
 
     /// As `push`; with `primary_registers` the target leaves registering
-    /// its copy to us (a forward during a client upload).
+    /// its copy to us (a forward during a client upload). Answers the
+    /// target's receipt.
     pub async fn push_with(
         &self,
         target: &Target,
         id: ChunkId,
         data: &Bytes,
         primary_registers: bool,
-    ) -> Result<(), Status> {
+    ) -> Result<Vec<u8>, Status> {
         let client = self.peer(target)?;
         let what = format!("push to {}", target.node_id);
         with_retry(&self.retry, &what, || {
@@ -156,7 +199,7 @@ impl Replicator {
                 forward_to: Vec::new(),
                 primary_registers,
             };
-            async move { client.put_chunk(req).await.map(|_| ()) }
+            async move { client.put_chunk(req).await.map(|r| r.into_inner().receipt) }
         })
         .await
     }
@@ -169,22 +212,28 @@ impl Replicator {
         id: ChunkId,
         data: Bytes,
     ) -> Result<String, String> {
-        self.forward_or_report(target, id, data, false).await
+        self.forward_or_report(target, id, data, false)
+            .await
+            .map(|s| s.node_id)
     }
 
     /// `push_with` that reports a final failure to the metadata service.
-    /// Answers the target's node id or a description of the failure.
+    /// Answers the stored copy (the target and its receipt) or a
+    /// description of the failure.
     pub async fn forward_or_report(
         &self,
         target: Target,
         id: ChunkId,
         data: Bytes,
         primary_registers: bool,
-    ) -> Result<String, String> {
+    ) -> Result<Stored, String> {
         match self.push_with(&target, id, &data, primary_registers).await {
-            Ok(()) => {
+            Ok(receipt) => {
                 tracing::info!(chunk = %id.short(), node = %target.node_id, "replica stored");
-                Ok(target.node_id)
+                Ok(Stored {
+                    node_id: target.node_id,
+                    receipt,
+                })
             }
             Err(status) => {
                 let error = format!("{:?}: {}", status.code(), describe(&status));
@@ -215,12 +264,14 @@ impl Replicator {
         }
     }
 
-    /// Tells the metadata service that `node` holds a verified copy of `id`
-    /// (a forward that finished after the chunk was registered).
-    pub async fn confirm(&self, node: &str, id: ChunkId) -> Result<(), Status> {
+    /// Tells the metadata service that a node holds a verified copy of
+    /// `id`, with its receipt: a forward that finished after the chunk was
+    /// registered, or this node's own copy.
+    pub async fn confirm(&self, stored: &Stored, id: ChunkId) -> Result<(), Status> {
         let req = bigfs_proto::pb::ConfirmReplicaRequest {
             id: id.to_vec(),
-            node_id: node.to_string(),
+            node_id: stored.node_id.clone(),
+            receipt: stored.receipt.clone(),
         };
         with_retry(&self.retry, "confirm replica", || {
             let mut md = self.metadata.clone();

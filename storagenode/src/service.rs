@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bigfs_proto::ChunkId;
 use bigfs_proto::pb::storage_server::Storage;
 use bigfs_proto::pb::{
-    ConfirmReplicaRequest, DeleteChunkReply, DeleteChunkRequest, Empty, GetChunkReply,
-    GetChunkRequest, HasChunksReply, HasChunksRequest, PutChunkReply, PutChunkRequest,
-    RegisterChunkRequest, ReplicateChunkRequest,
+    DeleteChunkReply, DeleteChunkRequest, Empty, GetChunkReply, GetChunkRequest, HasChunksReply,
+    HasChunksRequest, PutChunkReply, PutChunkRequest, Receipt, RegisterChunkRequest,
+    ReplicateChunkRequest,
 };
 use bytes::Bytes;
 use futures::StreamExt;
@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 
 use crate::chunk_store::{Check, ChunkStore, PutOutcome};
 use crate::error::StoreError;
-use crate::replication::{Replicator, Target, describe, with_retry};
+use crate::replication::{Replicator, Stored, Target, describe, with_retry};
 use crate::uploads::{GatePermit, PendingUploads, UploadGateLayer};
 
 /// Copies that make a write durable enough to answer the client. Two
@@ -140,23 +140,23 @@ impl StorageService {
         _permit: OwnedSemaphorePermit,
     ) -> Result<PutChunkReply, Status> {
         let outcome = self.store_chunk(id, &data).await?;
+        // A chunk is at most MAX_CHUNK_SIZE, which fits u32.
+        let receipt = self.replicator.receipt(id, data.len() as u32);
         if primary_registers {
             tracing::debug!(chunk = %id.short(), "replica stored; the primary registers it");
             return Ok(PutChunkReply {
                 copies: 1,
                 nodes: vec![self.node_id().to_string()],
+                receipt,
             });
         }
-        let req = ConfirmReplicaRequest {
-            id: id.to_vec(),
+        // Our own confirmation carries our receipt too: under --insecure
+        // the metadata service cannot tell who calls, and believes only it.
+        let stored = Stored {
             node_id: self.node_id().to_string(),
+            receipt: receipt.clone(),
         };
-        let confirmed = with_retry(self.replicator.retry(), "confirm replica", || {
-            let mut md = self.replicator.metadata();
-            let req = req.clone();
-            async move { md.confirm_replica(req).await }
-        })
-        .await;
+        let confirmed = self.replicator.confirm(&stored, id).await;
         if let Err(s) = confirmed {
             // The metadata service does not want this copy (the chunk is
             // unknown or being collected): a file written just now for it
@@ -183,6 +183,7 @@ impl StorageService {
         Ok(PutChunkReply {
             copies: 1,
             nodes: vec![self.node_id().to_string()],
+            receipt,
         })
     }
 
@@ -234,6 +235,14 @@ impl StorageService {
             }
         }
         let settled = confirmed.len() + failed_forwards.len();
+        let receipts: Vec<Receipt> = confirmed
+            .iter()
+            .map(|s: &Stored| Receipt {
+                node_id: s.node_id.clone(),
+                mac: s.receipt.clone(),
+            })
+            .collect();
+        let confirmed: Vec<String> = confirmed.into_iter().map(|s| s.node_id).collect();
         let in_flight: Vec<String> = forwarded
             .iter()
             .filter(|n| !confirmed.contains(n))
@@ -252,6 +261,7 @@ impl StorageService {
             replication: 0,
             confirmed: confirmed.clone(),
             pending: in_flight.clone(),
+            receipts,
         };
         let reply = with_retry(self.replicator.retry(), "register chunk", || {
             let mut md = self.replicator.metadata();
@@ -276,10 +286,11 @@ impl StorageService {
             let replicator = self.replicator.clone();
             tokio::spawn(async move {
                 while let Some(r) = frx.recv().await {
-                    let Ok(node) = r else { continue };
-                    let Err(s) = replicator.confirm(&node, id).await else {
+                    let Ok(stored) = r else { continue };
+                    let Err(s) = replicator.confirm(&stored, id).await else {
                         continue;
                     };
+                    let node = stored.node_id;
                     tracing::warn!(chunk = %id.short(), node = %node, error = %s.message(), "confirming a forwarded copy failed");
                     // The metadata service no longer wants a copy there (the
                     // node went down or is being decommissioned): remove it
@@ -327,6 +338,7 @@ impl StorageService {
             return Ok(PutChunkReply {
                 copies: durable.len() as u32,
                 nodes: durable,
+                receipt: Vec::new(),
             });
         }
 
@@ -366,6 +378,7 @@ impl StorageService {
         Ok(PutChunkReply {
             copies: durable.len() as u32,
             nodes: durable,
+            receipt: Vec::new(),
         })
     }
 }

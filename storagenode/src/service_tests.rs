@@ -200,6 +200,7 @@ impl Metadata for FakeMetadata {
         Ok(Response::new(RegisterNodeReply {
             delete_chunks: std::mem::take(&mut state.delete_on_register),
             heartbeat_interval_ms: 50,
+            receipt_key: vec![7; 32],
         }))
     }
     async fn heartbeat(

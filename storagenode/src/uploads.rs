@@ -28,7 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tonic::Status;
 
 use crate::chunk_store::ChunkStore;
-use crate::replication::Replicator;
+use crate::replication::{Replicator, Stored};
 
 const PUT_CHUNK: &str = "/bigfs.Storage/PutChunk";
 
@@ -186,14 +186,14 @@ impl PendingUploads {
         metrics::gauge!("bigfs_storage_pending_upload_bytes").set(p.bytes as f64);
     }
 
-    /// Pending chunks stored `grace` ago or longer.
-    fn expired(&self, grace: Duration) -> Vec<ChunkId> {
+    /// Pending chunks stored `grace` ago or longer, with their lengths.
+    fn expired(&self, grace: Duration) -> Vec<(ChunkId, u64)> {
         let now = Instant::now();
         let p = self.lock();
         p.chunks
             .iter()
             .filter(|(_, (_, at))| now.duration_since(*at) >= grace)
-            .map(|(id, _)| *id)
+            .map(|(id, (len, _))| (*id, *len))
             .collect()
     }
 
@@ -225,9 +225,13 @@ impl Collector {
     }
 
     async fn sweep(&self) {
-        let me = self.replicator.node_id().to_string();
-        for id in self.pending.expired(self.grace) {
-            match self.replicator.confirm(&me, id).await {
+        for (id, len) in self.pending.expired(self.grace) {
+            // A chunk is at most MAX_CHUNK_SIZE, which fits u32.
+            let own = Stored {
+                node_id: self.replicator.node_id().to_string(),
+                receipt: self.replicator.receipt(id, len as u32),
+            };
+            match self.replicator.confirm(&own, id).await {
                 Ok(()) => {
                     tracing::info!(chunk = %id.short(), "pending upload confirmed after its grace");
                     self.pending.settle(id);
@@ -282,7 +286,7 @@ mod tests {
         let p = PendingUploads::new(100);
         p.add(ChunkId::of(b"a"), 1);
         assert!(p.expired(Duration::from_secs(60)).is_empty());
-        assert_eq!(p.expired(Duration::ZERO), vec![ChunkId::of(b"a")]);
+        assert_eq!(p.expired(Duration::ZERO), vec![(ChunkId::of(b"a"), 1)]);
     }
 
     #[test]

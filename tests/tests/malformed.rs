@@ -417,11 +417,19 @@ fn hostile(path: &str, rng: &mut StdRng) -> Vec<u8> {
             replication: hostile_u32(rng),
             confirmed: hostile_nodes(rng),
             pending: hostile_nodes(rng),
+            receipts: hostile_nodes(rng)
+                .into_iter()
+                .map(|node_id| pb::Receipt {
+                    node_id,
+                    mac: hostile_id(rng),
+                })
+                .collect(),
         }
         .encode_to_vec(),
         "ConfirmReplica" => pb::ConfirmReplicaRequest {
             id: hostile_id(rng),
             node_id: hostile_node(rng),
+            receipt: hostile_id(rng),
         }
         .encode_to_vec(),
         "ReportFailure" => pb::ReportFailureRequest {

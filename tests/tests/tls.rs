@@ -1,6 +1,7 @@
 //! Mutual TLS and roles, with real processes: who is refused at the
 //! handshake, which role may call which RPC, a node acting only as itself,
-//! revocation, and daemons refusing to start without TLS material.
+//! revocation (of callers by servers, and of servers by callers), and
+//! daemons refusing to start without TLS material.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -120,6 +121,7 @@ async fn a_node_certificate_acts_only_for_its_own_node() {
         m.confirm_replica(pb::ConfirmReplicaRequest {
             id: id.to_vec(),
             node_id: "node-2".into(),
+            ..Default::default()
         })
         .await,
     );
@@ -233,6 +235,7 @@ async fn a_client_certificate_cannot_call_node_or_admin_rpcs() {
         m.confirm_replica(pb::ConfirmReplicaRequest {
             id: ChunkId::of(b"x").to_vec(),
             node_id: "node-1".into(),
+            ..Default::default()
         })
         .await,
     );
@@ -310,6 +313,56 @@ async fn a_revoked_certificate_is_refused_once_the_daemon_restarts() {
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     assert!(err.message().contains("revoked"), "{err:?}");
     c.status().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_refuse_servers_whose_certificates_they_hold_revoked() {
+    let _deadline = deadline(DEADLINE);
+    let c = Cluster::start(1).await;
+    let client = c.client().await;
+    bigfs_tests::write_file(&client, "/f", b"held by node-1 alone").await;
+    let ca = c.ca_dir().display().to_string();
+    let install = || {
+        std::fs::copy(
+            c.ca_dir().join("revoked.txt"),
+            c.tls_dir("cli").join("revoked.txt"),
+        )
+        .expect("install revoked.txt");
+    };
+    let failing = |args: &[&str]| {
+        let out = c.cli(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "bigfs {args:?} passed: {stderr}");
+        stderr
+    };
+
+    // The storage node's certificate is revoked in the CLI's TLS directory
+    // (the node itself runs on, unaware): the CLI still talks to the
+    // metadata service, but refuses the node at the handshake.
+    c.cli_ok(&["admin", "cert", "revoke", "--ca", &ca, "node:node-1"]);
+    install();
+    c.cli_ok(&["status"]);
+    let err = failing(&["cat", "/f"]);
+    assert!(
+        err.contains("node:node-1") && err.contains("is revoked"),
+        "{err}"
+    );
+
+    // The metadata service's too: every call fails, naming it.
+    c.cli_ok(&["admin", "cert", "revoke", "--ca", &ca, "meta:meta"]);
+    install();
+    let err = failing(&["status"]);
+    assert!(
+        err.contains("meta:meta") && err.contains("is revoked"),
+        "{err}"
+    );
+
+    // The cluster is fine: only this caller refuses them.
+    c.status().await;
+    assert_eq!(
+        bigfs_tests::read_file(&client, "/f").await,
+        b"held by node-1 alone"
+    );
 }
 
 /// Runs `binary args` to its end; its exit code and stderr.

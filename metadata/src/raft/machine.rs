@@ -30,11 +30,18 @@ pub const SNAPSHOT_FILE: &str = "snapshot.bin";
 
 /// First bytes of a snapshot file, then a little-endian u32 version.
 pub const MAGIC: &[u8; 8] = b"BIGFSSNP";
-/// Format version of snapshots this build writes and reads. 2: the state
-/// gained the trash and the read-only snapshot set, and `Unlink`/`Rename`
-/// a trash retention (bincode has no optional trailing fields, so a
-/// version 1 state would not decode as one).
-pub const SNAPSHOT_VERSION: u32 = 2;
+/// Format version of snapshots this build writes. 2: the state gained the
+/// trash and the read-only snapshot set, and `Unlink`/`Rename` a trash
+/// retention (bincode has no optional trailing fields, so a version 1
+/// state would not decode as one). 3: the state gained inline bytes and
+/// receipt keys, at its end; version 2 is still read (see [`V2_TAIL`]).
+pub const SNAPSHOT_VERSION: u32 = 3;
+
+/// What a version 2 body lacks to be a version 3 one: the state is the
+/// last field of a body, and the two fields version 3 added to its end,
+/// both empty, encode as these bytes (an empty map, a zero total, an
+/// empty map).
+const V2_TAIL: [u8; 3] = [0, 0, 0];
 
 /// What a snapshot holds.
 #[derive(Serialize, Deserialize)]
@@ -85,6 +92,11 @@ fn parse_stored(bytes: &[u8]) -> Result<Stored, MetaError> {
         )));
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    if version == 2 {
+        let mut stored: Stored = decode(&bytes[12..])?;
+        stored.body.extend_from_slice(&V2_TAIL);
+        return Ok(stored);
+    }
     if version != SNAPSHOT_VERSION {
         return Err(MetaError::Store(format!(
             "{SNAPSHOT_FILE} has format version {version}; this build reads {SNAPSHOT_VERSION}. \
@@ -312,5 +324,33 @@ mod tests {
         file.extend_from_slice(&body);
         assert!(decode_snapshot_file(&file).is_err());
         assert!(decode_snapshot_file(b"BIGFSSN").is_err());
+    }
+
+    #[test]
+    fn a_version_2_snapshot_reads_as_the_state_without_inline_bytes_or_keys() {
+        let mut state = State::new();
+        state.next_ino = 77;
+        let body = encode(&Body {
+            applied: None,
+            membership: StoredMembership::default(),
+            state: state.clone(),
+        })
+        .unwrap();
+        // Version 3 with both new fields empty is version 2 plus the tail.
+        assert!(body.ends_with(&V2_TAIL));
+        let v2_body = body[..body.len() - V2_TAIL.len()].to_vec();
+        let stored = Stored {
+            meta: SnapshotMeta::default(),
+            body: v2_body,
+        };
+        let mut file = MAGIC.to_vec();
+        file.extend_from_slice(&2u32.to_le_bytes());
+        file.extend_from_slice(&encode(&stored).unwrap());
+        let (_, read) = decode_snapshot_file(&file).unwrap();
+        assert_eq!(read, state);
+        // Another version is refused with a message.
+        file[8..12].copy_from_slice(&9u32.to_le_bytes());
+        let e = decode_snapshot_file(&file).unwrap_err();
+        assert!(e.to_string().contains("format version 9"), "{e}");
     }
 }

@@ -40,7 +40,7 @@ pub struct Network {
 }
 
 impl Network {
-    fn client(&self, addr: &str) -> Result<RaftClient<Channel>, tonic::transport::Error> {
+    fn client(&self, addr: &str) -> Result<RaftClient<Channel>, bigfs_proto::ChannelError> {
         let mut g = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let ch = match g.get(addr) {
             Some(c) => c.clone(),
