@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts a release-build BigFS cluster (metadata + 3 storage nodes) under
 # $2 (default /tmp/bigfs-bench) and mounts it at $2/mnt; `stop` undoes it.
-# MEMBERS=3 runs the metadata service as a group of three members.
+# MEMBERS=3 runs the metadata service as a group of three members;
+# META_TOML adds metadata config keys (see below).
 # For benchmarks: no build, no package installs (see scripts/local-cluster.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,15 +26,18 @@ if [ "${INSECURE:-0}" != 1 ]; then
 fi
 MEMBERS=${MEMBERS:-1}
 META=127.0.0.1:9400
+# META_TOML="key = value; key = value" adds metadata config keys (for
+# example META_TOML="inline_max_bytes = 0" to measure without inline files).
+printf '%s\n' "${META_TOML:-}" | tr ';' '\n' >"$H/meta.toml"
 if [ "$MEMBERS" -eq 1 ]; then
   # shellcheck disable=SC2046 # tls prints two words on purpose
-  "$B/bigfs-metadata" --data-dir "$H/meta" --listen 127.0.0.1:9400 $(tls meta) >"$H/logs/meta.log" 2>&1 &
+  "$B/bigfs-metadata" --config "$H/meta.toml" --data-dir "$H/meta" --listen 127.0.0.1:9400 $(tls meta) >"$H/logs/meta.log" 2>&1 &
 else
   PEERS=1=127.0.0.1:9400,2=127.0.0.1:9410,3=127.0.0.1:9420
   META=127.0.0.1:9400,127.0.0.1:9410,127.0.0.1:9420
   for i in 1 2 3; do
     # shellcheck disable=SC2046
-    "$B/bigfs-metadata" --data-dir "$H/meta$i" --listen "127.0.0.1:94$((i - 1))0" --node-id "$i" \
+    "$B/bigfs-metadata" --config "$H/meta.toml" --data-dir "$H/meta$i" --listen "127.0.0.1:94$((i - 1))0" --node-id "$i" \
       --peers "$PEERS" --admin-listen "127.0.0.1:948$i" $(tls meta) >"$H/logs/meta$i.log" 2>&1 &
   done
 fi

@@ -220,9 +220,10 @@ impl Client {
     }
 
     /// Whether `name` is surely not in directory `parent` (see
-    /// [`FreshDirs::absent`]): a lookup of it can answer ENOENT at once.
+    /// [`FreshDirs::absent`]), so a lookup of it can answer ENOENT at once;
+    /// only with `negative_lookups`.
     pub fn surely_absent(&self, parent: u64, name: &str) -> bool {
-        self.fresh.absent(parent, name)
+        self.cfg.negative_lookups && self.fresh.absent(parent, name)
     }
 
     /// Runs `call`, a change of `dirs` doing `names` to their names, and

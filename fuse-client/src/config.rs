@@ -51,6 +51,14 @@ pub struct ClientConfig {
     /// its attribute TTL. Default 1 s.
     #[serde(skip)]
     pub fresh_dir_ttl: Duration,
+    /// Answer a lookup of a name that is not in a directory this client
+    /// made, and changed alone since, without asking the service
+    /// (`-o negative_lookups`; see `fresh_dirs`). Saves the lookup before
+    /// each create in a directory being filled, but a name another client
+    /// just made there can read as absent for up to the attribute TTL.
+    /// Default false (MooseFS and JuiceFS keep no negative entries by
+    /// default either).
+    pub negative_lookups: bool,
 }
 
 impl Default for ClientConfig {
@@ -68,6 +76,7 @@ impl Default for ClientConfig {
             client_name: format!("client-{}", std::process::id()),
             subdir: String::new(),
             fresh_dir_ttl: Duration::from_secs(1),
+            negative_lookups: false,
         }
     }
 }

@@ -235,6 +235,8 @@ impl MountConfig {
                 "nodefault_permissions" => self.default_permissions = false,
                 "acl" => self.acl = true,
                 "noacl" => self.acl = false,
+                "negative_lookups" => self.client.negative_lookups = true,
+                "nonegative_lookups" => self.client.negative_lookups = false,
                 "attr_ttl_ms" => self.attr_ttl_ms = num(value)?,
                 "entry_ttl_ms" => self.entry_ttl_ms = num(value)?,
                 "threads" => self.threads = num(value)? as usize,

@@ -63,6 +63,14 @@ async fn small_files_live_in_the_metadata_group_and_survive_losing_its_leader() 
     read_all(&m, &files);
     let f0 = std::fs::metadata(m.path().join("f4")).unwrap();
     assert_eq!(f0.len(), 10_000);
+    // The CLI shows where the bytes are and reads them too.
+    let stat = c.cli_ok(&["stat", "/f4"]);
+    assert!(stat.contains("inline:      10000 bytes"), "{stat}");
+    let cat = c.cli(&["cat", "/f4"]);
+    assert!(
+        cat.status.success() && cat.stdout == files[4].1,
+        "bigfs cat of an inline file"
+    );
 
     // Rewritten in place, shorter: still inline, no chunk.
     let small = m.path().join("f2");

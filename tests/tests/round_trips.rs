@@ -116,7 +116,7 @@ async fn a_cold_read_of_a_small_file_is_a_lookup_and_one_layout_call() {
 async fn new_names_in_a_directory_made_here_are_not_looked_up() {
     let _deadline = deadline(Duration::from_secs(120));
     let c = Cluster::start_with(1, "").await;
-    let (a, b) = (Mount::new(&c, &[]), Mount::new(&c, &[]));
+    let (a, b) = (Mount::new(&c, &["negative_lookups"]), Mount::new(&c, &[]));
     let d = a.path().join("made");
     std::fs::create_dir(&d).unwrap();
 

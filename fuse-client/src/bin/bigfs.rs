@@ -473,11 +473,16 @@ async fn stat(client: &Client, path: &str, json: bool) -> Result<(), Failure> {
             })
         })
         .collect();
+    // Bytes of chunk index 0 the metadata keeps (a small file stored inline).
+    let inline = layout
+        .as_ref()
+        .and_then(|l| l.inline_data.as_ref())
+        .map(|d| d.len());
     if json {
         let v = serde_json::json!({"ino": attr.ino, "kind": kind_char(attr.kind).to_string(), "size": attr.size,
             "mode": attr.mode, "uid": attr.uid, "gid": attr.gid, "nlink": attr.nlink,
             "chunk_size": attr.chunk_size, "replication": attr.replication, "version": attr.version,
-            "chunks": chunks});
+            "chunks": chunks, "inline_bytes": inline});
         outln!("{v}");
         return Ok(());
     }
@@ -494,6 +499,9 @@ async fn stat(client: &Client, path: &str, json: bool) -> Result<(), Failure> {
     if let Some(l) = layout {
         outln!("chunk size:  {}", attr.chunk_size);
         outln!("replication: {}", attr.replication);
+        if let Some(n) = inline {
+            outln!("inline:      {n} bytes of chunk 0, kept by the metadata service");
+        }
         for c in l.chunks {
             let r = c.chunk.unwrap_or_default();
             let nodes: Vec<String> = c.replicas.iter().map(|x| x.node_id.clone()).collect();
