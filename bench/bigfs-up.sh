@@ -10,7 +10,7 @@ H=${2:-/tmp/bigfs-bench}; B=$(pwd)/target/release
 if [ "${1:-start}" = stop ]; then
   fusermount3 -u "$H/mnt" 2>/dev/null || true
   pkill -f "bigfs-storage --data-dir $H/" || true
-  pkill -f "bigfs-metadata --data-dir $H/" || true
+  pkill -f "bigfs-metadata --config $H/" || true
   exit 0
 fi
 rm -rf "$H"; mkdir -p "$H/logs" "$H/mnt"
