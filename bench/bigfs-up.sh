@@ -51,5 +51,6 @@ for _ in $(seq 1 100); do
   [ "$("$B/bigfs" --metadata "$META" $(tls cli) status --json 2>/dev/null | grep -o '"state":"up"' | wc -l)" -ge 3 ] && break
   sleep 0.1
 done
+# MOUNT_OPTS=a,b passes `-o a,b` to the mount.
 # shellcheck disable=SC2046
-"$B/bigfs-mount" "$H/mnt" --metadata "$META" $(tls mount) --log-file "$H/logs/mount.log"
+"$B/bigfs-mount" "$H/mnt" --metadata "$META" $(tls mount) --log-file "$H/logs/mount.log" ${MOUNT_OPTS:+-o "$MOUNT_OPTS"}
