@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use bigfs_proto::leader::MetaClient;
 use bigfs_proto::{ROOT_INO, pb, validate_name};
 
 use crate::chunk_io::ChunkIo;
@@ -326,6 +327,36 @@ impl Client {
     /// the file lives on for `open_lease_ms` (renewed by `keep_inodes`)
     /// until `release_inode`.
     pub async fn unlink_keeping(&self, parent: u64, name: &str, open_lease_ms: u64) -> Result<()> {
+        self.remove_name(
+            "unlink",
+            parent,
+            name,
+            open_lease_ms,
+            |mut c, r| async move { c.unlink(r).await },
+        )
+        .await
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
+        self.remove_name("rmdir", parent, name, 0, |mut c, r| async move {
+            c.rmdir(r).await
+        })
+        .await
+    }
+
+    /// Removes `name` from `parent` with `call` (Unlink or Rmdir).
+    async fn remove_name<F, Fut>(
+        &self,
+        op: &'static str,
+        parent: u64,
+        name: &str,
+        open_lease_ms: u64,
+        call: F,
+    ) -> Result<()>
+    where
+        F: Fn(MetaClient, pb::NameRequest) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<pb::DirsReply>, tonic::Status>>,
+    {
         let req = pb::NameRequest {
             parent,
             name: name.to_string(),
@@ -336,28 +367,7 @@ impl Client {
             .changing(
                 &[parent],
                 &[NameChange::Removed(parent, name)],
-                self.io
-                    .meta
-                    .mutate("unlink", req, |mut c, r| async move { c.unlink(r).await }),
-            )
-            .await;
-        reply.map(drop)
-    }
-
-    pub async fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
-        let req = pb::NameRequest {
-            parent,
-            name: name.to_string(),
-            open_lease_ms: 0,
-            id: None,
-        };
-        let reply = self
-            .changing(
-                &[parent],
-                &[NameChange::Removed(parent, name)],
-                self.io
-                    .meta
-                    .mutate("rmdir", req, |mut c, r| async move { c.rmdir(r).await }),
+                self.io.meta.mutate(op, req, call),
             )
             .await;
         reply.map(drop)

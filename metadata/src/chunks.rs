@@ -119,6 +119,10 @@ pub(crate) fn commit_layout(
     for r in new.values() {
         acquire(state, r.id, replication);
     }
+    // A chunk at index 0 replaces the bytes kept inline there.
+    if new.contains_key(&0) {
+        state.inline.remove(ino);
+    }
     let layout = state.layouts.entry(ino).or_default();
     let mut replaced = Vec::new();
     for (index, r) in new {
@@ -128,10 +132,6 @@ pub(crate) fn commit_layout(
     }
     for id in replaced {
         release(state, id, replication, now.as_ms());
-    }
-    // A chunk at index 0 replaces the bytes kept inline there.
-    if state.layouts.get(&ino).is_some_and(|l| l.contains_key(&0)) {
-        state.inline.remove(ino);
     }
     refresh_allocated(state, ino);
     if counted {
