@@ -61,10 +61,7 @@ pub fn drain_progress(state: &crate::state::State, node: &str) -> (u64, u64) {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn nodes(&self, _r: Request<pb::Empty>) -> Result<Response<pb::StatusReply>, Status> {
-        self.svc
-            .with(|core, live, config| Ok(crate::status::status(&core.state, live, config)))
-            .await
-            .map(Response::new)
+        self.svc.status_report().await.map(Response::new)
     }
 
     async fn queue(

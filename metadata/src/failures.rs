@@ -20,7 +20,7 @@ pub struct FailureReport {
 }
 
 /// The newest `capacity` reports, oldest dropped first.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FailureLog {
     capacity: usize,
     total: u64,

@@ -15,14 +15,19 @@
 use bigfs_proto::ChunkId;
 
 use crate::heal::Grace;
-use crate::repair::{Nodes, Presence};
+use crate::repair::{Nodes, Presence, Window};
 use crate::state::{ReplicaStatus, State};
 
-/// Chunks to mark Deleting now (at most `batch`).
-pub fn mark_candidates(state: &State, now_ms: u64, grace: Grace, batch: usize) -> Vec<ChunkId> {
-    state
-        .chunks
-        .iter()
+/// Chunks in `window` to mark Deleting now (at most `batch`).
+pub fn mark_candidates(
+    state: &State,
+    window: Window,
+    now_ms: u64,
+    grace: Grace,
+    batch: usize,
+) -> Vec<ChunkId> {
+    window
+        .chunks(state)
         .filter(|(_, c)| {
             grace.expired(c, now_ms)
                 && (c.replicas.values().any(|s| *s == ReplicaStatus::Available)
@@ -55,11 +60,12 @@ pub struct Sweep {
     pub drop_trash: Vec<(String, ChunkId)>,
 }
 
-/// Plans up to `limit` deletions.
-pub fn deletions(state: &State, nodes: &Nodes, limit: usize) -> Sweep {
+/// Plans up to `limit` deletions of the Deleting replicas in `window`
+/// and of the trash.
+pub fn deletions(state: &State, window: Window, nodes: &Nodes, limit: usize) -> Sweep {
     let mut out = Sweep::default();
     let presence = |n: &str| nodes.get(n).map_or(Presence::Gone, |v| v.presence);
-    for (id, c) in &state.chunks {
+    for (id, c) in window.chunks(state) {
         for (n, s) in &c.replicas {
             if *s != ReplicaStatus::Deleting {
                 continue;

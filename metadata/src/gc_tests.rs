@@ -44,8 +44,14 @@ fn only_unreferenced_chunks_past_grace_are_marked() {
         upload_ms: ms,
         release_ms: ms,
     };
-    assert_eq!(mark_candidates(&s, 100, grace(50), 10), vec![id(1)]);
-    assert_eq!(mark_candidates(&s, 1000, grace(50), 1), vec![id(1)]);
+    assert_eq!(
+        mark_candidates(&s, Window::ALL, 100, grace(50), 10),
+        vec![id(1)]
+    );
+    assert_eq!(
+        mark_candidates(&s, Window::ALL, 1000, grace(50), 1),
+        vec![id(1)]
+    );
 }
 
 #[test]
@@ -63,9 +69,15 @@ fn released_chunks_go_after_the_short_grace_and_fresh_uploads_after_the_long_one
         upload_ms: 10_000,
         release_ms: 100,
     };
-    assert!(mark_candidates(&s, 20_050, grace, 10).is_empty());
-    assert_eq!(mark_candidates(&s, 20_100, grace, 10), vec![id(1)]);
-    assert_eq!(mark_candidates(&s, 30_000, grace, 10), vec![id(1), id(2)]);
+    assert!(mark_candidates(&s, Window::ALL, 20_050, grace, 10).is_empty());
+    assert_eq!(
+        mark_candidates(&s, Window::ALL, 20_100, grace, 10),
+        vec![id(1)]
+    );
+    assert_eq!(
+        mark_candidates(&s, Window::ALL, 30_000, grace, 10),
+        vec![id(1), id(2)]
+    );
 }
 
 #[test]
@@ -107,7 +119,7 @@ fn deletions_go_to_up_nodes_and_gone_nodes_are_forgotten() {
         ("c".to_string(), view(Presence::Gone)),
         ("d".to_string(), view(Presence::Up)),
     ]);
-    let sw = deletions(&s, &nodes, 100);
+    let sw = deletions(&s, Window::ALL, &nodes, 100);
     assert_eq!(
         sw.delete,
         vec![

@@ -6,7 +6,7 @@
 //! talks to storage nodes in [`crate::worker`]. Like every command, these
 //! carry their time and choices, so replaying the log rebuilds the queue.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use bigfs_proto::{ChunkId, RetryConfig, pb};
 use serde::{Deserialize, Serialize};
@@ -68,6 +68,11 @@ pub struct HealConfig {
     /// 600000 ms (10 min); 0 turns it off.
     pub audit_interval_ms: u64,
     pub audit_batch: usize,
+    /// Chunks the repair planner and the collector look at per tick: a
+    /// table larger than this is gone through in slices, one per tick,
+    /// so a tick costs the same at ten million files as at ten thousand.
+    /// Chunks with queued copies are looked at every tick. Default 100000.
+    pub scan_batch: usize,
 }
 
 impl Default for HealConfig {
@@ -93,6 +98,7 @@ impl Default for HealConfig {
             gc_parallel: 32,
             audit_interval_ms: 600_000,
             audit_batch: 65_536,
+            scan_batch: 100_000,
         }
     }
 }
@@ -105,8 +111,8 @@ impl HealConfig {
         if self.max_copies_per_node == 0 || self.max_copies == 0 {
             return Err("heal.max_copies_per_node and heal.max_copies must be > 0".into());
         }
-        if self.gc_batch == 0 || self.gc_parallel == 0 {
-            return Err("heal.gc_batch and heal.gc_parallel must be > 0".into());
+        if self.gc_batch == 0 || self.gc_parallel == 0 || self.scan_batch == 0 {
+            return Err("heal.gc_batch, heal.gc_parallel and heal.scan_batch must be > 0".into());
         }
         if self.gc_urgent_free_percent > 100 {
             return Err("heal.gc_urgent_free_percent must be at most 100".into());
@@ -159,7 +165,7 @@ pub struct RepairEntry {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealState {
     /// (chunk, target node) -> entry.
-    pub queue: BTreeMap<(ChunkId, String), RepairEntry>,
+    pub queue: crate::state::Table<(ChunkId, String), RepairEntry>,
     /// Copies no longer listed in the chunk table that a node must still
     /// delete (decommission drains, abandoned Pending designations).
     pub trash: BTreeSet<(String, ChunkId)>,
@@ -360,10 +366,9 @@ pub fn apply(state: &mut State, cmd: &HealCommand) -> Result<(), MetaError> {
                 }
             }
             let horizon = now_ms.saturating_sub(HISTORY_MS);
-            state
-                .heal
-                .queue
-                .retain(|_, e| e.status.is_active() || e.done_ms >= horizon);
+            crate::state::retain(&mut state.heal.queue, |_, e| {
+                e.status.is_active() || e.done_ms >= horizon
+            });
         }
         HealCommand::Cancel {
             items,
@@ -410,7 +415,7 @@ pub fn apply(state: &mut State, cmd: &HealCommand) -> Result<(), MetaError> {
                     }
                 }
             }
-            state.heal.queue.retain(|(c, _), _| !marked.contains(c));
+            crate::state::retain(&mut state.heal.queue, |(c, _), _| !marked.contains(c));
         }
         HealCommand::GcDeleted { items } => {
             for (id, node) in items {
@@ -465,10 +470,9 @@ pub fn apply(state: &mut State, cmd: &HealCommand) -> Result<(), MetaError> {
         HealCommand::RemoveNode { node } => {
             state.nodes.remove(node);
             state.receipt_keys.remove(node);
-            state
-                .heal
-                .queue
-                .retain(|(_, target), e| target != node && e.source != *node);
+            crate::state::retain(&mut state.heal.queue, |(_, target), e| {
+                target != node && e.source != *node
+            });
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 use super::*;
 use crate::state::{Chunk, Command, apply as apply_cmd};
+use std::collections::BTreeMap;
 
 fn id(n: u8) -> ChunkId {
     ChunkId([n; 32])

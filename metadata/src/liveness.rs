@@ -19,7 +19,7 @@ pub struct Soft {
 }
 
 /// Heartbeat bookkeeping for every node.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Liveness {
     suspect_after: Duration,
     down_after: Duration,

@@ -4,6 +4,7 @@
 //! turns their answers into commands and RPCs.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::{Bound, RangeBounds};
 
 use bigfs_proto::ChunkId;
 use rand::Rng;
@@ -121,7 +122,67 @@ pub fn pick_source(chunk: &Chunk, nodes: &Nodes, prefer: &str) -> Option<String>
     c.first().map(|n| n.to_string())
 }
 
-/// Plans one pass over the chunk table. Each chunk wants the highest
+/// The slice of the chunk table one background pass looks at: the ids
+/// between two bounds. A table of at most `scan_batch` chunks is looked
+/// at whole every tick; a larger one in consecutive slices, one per tick,
+/// so no tick costs time in proportion to the namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub lo: Bound<ChunkId>,
+    pub hi: Bound<ChunkId>,
+}
+
+impl Window {
+    /// The whole table.
+    pub const ALL: Window = Window {
+        lo: Bound::Unbounded,
+        hi: Bound::Unbounded,
+    };
+
+    /// The next slice of at most `limit` chunks after `cursor` (from the
+    /// start when None), and the cursor the slice after it starts from.
+    pub fn next(state: &State, cursor: Option<ChunkId>, limit: usize) -> (Window, Option<ChunkId>) {
+        if state.chunks.len() <= limit {
+            return (Window::ALL, None);
+        }
+        let lo = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut slice = state
+            .chunks
+            .range((lo, Bound::Unbounded))
+            .map(|(id, _)| *id);
+        let last = slice.by_ref().take(limit).last();
+        match (last, slice.next()) {
+            // More after this slice: the next one starts after it.
+            (Some(last), Some(_)) => (
+                Window {
+                    lo,
+                    hi: Bound::Included(last),
+                },
+                Some(last),
+            ),
+            // The slice reaches the end: the next one starts over.
+            _ => (
+                Window {
+                    lo,
+                    hi: Bound::Unbounded,
+                },
+                None,
+            ),
+        }
+    }
+
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        (self.lo, self.hi).contains(id)
+    }
+
+    /// The chunks in the slice, in id order.
+    pub fn chunks<'a>(&self, state: &'a State) -> impl Iterator<Item = (&'a ChunkId, &'a Chunk)> {
+        state.chunks.range((self.lo, self.hi))
+    }
+}
+
+/// Plans one pass over the chunks in `window`, and over every chunk with
+/// a copy queued. Each chunk wants the highest
 /// replication of the files referencing it (`default_wanted` for a chunk
 /// whose references are not counted by replication, see
 /// [`crate::replication::wanted`]);
@@ -131,6 +192,7 @@ pub fn pick_source(chunk: &Chunk, nodes: &Nodes, prefer: &str) -> Option<String>
 /// only when no other node can take it.
 pub fn plan<R: Rng + ?Sized>(
     state: &State,
+    window: Window,
     nodes: &Nodes,
     default_wanted: usize,
     now_ms: u64,
@@ -168,7 +230,11 @@ pub fn plan<R: Rng + ?Sized>(
         })
         .collect();
     let mut new: Vec<(usize, ChunkId, String, String)> = Vec::new();
-    for (id, c) in &state.chunks {
+    let queued_elsewhere = by_chunk
+        .keys()
+        .filter(|id| !window.contains(id))
+        .filter_map(|id| state.chunks.get_key_value(id));
+    for (id, c) in window.chunks(state).chain(queued_elsewhere) {
         // Unreferenced chunks are garbage collection's; a chunk being
         // collected is never copied.
         if c.refcount == 0 || c.replicas.values().any(|s| *s == ReplicaStatus::Deleting) {

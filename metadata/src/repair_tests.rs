@@ -53,13 +53,16 @@ fn a_gone_replica_is_recopied_but_an_away_one_is_waited_for() {
         ..up()
     };
     let n = nodes(&[("a", up()), ("b", up()), ("c", away), ("d", up())]);
-    assert_eq!(plan(&s, &n, 3, 0, (1000, 0), &mut rng), Plan::default());
+    assert_eq!(
+        plan(&s, Window::ALL, &n, 3, 0, (1000, 0), &mut rng),
+        Plan::default()
+    );
     let gone = NodeView {
         presence: Presence::Gone,
         ..up()
     };
     let n = nodes(&[("a", up()), ("b", up()), ("c", gone), ("d", up())]);
-    let p = plan(&s, &n, 3, 0, (1000, 0), &mut rng);
+    let p = plan(&s, Window::ALL, &n, 3, 0, (1000, 0), &mut rng);
     assert_eq!(p.enqueue.len(), 1);
     assert_eq!(p.enqueue[0].1, "d", "the only eligible target");
     assert!(["a", "b"].contains(&p.enqueue[0].2.as_str()));
@@ -89,7 +92,15 @@ fn most_endangered_chunks_come_first_and_unreferenced_are_skipped() {
         ("e", up()),
         ("f", up()),
     ]);
-    let p = plan(&s, &n, 3, 0, (1000, 0), &mut StdRng::seed_from_u64(2));
+    let p = plan(
+        &s,
+        Window::ALL,
+        &n,
+        3,
+        0,
+        (1000, 0),
+        &mut StdRng::seed_from_u64(2),
+    );
     let ids: Vec<ChunkId> = p.enqueue.iter().map(|e| e.0).collect();
     assert_eq!(ids, vec![id(2), id(2), id(1)], "one copy left goes first");
 }
@@ -106,7 +117,7 @@ fn queued_copies_count_and_a_decommissioned_node_is_drained_once_copies_exist() 
     );
     let n = nodes(&[("a", up()), ("b", up()), ("c", decom), ("d", up())]);
     let mut rng = StdRng::seed_from_u64(3);
-    let p = plan(&s, &n, 3, 0, (1000, 0), &mut rng);
+    let p = plan(&s, Window::ALL, &n, 3, 0, (1000, 0), &mut rng);
     assert_eq!(p.enqueue, vec![(id(1), "d".into(), "a".into())]);
     assert!(p.drain.is_empty(), "not before a copy exists elsewhere");
     crate::heal::apply(
@@ -118,7 +129,7 @@ fn queued_copies_count_and_a_decommissioned_node_is_drained_once_copies_exist() 
     )
     .unwrap();
     assert_eq!(
-        plan(&s, &n, 3, 0, (1000, 0), &mut rng),
+        plan(&s, Window::ALL, &n, 3, 0, (1000, 0), &mut rng),
         Plan::default(),
         "queued"
     );
@@ -127,7 +138,7 @@ fn queued_copies_count_and_a_decommissioned_node_is_drained_once_copies_exist() 
         .unwrap()
         .replicas
         .insert("d".into(), AV);
-    let p = plan(&s, &n, 3, 0, (1000, 0), &mut rng);
+    let p = plan(&s, Window::ALL, &n, 3, 0, (1000, 0), &mut rng);
     assert_eq!(p.drain, vec![(id(1), "c".into())]);
 }
 
@@ -141,7 +152,7 @@ fn surplus_copies_go_from_the_fullest_node_once_nothing_is_in_flight() {
     let mut s = state_with(vec![(id(1), four.clone())], &["a", "b", "c", "d"]);
     let n = nodes(&[("a", up()), ("b", full), ("c", up()), ("d", up())]);
     let mut rng = StdRng::seed_from_u64(5);
-    let p = plan(&s, &n, 3, 0, (1000, 0), &mut rng);
+    let p = plan(&s, Window::ALL, &n, 3, 0, (1000, 0), &mut rng);
     assert_eq!(
         p.drain,
         vec![(id(1), "b".into())],
@@ -149,7 +160,9 @@ fn surplus_copies_go_from_the_fullest_node_once_nothing_is_in_flight() {
     );
     assert!(p.enqueue.is_empty());
     assert_eq!(
-        plan(&s, &n, 2, 0, (1000, 0), &mut rng).drain.len(),
+        plan(&s, Window::ALL, &n, 2, 0, (1000, 0), &mut rng)
+            .drain
+            .len(),
         2,
         "two surplus copies at replication 2"
     );
@@ -165,7 +178,11 @@ fn surplus_copies_go_from_the_fullest_node_once_nothing_is_in_flight() {
         ("d", up()),
         ("e", up()),
     ]);
-    assert!(plan(&s, &n5, 3, 0, (1000, 0), &mut rng).drain.is_empty());
+    assert!(
+        plan(&s, Window::ALL, &n5, 3, 0, (1000, 0), &mut rng)
+            .drain
+            .is_empty()
+    );
 
     // A copy on a node that is away does not count: no surplus.
     s.chunks.insert(id(1), four);
@@ -174,7 +191,10 @@ fn surplus_copies_go_from_the_fullest_node_once_nothing_is_in_flight() {
         ..up()
     };
     let n = nodes(&[("a", up()), ("b", up()), ("c", up()), ("d", away)]);
-    assert_eq!(plan(&s, &n, 3, 0, (1000, 0), &mut rng), Plan::default());
+    assert_eq!(
+        plan(&s, Window::ALL, &n, 3, 0, (1000, 0), &mut rng),
+        Plan::default()
+    );
 }
 
 #[test]
@@ -267,6 +287,7 @@ fn list(s: &mut State, node: &str, status: ReplicaStatus) {
 fn plan4(s: &State, now: u64, hold: u64, seed: u64) -> Plan {
     plan(
         s,
+        Window::ALL,
         &four_up(),
         3,
         now,
@@ -346,7 +367,15 @@ fn a_target_that_failed_a_chunk_is_not_picked_for_it_again() {
     assert!(picked.contains("c"), "{picked:?}");
     // With no other node, the failed one gets another try at once.
     let three = nodes(&[("a", up()), ("b", up()), ("c", up())]);
-    let p = plan(&s, &three, 3, 1, (1000, 500), &mut StdRng::seed_from_u64(1));
+    let p = plan(
+        &s,
+        Window::ALL,
+        &three,
+        3,
+        1,
+        (1000, 500),
+        &mut StdRng::seed_from_u64(1),
+    );
     assert_eq!(p.enqueue, vec![(id(1), "c".into(), "a".into())]);
 }
 
@@ -429,7 +458,7 @@ fn each_chunk_is_healed_and_trimmed_to_the_highest_count_of_its_files() {
     );
     let n = nodes(&[("a", up()), ("b", up()), ("c", up()), ("d", up())]);
     let mut rng = StdRng::seed_from_u64(7);
-    let p = plan(&s, &n, 3, 0, (1000, 0), &mut rng);
+    let p = plan(&s, Window::ALL, &n, 3, 0, (1000, 0), &mut rng);
     let mut targets: Vec<&str> = p
         .enqueue
         .iter()
@@ -441,4 +470,76 @@ fn each_chunk_is_healed_and_trimmed_to_the_highest_count_of_its_files() {
     assert_eq!(p.enqueue.len(), 2, "{p:?}");
     assert_eq!(p.drain.len(), 2, "{p:?}");
     assert!(p.drain.iter().all(|(c, _)| *c == id(2)), "{p:?}");
+}
+
+#[test]
+fn slices_of_the_chunk_table_cover_it_once_per_round_then_start_over() {
+    let chunks: Vec<(ChunkId, Chunk)> = (1..=10).map(|n| (id(n), chunk(&[("a", AV)]))).collect();
+    let s = state_with(chunks, &["a"]);
+    // A table within the batch is looked at whole.
+    assert_eq!(Window::next(&s, None, 10), (Window::ALL, None));
+    let mut cursor = None;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (w, next) = Window::next(&s, cursor, 4);
+        seen.extend(w.chunks(&s).map(|(i, _)| i.0[0]));
+        cursor = next;
+    }
+    assert_eq!(seen, (1..=10).collect::<Vec<u8>>());
+    assert_eq!(cursor, None, "after the last slice the next starts over");
+    let (w, _) = Window::next(&s, cursor, 4);
+    assert_eq!(
+        w.chunks(&s).map(|(i, _)| i.0[0]).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+}
+
+#[test]
+fn a_slice_plans_its_own_chunks_and_every_chunk_with_a_queued_copy() {
+    // Chunks 1..=6 each miss a copy (one of three wanted); chunk 6 has a
+    // copy queued to e, a node that is gone.
+    let chunks: Vec<(ChunkId, Chunk)> = (1..=6)
+        .map(|n| (id(n), chunk(&[("a", AV), ("b", AV)])))
+        .collect();
+    let mut s = state_with(chunks, &["a", "b", "c", "d"]);
+    s.heal.queue.insert(
+        (id(6), "e".into()),
+        RepairEntry {
+            source: "a".into(),
+            status: RepairStatus::Pending,
+            attempts: 0,
+            last_error: String::new(),
+            next_try_ms: 0,
+            created_ms: 0,
+            done_ms: 0,
+        },
+    );
+    let (w, _) = Window::next(&s, None, 2);
+    let p = plan(
+        &s,
+        w,
+        &four_up(),
+        3,
+        0,
+        (1000, 0),
+        &mut StdRng::seed_from_u64(1),
+    );
+    let planned: BTreeSet<u8> = p.enqueue.iter().map(|(i, ..)| i.0[0]).collect();
+    // Chunks 1 and 2 are in the slice, 6 has a queued copy: its copy to
+    // the gone node is cancelled and made elsewhere. 3..=5 wait.
+    assert_eq!(planned, BTreeSet::from([1, 2, 6]));
+    assert_eq!(
+        p.cancel,
+        vec![(id(6), "e".to_string(), "target gone or decommissioned")]
+    );
+    let all = plan(
+        &s,
+        Window::ALL,
+        &four_up(),
+        3,
+        0,
+        (1000, 0),
+        &mut StdRng::seed_from_u64(1),
+    );
+    assert_eq!(all.enqueue.len(), 6);
 }

@@ -215,11 +215,32 @@ impl MetadataService {
         F: FnOnce(&State, &Liveness, &Config, &FailureLog) -> T + Send + 'static,
     {
         let inner = self.inner.clone();
-        self.with_local(move |core, live, config| {
+        // The state's copy takes constant time (its tables share nodes
+        // with the original), so `f` runs outside the lock: counting ten
+        // million files for a status page holds up no request.
+        let (copy, _) = self.with_local(move |core, live, config| {
             let failures = lock(&inner.failures)?;
-            Ok(f(&core.state, live, config, &failures))
+            Ok((
+                core.state.clone(),
+                live.clone(),
+                config.clone(),
+                failures.clone(),
+            ))
+        })?;
+        tokio::task::spawn_blocking(move || {
+            let (state, live, config, failures) = copy;
+            f(&state, &live, &config, &failures)
         })
-        .map(|(out, _)| out)
+        .await
+        .map_err(|e| Status::internal(format!("inspecting the state: {e}")))
+    }
+
+    /// The status report (nodes, namespace and chunk counters), read after
+    /// a read barrier and counted off the lock.
+    pub(crate) async fn status_report(&self) -> Result<pb::StatusReply, Status> {
+        self.inner.consensus.read_barrier().await?;
+        self.inspect(|state, live, config, _| crate::status::status(state, live, config))
+            .await
     }
 
     /// Proposes `cmd` through the Raft group and answers what applying it
@@ -1183,9 +1204,7 @@ impl Metadata for MetadataService {
         &self,
         _request: Request<pb::Empty>,
     ) -> Result<Response<pb::StatusReply>, Status> {
-        self.with(move |core, live, config| Ok(crate::status::status(&core.state, live, config)))
-            .await
-            .map(Response::new)
+        self.status_report().await.map(Response::new)
     }
 
     async fn set_xattr(

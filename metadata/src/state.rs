@@ -16,6 +16,29 @@ use crate::error::MetaError;
 use crate::namespace::LastLink;
 use crate::{chunks, clients, namespace, orphans, trash, xattr};
 
+/// A table of the state that may grow with the namespace: an ordered map
+/// whose clone shares its nodes with the original (copy on write), so a
+/// snapshot copies the state in constant time, under the lock, and encodes
+/// the copy beside the requests (see `raft::machine`). Encoded as a map,
+/// exactly as a `BTreeMap`.
+pub type Table<K, V> = imbl::OrdMap<K, V>;
+
+/// Keeps the entries of `table` for which `keep` holds (a `Table` has no
+/// `retain` of its own).
+pub fn retain<K: Ord + Clone, V: Clone>(
+    table: &mut Table<K, V>,
+    mut keep: impl FnMut(&K, &V) -> bool,
+) {
+    let gone: Vec<K> = table
+        .iter()
+        .filter(|(k, v)| !keep(k, v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in gone {
+        table.remove(&k);
+    }
+}
+
 /// A wall-clock time as stored in inodes (same shape as `pb::Timestamp`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Time {
@@ -154,8 +177,8 @@ impl Inode {
 /// readdir continuing "after cookie c" is stable under concurrent changes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dir {
-    pub entries: BTreeMap<String, (u64, u64)>,
-    pub by_cookie: BTreeMap<u64, String>,
+    pub entries: Table<String, (u64, u64)>,
+    pub by_cookie: Table<u64, String>,
 }
 
 /// The part of a file a chunk provides: the first `len` bytes of chunk `id`.
@@ -210,11 +233,11 @@ pub struct Node {
 /// Everything the metadata service persists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
-    pub inodes: BTreeMap<u64, Inode>,
-    pub dirs: BTreeMap<u64, Dir>,
+    pub inodes: Table<u64, Inode>,
+    pub dirs: Table<u64, Dir>,
     /// File layouts: chunk index -> reference; a missing index is a hole.
-    pub layouts: BTreeMap<u64, BTreeMap<u64, ChunkRef>>,
-    pub chunks: BTreeMap<ChunkId, Chunk>,
+    pub layouts: Table<u64, BTreeMap<u64, ChunkRef>>,
+    pub chunks: Table<ChunkId, Chunk>,
     pub nodes: BTreeMap<String, Node>,
     pub next_ino: u64,
     pub next_cookie: u64,
@@ -282,10 +305,10 @@ impl State {
             rdev: 0,
         };
         State {
-            inodes: BTreeMap::from([(ROOT_INO, root)]),
-            dirs: BTreeMap::from([(ROOT_INO, Dir::default())]),
-            layouts: BTreeMap::new(),
-            chunks: BTreeMap::new(),
+            inodes: Table::unit(ROOT_INO, root),
+            dirs: Table::unit(ROOT_INO, Dir::default()),
+            layouts: Table::new(),
+            chunks: Table::new(),
             nodes: BTreeMap::new(),
             next_ino: ROOT_INO + 1,
             next_cookie: 1,

@@ -627,3 +627,46 @@ async fn a_chunk_file_deleted_on_a_running_node_is_noticed_and_copied_again() {
     .await;
     verify(&c, &files).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chunk_table_larger_than_the_scan_batch_is_healed_and_collected_slice_by_slice() {
+    let _deadline = deadline(DEADLINE);
+    // 7 chunks per tick out of about 40: every pass sees a sixth of the
+    // table, so healing and collection only finish if the slices move on.
+    let cfg = HEAL.replace("[heal]\n", "[heal]\nscan_batch = 7\n");
+    let mut c = Cluster::start_with(4, &cfg).await;
+    let client = c.client().await;
+    let files = write_files(&client, "f", 10, 250_000, 7).await;
+    let mut ids = BTreeSet::new();
+    for (p, _) in &files {
+        ids.extend(chunk_ids(&c, p).await);
+    }
+    assert!(ids.len() > 5 * 7, "{} chunks: several slices", ids.len());
+    c.wait_for(Duration::from_secs(30), "initial replication", || async {
+        c.healed().await && fully_replicated(&c, &files).await
+    })
+    .await;
+    c.kill_node(0);
+    c.wait_node_down(0).await;
+    c.wait_for(
+        Duration::from_secs(60),
+        "every chunk copied again on the nodes still up",
+        || async { c.healed().await && fully_replicated(&c, &files).await },
+    )
+    .await;
+    for id in &ids {
+        let copies = on_disk(&c, id);
+        assert!(copies.len() >= 3, "chunk {id} on {copies:?}");
+    }
+    verify(&c, &files).await;
+    for (p, _) in &files {
+        remove(&client, p).await;
+    }
+    c.wait_for(
+        Duration::from_secs(60),
+        "every chunk of the deleted files gone from the nodes still up",
+        || async { ids.iter().all(|id| on_disk(&c, id).iter().all(|&n| n == 0)) },
+    )
+    .await;
+    assert_eq!(c.status().await.chunks, 0);
+}
