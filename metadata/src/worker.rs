@@ -55,6 +55,9 @@ pub struct Worker {
     /// Replica audit: when the last pass ran, and per node the last chunk
     /// id checked (the next pass goes on after it).
     audit: Mutex<(Option<Instant>, BTreeMap<String, ChunkId>)>,
+    /// Where the next tick's slice of the chunk table starts (see
+    /// [`repair::Window`]).
+    scan: Mutex<Option<ChunkId>>,
 }
 
 /// One node's share of an audit pass: its address and the ids to check.
@@ -128,6 +131,7 @@ impl Worker {
             done_rx: Mutex::new(done_rx),
             clients: bigfs_proto::StoragePool::default(),
             audit: Mutex::new((None, BTreeMap::new())),
+            scan: Mutex::new(None),
         })
     }
 
@@ -328,8 +332,12 @@ impl Worker {
                 let h = &config.heal;
                 let nodes = node_views(&core.state, live, config, me.started, Instant::now());
                 let now = now_ms();
+                let (window, cursor) =
+                    repair::Window::next(&core.state, *guard(&me.scan), h.scan_batch);
+                *guard(&me.scan) = cursor;
                 let plan = repair::plan(
                     &core.state,
+                    window,
                     &nodes,
                     config.replication as usize,
                     now,
@@ -406,7 +414,7 @@ impl Worker {
                     );
                 }
                 let grace = crate::status::gc_grace(&core.state, live, config);
-                let marks = gc::mark_candidates(&core.state, now, grace, h.gc_batch);
+                let marks = gc::mark_candidates(&core.state, window, now, grace, h.gc_batch);
                 if !marks.is_empty() {
                     tracing::info!(
                         chunks = marks.len(),
@@ -421,7 +429,7 @@ impl Worker {
                         },
                     );
                 }
-                let mut sweep = gc::deletions(&core.state, &nodes, h.gc_batch);
+                let mut sweep = gc::deletions(&core.state, window, &nodes, h.gc_batch);
                 if !sweep.forget.is_empty() {
                     heal(
                         core,
