@@ -558,26 +558,51 @@ impl Filesystem for BigFs {
                         }
                     }
                 }
+                // Writes buffered here must land before a time is set,
+                // or their commit at close would stamp the file with its
+                // own mtime over the one asked for (tar's and cp -p's
+                // futimens before close). NFS clients flush for it too.
+                if (atime.is_some() || mtime.is_some())
+                    && let Some(h) = open.by_ino(ino.0)
+                {
+                    h.flush().await?;
+                }
+                let mut changed = None;
                 if mode.is_some()
                     || uid.is_some()
                     || gid.is_some()
                     || atime.is_some()
                     || mtime.is_some()
                 {
-                    client
-                        .setattr(pb::SetAttrRequest {
-                            ino: ino.0,
-                            mode: mode.map(|m| m & 0o7777),
-                            uid,
-                            gid,
-                            size: None,
-                            atime: atime.map(to_timestamp),
-                            mtime: mtime.map(to_timestamp),
-                            id: None,
-                        })
-                        .await?;
+                    changed = Some(
+                        client
+                            .setattr(pb::SetAttrRequest {
+                                ino: ino.0,
+                                mode: mode.map(|m| m & 0o7777),
+                                uid,
+                                gid,
+                                size: None,
+                                atime: atime.map(to_timestamp),
+                                mtime: mtime.map(to_timestamp),
+                                id: None,
+                            })
+                            .await?,
+                    );
                 }
-                Self::attr(&client, &open, ino.0).await
+                match changed {
+                    // The change answers the attributes it made (tar's
+                    // futimens, fchown and fchmod of each file it writes
+                    // need no GetAttr after them); a size change asks.
+                    Some(a) if size.is_none() => {
+                        let pending = match open.by_ino(ino.0) {
+                            Some(h) => h.pending().await,
+                            None => None,
+                        };
+                        let fa = file_attr(&a, pending);
+                        Ok((a, fa))
+                    }
+                    _ => Self::attr(&client, &open, ino.0).await,
+                }
             }
             .await;
             match outcome {

@@ -114,6 +114,9 @@ pub struct Config {
     pub join: bool,
     /// Raft timing (`[raft]`).
     pub raft: RaftConfig,
+    /// Worker threads of the service's async runtime. Default 0: one per
+    /// core (tokio's default, also set by `TOKIO_WORKER_THREADS`).
+    pub threads: usize,
 }
 
 /// Raft timing. Elections wait long enough that a loaded two-core machine
@@ -182,6 +185,7 @@ impl Default for Config {
             tls_dir: None,
             insecure: false,
             exports_file: None,
+            threads: 0,
         }
     }
 }
@@ -244,6 +248,9 @@ impl Config {
         }
         if self.snapshot_every == 0 {
             return Err("snapshot_every must be >= 1".into());
+        }
+        if self.threads > 256 {
+            return Err(format!("threads must be 0..=256, got {}", self.threads));
         }
         if self.client_reply_ttl_ms == 0 {
             return Err("client_reply_ttl_ms must be > 0".into());

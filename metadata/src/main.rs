@@ -114,5 +114,12 @@ fn real_main() -> anyhow::Result<()> {
         )
     };
     bigfs_proto::daemon::init_logging(&filter);
-    tokio::runtime::Runtime::new()?.block_on(bigfs_metadata::run(config))
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.threads > 0 {
+        runtime.worker_threads(config.threads);
+    }
+    runtime
+        .enable_all()
+        .build()?
+        .block_on(bigfs_metadata::run(config))
 }

@@ -147,3 +147,55 @@ async fn new_names_in_a_directory_made_here_are_not_looked_up() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(std::fs::read(d.join("later")).unwrap(), b"c");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tars_attribute_calls_on_a_file_it_writes_cost_no_getattr() {
+    use std::os::unix::fs::PermissionsExt;
+    let _deadline = deadline(Duration::from_secs(120));
+    let c = Cluster::start_with(1, "").await;
+    let m = Mount::new(&c, &[]);
+    let d = m.path().join("x");
+    std::fs::create_dir(&d).unwrap();
+
+    // What GNU tar does per file it extracts: create, write, then
+    // futimens, fchown and fchmod on the open descriptor, and close.
+    const FILES: u32 = 10;
+    let before = (calls(&c, "GetAttr"), calls(&c, "SetAttr"));
+    for i in 0..FILES {
+        let f = std::fs::File::create(d.join(format!("f{i}"))).unwrap();
+        std::io::Write::write_all(&mut &f, &random_bytes(3000, u64::from(i))).unwrap();
+        let mtime = std::time::UNIX_EPOCH + Duration::from_secs(1_600_000_000 + u64::from(i));
+        f.set_times(std::fs::FileTimes::new().set_modified(mtime))
+            .unwrap();
+        std::os::unix::fs::fchown(&f, Some(1000 + i), Some(2000 + i)).unwrap();
+        f.set_permissions(std::fs::Permissions::from_mode(0o640))
+            .unwrap();
+        drop(f);
+    }
+    let getattrs = calls(&c, "GetAttr") - before.0;
+    let setattrs = calls(&c, "SetAttr") - before.1;
+    assert_eq!(setattrs, f64::from(3 * FILES), "one SetAttr per call");
+    // One per file is the kernel's, after the write; none follows a
+    // change (each answers the attrs it made).
+    assert!(
+        getattrs <= f64::from(FILES) + 2.0,
+        "{getattrs} GetAttr calls for {FILES} files (each change answers its attrs)"
+    );
+    // What the mount answered is what the service holds, seen from a
+    // fresh mount.
+    let fresh = Mount::new(&c, &[]);
+    for i in 0..FILES {
+        let a = std::fs::metadata(fresh.path().join(format!("x/f{i}"))).unwrap();
+        assert_eq!(
+            (a.uid(), a.gid(), a.mode() & 0o7777, a.size(), a.mtime()),
+            (
+                1000 + i,
+                2000 + i,
+                0o640,
+                3000,
+                1_600_000_000 + i64::from(i)
+            ),
+            "f{i}"
+        );
+    }
+}
