@@ -562,7 +562,11 @@ impl Filesystem for BigFs {
                 // or their commit at close would stamp the file with its
                 // own mtime over the one asked for (tar's and cp -p's
                 // futimens before close). NFS clients flush for it too.
-                if (atime.is_some() || mtime.is_some())
+                // Only for a time given (the kernel's own "now", as a
+                // truncate sends, needs no flush: the commit's time is as
+                // good).
+                let given = |t: Option<TimeOrNow>| matches!(t, Some(TimeOrNow::SpecificTime(_)));
+                if (given(atime) || given(mtime))
                     && let Some(h) = open.by_ino(ino.0)
                 {
                     h.flush().await?;
