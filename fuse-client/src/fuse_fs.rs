@@ -316,12 +316,18 @@ impl BigFs {
         ino: u64,
     ) -> Result<(pb::Attr, FileAttr), ClientError> {
         let a = client.getattr(ino).await?;
+        Ok(Self::with_pending(open, ino, a).await)
+    }
+
+    /// `a` as the kernel sees it: with the size of writes this mount
+    /// still buffers for the file.
+    async fn with_pending(open: &OpenFiles, ino: u64, a: pb::Attr) -> (pb::Attr, FileAttr) {
         let size = match open.by_ino(ino) {
             Some(h) => h.pending().await,
             None => None,
         };
         let fa = file_attr(&a, size);
-        Ok((a, fa))
+        (a, fa)
     }
 
     fn reply_entry(
@@ -597,14 +603,7 @@ impl Filesystem for BigFs {
                     // The change answers the attributes it made (tar's
                     // futimens, fchown and fchmod of each file it writes
                     // need no GetAttr after them); a size change asks.
-                    Some(a) if size.is_none() => {
-                        let pending = match open.by_ino(ino.0) {
-                            Some(h) => h.pending().await,
-                            None => None,
-                        };
-                        let fa = file_attr(&a, pending);
-                        Ok((a, fa))
-                    }
+                    Some(a) if size.is_none() => Ok(Self::with_pending(&open, ino.0, a).await),
                     _ => Self::attr(&client, &open, ino.0).await,
                 }
             }

@@ -332,9 +332,12 @@ impl Worker {
                 let h = &config.heal;
                 let nodes = node_views(&core.state, live, config, me.started, Instant::now());
                 let now = now_ms();
-                let (window, cursor) =
-                    repair::Window::next(&core.state, *guard(&me.scan), h.scan_batch);
-                *guard(&me.scan) = cursor;
+                let window = {
+                    let mut cursor = guard(&me.scan);
+                    let (window, next) = repair::Window::next(&core.state, *cursor, h.scan_batch);
+                    *cursor = next;
+                    window
+                };
                 let plan = repair::plan(
                     &core.state,
                     window,
